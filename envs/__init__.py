@@ -1,0 +1,36 @@
+"""Task families: parametrised distributions of gymnasium environments.
+
+>>> import metarl
+>>> fam = metarl.envs.make("HalfCheetahVel-v0")        # a TaskFamily
+>>> tasks = fam.sample_tasks(8, seed=0)                # immutable, hashable, JSON-serialisable Tasks
+>>> env = fam.make_env(tasks[0])                       # a gymnasium.Env solving that task
+>>> env.unwrapped.set_task(tasks[1])                   # switch task in place
+
+Every family is also a gymnasium id, ``gymnasium.make("metarl/HalfCheetahVel-v0", task=...)``.
+"""
+
+from . import bandit, locomotion, meta_world, navigation, rand_params, tabular_mdp  # noqa: F401  (registers)
+from .base import Choice, Dirichlet, Disk, Distribution, LogUniform, Normal, TaskEnv, TaskFamily, Uniform
+from .rand_params import PHYSICS_FIELDS, RandParams
+from .registry import ENTRY_POINT_GROUP, make, register, registered
+from .xml_robot import CRAWLER_XML, MujocoTaskFamily
+
+__all__ = [
+    "CRAWLER_XML",
+    "ENTRY_POINT_GROUP",
+    "PHYSICS_FIELDS",
+    "Choice",
+    "Dirichlet",
+    "Disk",
+    "Distribution",
+    "LogUniform",
+    "MujocoTaskFamily",
+    "Normal",
+    "RandParams",
+    "TaskEnv",
+    "TaskFamily",
+    "Uniform",
+    "make",
+    "register",
+    "registered",
+]

@@ -1,0 +1,217 @@
+"""Locomotion task families on gymnasium's MuJoCo robots (HalfCheetah-v5, Ant-v5, Humanoid-v5).
+
+Each environment is the gymnasium robot (same model, observation, reset and costs) with the forward
+reward replaced by the task's term. With ``p`` the tracked planar position (HalfCheetah: root x;
+Ant: torso xy; Humanoid: centre of mass xy) and ``v = (p_after - p_before) / dt``:
+
+=================  ==========================  ==============================================
+family             task parameter              reward per step
+=================  ==========================  ==============================================
+HalfCheetahVel     velocity v* ~ U[low, high]  -|v_x - v*| - 0.05 |a|^2
+HalfCheetahDir     direction d in {-1, +1}     d v_x - 0.05 |a|^2
+AntVel             velocity v* ~ U[0, 3]       -|v_x - v*| + survive - ctrl - contact
+AntDir             direction d in {-1, +1}     d v_x + survive - ctrl - contact
+AntDir2D           angle t ~ U[0, 2 pi]        (cos t, sin t) . v + survive - ctrl - contact
+AntGoal            goal g uniform in disk r=3  -|p - g|_1 + survive - ctrl - contact
+HumanoidDir        angle t ~ U[0, 2 pi]        1.25 (cos t, sin t) . v + alive - ctrl - contact
+=================  ==========================  ==============================================
+
+Survive, ctrl and contact terms and termination are gymnasium v5's (Ant: 1.0, 0.5|a|^2,
+5e-4|clip(cfrc_ext)|^2, which equal ProMP's; Humanoid: 5.0, 0.1|a|^2, 5e-7|cfrc_ext|^2 capped at 10,
+which equal PEARL's humanoid-dir). Deviations from the mujoco-py originals: gymnasium v5 observations
+(HalfCheetah 17-d without the torso COM of MAML's 20-d version; Ant 105-d with contact forces), and
+AntGoal does not terminate on an unhealthy state (as ProMP and PEARL). Pass ``env_kwargs`` to change
+any gymnasium constructor argument (e.g. ``{"terminate_when_unhealthy": False}``).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv, mass_center
+
+from metarl.task import Task
+
+from .base import Choice, Disk, Distribution, TaskEnv, TaskFamily, Uniform
+from .registry import register
+
+
+class LocomotionEnv(TaskEnv):
+    """Mixin over a gymnasium MuJoCo robot: task reward on planar velocity/position, plus the robot's costs."""
+
+    family: LocomotionFamily
+
+    def __init__(self, family: LocomotionFamily, task: Task, render_mode: str | None = None, **env_kwargs: Any):
+        super().__init__(render_mode=render_mode, **env_kwargs)
+        self._init_task(family, task)
+
+    def _apply_task(self, task: Task) -> None:
+        self.params = {k: task.array(k) for k in task.keys()}
+
+    def _position(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _robot_terms(self, action: np.ndarray) -> tuple[float, bool, dict[str, float]]:
+        """(survive - ctrl - contact, terminated, info) after a step; the default is HalfCheetah's ctrl cost."""
+        ctrl = self._ctrl_cost_weight * float(np.square(action).sum())
+        return -ctrl, False, {"reward_ctrl": -ctrl}
+
+    def step(self, action: np.ndarray):
+        before = self._position()
+        self.do_simulation(action, self.frame_skip)
+        position = self._position()
+        velocity = (position - before) / self.dt
+        task_reward = self.family.task_reward(self.params, position, velocity)
+        robot_reward, terminated, info = self._robot_terms(action)
+        if self.render_mode == "human":
+            self.render()
+        info.update(reward_task=task_reward, x_position=position[0], x_velocity=velocity[0])
+        return self._get_obs(), task_reward + robot_reward, terminated, self._time_up(), info
+
+
+class _LeggedTerms:
+    """Survive reward, control and contact costs, and unhealthy termination of Ant-v5 / Humanoid-v5."""
+
+    def _robot_terms(self, action: np.ndarray) -> tuple[float, bool, dict[str, float]]:
+        survive, ctrl, contact = self.healthy_reward, self.control_cost(action), self.contact_cost
+        terminated = (not self.is_healthy) and self._terminate_when_unhealthy
+        info = {"reward_survive": survive, "reward_ctrl": -ctrl, "reward_contact": -contact}
+        return survive - ctrl - contact, terminated, info
+
+
+class HalfCheetahTaskEnv(LocomotionEnv, HalfCheetahEnv):
+    def _position(self) -> np.ndarray:
+        return self.data.qpos[:1].copy()
+
+
+class AntTaskEnv(_LeggedTerms, LocomotionEnv, AntEnv):
+    def _position(self) -> np.ndarray:
+        return self.data.body(self._main_body).xpos[:2].copy()
+
+
+class HumanoidTaskEnv(_LeggedTerms, LocomotionEnv, HumanoidEnv):
+    def _position(self) -> np.ndarray:
+        return mass_center(self.model, self.data)
+
+
+class LocomotionFamily(TaskFamily):
+    """A task family on one gymnasium robot; subclasses give the parameters and the task reward."""
+
+    robot: ClassVar[type[LocomotionEnv]]
+    base_id: ClassVar[str]  # the gymnasium id the robot derives from
+    robot_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *, horizon: int = 200, env_kwargs: dict[str, Any] | None = None, **common: Any):
+        super().__init__(horizon=horizon, **common)
+        self.env_kwargs = {**self.robot_defaults, **(env_kwargs or {})}
+
+    def _make_env(self, task: Task, render_mode: str | None) -> LocomotionEnv:
+        return self.robot(self, task, render_mode=render_mode, **self.env_kwargs)
+
+    @abstractmethod
+    def task_reward(self, params: dict[str, np.ndarray], position: np.ndarray, velocity: np.ndarray) -> float:
+        """The task's reward term from the tracked position and velocity after a step."""
+
+
+class _Velocity(LocomotionFamily):
+    def __init__(self, *, low: float = 0.0, high: float = 2.0, **common: Any):
+        super().__init__(**common)
+        self._parameters: dict[str, Distribution] = {"velocity": Uniform(low, high)}
+
+    def parameters(self) -> dict[str, Distribution]:
+        return self._parameters
+
+    def task_reward(self, params, position, velocity) -> float:
+        return -abs(float(velocity[0]) - float(params["velocity"]))
+
+
+class _Direction(LocomotionFamily):
+    """Forward (+1) or backward (-1) along x."""
+
+    forward_weight: ClassVar[float] = 1.0
+
+    def parameters(self) -> dict[str, Distribution]:
+        return {"direction": Choice([-1, 1])}
+
+    def task_reward(self, params, position, velocity) -> float:
+        return self.forward_weight * float(params["direction"]) * float(velocity[0])
+
+
+class _Angle(LocomotionFamily):
+    """Run along the planar direction (cos angle, sin angle)."""
+
+    forward_weight: ClassVar[float] = 1.0
+
+    def parameters(self) -> dict[str, Distribution]:
+        return {"angle": Uniform(0.0, 2 * np.pi)}
+
+    def task_reward(self, params, position, velocity) -> float:
+        angle = float(params["angle"])
+        return self.forward_weight * (np.cos(angle) * velocity[0] + np.sin(angle) * velocity[1])
+
+
+@register("HalfCheetahVel-v0")
+@register("HalfCheetahVel-PEARL-v0", high=3.0)
+class HalfCheetahVel(_Velocity):
+    """HalfCheetah running at a target velocity (MAML: U[0, 2]; PEARL preset: U[0, 3])."""
+
+    robot, base_id, robot_defaults = HalfCheetahTaskEnv, "HalfCheetah-v5", {"ctrl_cost_weight": 0.05}
+
+
+@register("HalfCheetahDir-v0")
+class HalfCheetahDir(_Direction):
+    """HalfCheetah running forward or backward."""
+
+    robot, base_id, robot_defaults = HalfCheetahTaskEnv, "HalfCheetah-v5", {"ctrl_cost_weight": 0.05}
+
+
+@register("AntVel-v0", high=3.0)
+class AntVel(_Velocity):
+    """Ant running along x at a target velocity in U[0, 3]."""
+
+    robot, base_id = AntTaskEnv, "Ant-v5"
+
+
+@register("AntDir-v0")
+class AntDir(_Direction):
+    """Ant running forward or backward along x."""
+
+    robot, base_id = AntTaskEnv, "Ant-v5"
+
+
+@register("AntDir2D-v0")
+class AntDir2D(_Angle):
+    """Ant running in a planar direction of angle U[0, 2 pi]."""
+
+    robot, base_id = AntTaskEnv, "Ant-v5"
+
+
+@register("HumanoidDir-v0")
+class HumanoidDir(_Angle):
+    """Humanoid running in a planar direction of angle U[0, 2 pi] (PEARL's humanoid-dir)."""
+
+    robot, base_id, forward_weight = HumanoidTaskEnv, "Humanoid-v5", 1.25
+
+
+@register("AntGoal-v0")
+class AntGoal(LocomotionFamily):
+    """Ant walking to a goal drawn uniformly in a disk (PEARL/ProMP ant-goal)."""
+
+    robot, base_id, robot_defaults = AntTaskEnv, "Ant-v5", {"terminate_when_unhealthy": False}
+
+    def __init__(self, *, radius: float = 3.0, metric: str = "l1", **common: Any):
+        super().__init__(**common)
+        if metric not in ("l1", "l2"):
+            raise ValueError(f"AntGoal metric must be 'l1' or 'l2', got {metric!r}")
+        self.metric, self._parameters = metric, {"goal": Disk(radius)}
+
+    def parameters(self) -> dict[str, Distribution]:
+        return self._parameters
+
+    def task_reward(self, params, position, velocity) -> float:
+        offset = position - params["goal"]
+        return -float(np.abs(offset).sum() if self.metric == "l1" else np.sqrt(offset @ offset))

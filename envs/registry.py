@@ -1,0 +1,141 @@
+"""The registry of task families: ``make``, ``register``, ``registered``.
+
+A family is registered under a name with default overrides (so one class can serve several
+conventions, e.g. ``HalfCheetahVel-v0`` and ``HalfCheetahVel-PEARL-v0``). Packages can add families
+through the entry-point group ``metarl.task_families`` (``name = "package.module:FamilyClass"``).
+Every family is also a gymnasium id: ``gymnasium.make("metarl/<Name>-v0", task=...)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, TypeVar
+
+import gymnasium as gym
+from metarl.envs.base import TaskFamily
+
+from metarl.task import Task
+
+__all__ = ["ENTRY_POINT_GROUP", "accepted_overrides", "make", "register", "registered"]
+
+ENTRY_POINT_GROUP = "metarl.task_families"
+GYM_NAMESPACE = "metarl"
+
+
+@dataclass
+class _Entry:
+    factory: Callable[..., TaskFamily] | None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    entry_point: metadata.EntryPoint | None = None
+
+    def load(self) -> Callable[..., TaskFamily]:
+        if self.factory is None:
+            assert self.entry_point is not None
+            self.factory = self.entry_point.load()
+        return self.factory
+
+
+_REGISTRY: dict[str, _Entry] = {}
+F = TypeVar("F", bound=Callable[..., TaskFamily])
+
+
+def register(name: str, factory: F | None = None, **defaults: Any) -> Any:
+    """Register a family under ``name``; use as ``@register("MyFamily-v0")`` or call directly.
+
+    ``factory`` is a :class:`TaskFamily` subclass (or a callable returning one) taking keyword
+    overrides; ``defaults`` are overrides applied under the user's.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a family name must be a non-empty string, got {name!r}")
+
+    def decorate(fn: F) -> F:
+        if name in _REGISTRY and _REGISTRY[name].factory is not fn:
+            raise ValueError(f"task family {name!r} is already registered (by {_REGISTRY[name].factory})")
+        _check_overrides(name, fn, defaults)
+        _REGISTRY[name] = _Entry(fn, dict(defaults))
+        _register_gym_id(name)
+        return fn
+
+    return decorate if factory is None else decorate(factory)
+
+
+def registered() -> list[str]:
+    """Names of every registered family, including those from installed plugins."""
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def make(name: str, **overrides: Any) -> TaskFamily:
+    """Build the family registered as ``name``; unknown names and overrides are refused by name."""
+    _load_entry_points()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown task family {name!r}.{hint} Known families: {', '.join(sorted(_REGISTRY))}")
+    entry = _REGISTRY[name]
+    factory = entry.load()
+    _check_overrides(name, factory, overrides)
+    family = factory(**{**entry.defaults, **overrides})
+    if not isinstance(family, TaskFamily):
+        raise TypeError(f"the factory registered as {name!r} returned {type(family).__name__}, not a TaskFamily")
+    family.name = name
+    return family
+
+
+def accepted_overrides(factory: Callable[..., Any]) -> list[str]:
+    """Keyword arguments a family accepts, gathered along its class hierarchy."""
+    names: list[str] = []
+    targets = [k.__dict__["__init__"] for k in factory.__mro__ if "__init__" in k.__dict__ and k is not object] \
+        if isinstance(factory, type) else [factory]
+    for fn in targets:
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self" and p.name not in names:
+                names.append(p.name)
+    return names
+
+
+def _check_overrides(name: str, factory: Callable[..., Any], overrides: Mapping[str, Any]) -> None:
+    accepted = accepted_overrides(factory)
+    unknown = [k for k in overrides if k not in accepted]
+    if unknown:
+        raise ValueError(
+            f"unknown override(s) {', '.join(map(repr, unknown))} for task family {name!r}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+
+
+_entry_points_loaded = False
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = _Entry(None, {}, ep)
+            _register_gym_id(ep.name)
+
+
+def _register_gym_id(name: str) -> None:
+    gym_id = f"{GYM_NAMESPACE}/{name}"
+    if gym_id not in gym.registry:
+        gym.register(id=gym_id, entry_point=_gym_env_creator, kwargs={"family": name}, disable_env_checker=True)
+
+
+def _gym_env_creator(
+    family: str, task: Task | Mapping[str, Any] | None = None, render_mode: str | None = None, **overrides: Any
+) -> gym.Env:
+    """``gymnasium.make("metarl/<family>", task=...)``: ``task`` is a Task, a dict of its parameters,
+    or None for the family's first training task; other keywords are family overrides."""
+    fam = make(family, **overrides)
+    if task is None:
+        task = fam.train_tasks[0]
+    elif isinstance(task, Mapping):
+        task = Task(fam.name, task)
+    return fam.make_env(task, render_mode=render_mode)

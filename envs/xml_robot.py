@@ -1,0 +1,103 @@
+"""Task families on a user's own MuJoCo XML robot.
+
+Subclass :class:`MujocoTaskFamily`, point ``xml_file`` at the model, declare the task parameters and
+write the reward; the environment (spaces, stepping, resets, rendering, task switching, horizon) is
+built for you. Parameters named after a physics field (``body_mass``, ``geom_friction``, ... see
+:mod:`metarl.envs.rand_params`) scale that field of the model, so goals and randomised physics mix
+freely. The README walks through :data:`CRAWLER_XML`, a four-legged robot shipped with metarl.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+from metarl.task import Task
+
+from .base import Distribution, TaskEnv, TaskFamily
+from .rand_params import PHYSICS_FIELDS, PhysicsScaler, physics_distributions
+
+CRAWLER_XML = str(resources.files("metarl.envs") / "assets" / "crawler.xml")
+
+
+class XmlRobotEnv(TaskEnv, MujocoEnv):
+    """A MuJoCo model as a task environment; observation, reward and termination come from the family."""
+
+    family: MujocoTaskFamily
+
+    def __init__(self, family: MujocoTaskFamily, task: Task, render_mode: str | None = None):
+        self.metadata = {
+            "render_modes": ["human", "rgb_array", "depth_array"],
+            "render_fps": int(np.round(1.0 / (family.model.opt.timestep * family.frame_skip))),
+        }
+        MujocoEnv.__init__(
+            self, family.xml_file, family.frame_skip, observation_space=None, render_mode=render_mode
+        )
+        size = family.observation(self.data).size
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float64)
+        physics = [k for k in family.parameters() if k in PHYSICS_FIELDS]
+        self.scaler = PhysicsScaler(self.model, physics) if physics else None
+        self._init_task(family, task)
+
+    def _apply_task(self, task: Task) -> None:
+        self.params = {k: task.array(k) for k in task.keys()}
+        if self.scaler is not None:
+            self.scaler.apply(self.params)
+
+    def reset_model(self) -> np.ndarray:
+        noise = self.family.reset_noise_scale
+        qpos = self.init_qpos + self.np_random.uniform(-noise, noise, size=self.model.nq)
+        qvel = self.init_qvel + noise * self.np_random.standard_normal(self.model.nv)
+        self.set_state(qpos, qvel)
+        return self.family.observation(self.data)
+
+    def step(self, action: np.ndarray):
+        self.do_simulation(action, self.frame_skip)
+        reward = self.family.reward(self.params, self.data, np.asarray(action))
+        terminated = self.family.terminated(self.params, self.data)
+        if self.render_mode == "human":
+            self.render()
+        return self.family.observation(self.data), float(reward), bool(terminated), self._time_up(), {}
+
+
+class MujocoTaskFamily(TaskFamily):
+    """Base for a family on a MuJoCo XML model: set ``xml_file``, define ``parameters`` and ``reward``.
+
+    Optional hooks: ``observation`` (default: qpos without the root's x, y, then qvel), ``terminated``
+    (default: never), class attributes ``frame_skip`` and ``reset_noise_scale``. ``physics(fields)``
+    gives log-uniform scale parameters for physics fields of the model.
+    """
+
+    xml_file: ClassVar[str]
+    frame_skip: ClassVar[int] = 5
+    reset_noise_scale: ClassVar[float] = 0.01
+
+    def __init__(self, *, horizon: int = 200, **common: Any):
+        super().__init__(horizon=horizon, **common)
+        if not Path(self.xml_file).is_file():
+            raise FileNotFoundError(f"{type(self).__name__}.xml_file {self.xml_file!r} does not exist")
+        self.model = mujoco.MjModel.from_xml_path(self.xml_file)
+
+    def physics(self, fields: list[str], base: float = 1.5, limit: float = 3.0) -> dict[str, Distribution]:
+        """Log-uniform scales ``base ** U[-limit, limit]`` for physics fields of this model."""
+        return physics_distributions(self.model, fields, base, limit)
+
+    @abstractmethod
+    def reward(self, params: dict[str, np.ndarray], data: mujoco.MjData, action: np.ndarray) -> float:
+        """Reward after a step, from the task parameters, the simulator state and the action."""
+
+    def observation(self, data: mujoco.MjData) -> np.ndarray:
+        return np.concatenate([data.qpos[2:], data.qvel])
+
+    def terminated(self, params: dict[str, np.ndarray], data: mujoco.MjData) -> bool:
+        return False
+
+    def _make_env(self, task: Task, render_mode: str | None) -> XmlRobotEnv:
+        return XmlRobotEnv(self, task, render_mode)

@@ -1,0 +1,11 @@
+"""metarl: meta-reinforcement learning for robotics on gymnasium + MuJoCo 3.
+
+``metarl.Task`` is the unit of work; ``metarl.envs`` holds the task families (importing metarl
+registers them, also as gymnasium ids ``metarl/<Name>``).
+"""
+
+from metarl import envs  # noqa: E402  (after the core: the families build on it)
+from metarl.task import Task, TaskSource
+
+__version__ = "0.1.0"
+__all__ = ["Task", "TaskSource", "envs", "__version__"]
