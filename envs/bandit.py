@@ -1,6 +1,6 @@
 """Multi-armed Bernoulli bandits (Duan et al. 2016, RL^2, section 4.1).
 
-A task is the vector of arm success probabilities ``p ~ U[0, 1]^k``. An episode is ``pulls`` pulls;
+A task is the vector of arm success probabilities ``p ~ U[0, 1]^k``. An episode is ``horizon`` pulls;
 pulling arm ``a`` pays 1 with probability ``p_a``, else 0. The observation is a constant (a bandit has
 one state); the agent learns from its action and reward history. ``info`` carries the expected reward
 ``p_a`` and the per-pull regret ``max p - p_a``.
@@ -46,12 +46,12 @@ class BanditEnv(TaskEnv, gym.Env):
 
 @register("Bandit-v0")
 class Bandit(TaskFamily):
-    """A k-armed Bernoulli bandit played for n pulls (RL^2: k in {5, 10, 50}, n in {10, 100, 500})."""
+    """A k-armed Bernoulli bandit played for n = horizon pulls (RL^2: k in {5, 10, 50}, n in {10, 100, 500})."""
 
-    def __init__(self, *, arms: int = 5, pulls: int = 10, **common: Any):
+    def __init__(self, *, arms: int = 5, horizon: int = 10, **common: Any):
         if not isinstance(arms, int) or arms < 2:
             raise ValueError(f"Bandit arms must be an integer >= 2, got {arms!r}")
-        super().__init__(horizon=pulls, **common)
+        super().__init__(horizon=horizon, **common)
         self.arms = arms
         self._parameters: dict[str, Distribution] = {"probs": Uniform(0.0, 1.0, shape=(arms,))}
 

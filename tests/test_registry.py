@@ -1,0 +1,147 @@
+"""The registry, plug-ins, and refusal of bad input."""
+
+import sys
+import textwrap
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
+import numpy as np
+import pytest
+
+import metarl
+from metarl import Task
+from metarl.envs import Uniform, registry
+
+
+class Pendulum(metarl.envs.TaskFamily):
+    """A user family: gymnasium's pendulum with a task-dependent gravity."""
+
+    def __init__(self, *, low: float = 5.0, high: float = 15.0, **common: Any):
+        super().__init__(horizon=50, **common)
+        self._params = {"g": Uniform(low, high)}
+
+    def parameters(self):
+        return self._params
+
+    def _make_env(self, task, render_mode):
+        return PendulumTaskEnv(self, task)
+
+
+class PendulumTaskEnv(metarl.envs.TaskEnv, PendulumEnv):
+    def __init__(self, family, task):
+        super().__init__()
+        self._init_task(family, task)
+
+    def _apply_task(self, task):
+        self.g = task["g"]
+
+    def step(self, action):
+        obs, reward, terminated, _, info = super().step(action)
+        return obs, reward, terminated, self._time_up(), info
+
+
+@pytest.fixture
+def clean_registry():
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+    registry._entry_points_loaded = False
+
+
+def test_register_a_user_family(clean_registry):
+    metarl.envs.register("UserPendulum-v0", Pendulum, high=20.0)
+    assert "UserPendulum-v0" in metarl.envs.registered()
+    fam = metarl.envs.make("UserPendulum-v0")
+    assert fam.name == "UserPendulum-v0" and fam.parameters()["g"].high == 20.0
+    env = fam.make_env(fam.train_tasks[0])
+    assert env.unwrapped.g == fam.train_tasks[0]["g"]
+    env = gym.make("metarl/UserPendulum-v0", task={"g": 9.0})
+    assert env.unwrapped.g == 9.0
+
+
+def test_register_as_decorator_and_duplicate_names_are_refused(clean_registry):
+    @metarl.envs.register("Decorated-v0")
+    class Decorated(Pendulum):
+        pass
+
+    assert metarl.envs.make("Decorated-v0").name == "Decorated-v0"
+    with pytest.raises(ValueError, match="already registered"):
+        metarl.envs.register("Decorated-v0", Pendulum)
+    with pytest.raises(ValueError, match="unknown override.*'gravity'"):
+        metarl.envs.register("Bad-v0", Pendulum, gravity=3)
+
+
+def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch, clean_registry):
+    (tmp_path / "my_plugin.py").write_text(textwrap.dedent("""
+        from tests_plugin_base import Pendulum
+
+        class PluginPendulum(Pendulum):
+            pass
+    """))
+    (tmp_path / "tests_plugin_base.py").write_text(f"from {__name__} import Pendulum\n")
+    dist = tmp_path / "my_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        f"[{metarl.envs.ENTRY_POINT_GROUP}]\nPluginPendulum-v0 = my_plugin:PluginPendulum\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    assert "PluginPendulum-v0" in metarl.envs.registered()
+    fam = metarl.envs.make("PluginPendulum-v0", low=1.0, high=2.0)
+    assert type(fam).__name__ == "PluginPendulum" and 1.0 <= fam.train_tasks[0]["g"] <= 2.0
+    assert "metarl/PluginPendulum-v0" in gym.registry
+    sys.modules.pop("my_plugin", None)
+
+
+def test_unknown_family_lists_the_known_ones():
+    with pytest.raises(ValueError) as err:
+        metarl.envs.make("HalfCheetahVelocity-v0")
+    message = str(err.value)
+    assert "'HalfCheetahVelocity-v0'" in message and "Did you mean 'HalfCheetahVel-v0'" in message
+    assert all(name in message for name in metarl.envs.registered())
+
+
+def test_unknown_override_is_named_with_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"'velocity_high'.*'HalfCheetahVel-v0'.*accepted: low, high"):
+        metarl.envs.make("HalfCheetahVel-v0", velocity_high=3.0)
+    with pytest.raises(ValueError, match="num_train_tasks must be a positive integer, got 0"):
+        metarl.envs.make("AntGoal-v0", num_train_tasks=0)
+    with pytest.raises(ValueError, match="low < high"):
+        metarl.envs.make("HalfCheetahVel-v0", low=2.0, high=1.0)
+    with pytest.raises(ValueError, match="unknown physics field 'mass'.*body_mass"):
+        metarl.envs.make("RandParams-v0", fields=["mass"])
+    with pytest.raises(ValueError, match="'CartPole-v1'"):
+        metarl.envs.make("RandParams-v0", env_id="CartPole-v1")
+    with pytest.raises(ValueError, match="'NoSuchEnv-v3' is not a registered gymnasium id"):
+        metarl.envs.make("RandParams-v0", env_id="NoSuchEnv-v3")
+
+
+def test_a_task_of_another_family_is_refused_by_name():
+    cheetah = metarl.envs.make("HalfCheetahVel-v0")
+    env = cheetah.make_env(cheetah.train_tasks[0])
+    ant_task = metarl.envs.make("AntVel-v0").train_tasks[0]
+    with pytest.raises(ValueError, match="belongs to family 'AntVel-v0', not to 'HalfCheetahVel-v0'"):
+        env.unwrapped.set_task(ant_task)
+    with pytest.raises(ValueError, match="belongs to family 'AntVel-v0'"):
+        cheetah.make_env(ant_task)
+    with pytest.raises(ValueError, match=r"has parameters \['goal'\]; HalfCheetahVel-v0 tasks have \['velocity'\]"):
+        env.unwrapped.set_task(Task("HalfCheetahVel-v0", {"goal": 1.0}))
+    with pytest.raises(ValueError, match="'velocity' has shape \\(2,\\)"):
+        env.unwrapped.set_task(Task("HalfCheetahVel-v0", {"velocity": (1.0, 2.0)}))
+    with pytest.raises(TypeError, match="expects a metarl Task.*dict"):
+        env.unwrapped.set_task({"velocity": 1.0})
+    assert env.unwrapped.task == cheetah.train_tasks[0]  # a refused task leaves the env as it was
+
+
+def test_finite_family_enumerates_all_tasks_and_sampling_stays_in_them():
+    fam = metarl.envs.make("AntDir-v0")
+    assert fam.finite and fam.all_tasks() == [Task("AntDir-v0", {"direction": d}) for d in (-1, 1)]
+    assert set(fam.sample_tasks(20, seed=0)) == set(fam.all_tasks())
+    with pytest.raises(ValueError, match="infinitely many"):
+        metarl.envs.make("AntGoal-v0").all_tasks()
+    goals = np.array([t["goal"] for t in metarl.envs.make("AntGoal-v0").sample_tasks(2000, seed=1)])
+    radii = np.linalg.norm(goals, axis=1)
+    assert radii.max() <= 3.0 and abs(np.mean(radii < 1.5) - 0.25) < 0.04  # area-uniform in the disk
