@@ -5,13 +5,13 @@ import textwrap
 from typing import Any
 
 import gymnasium as gym
-from gymnasium.envs.classic_control.pendulum import PendulumEnv
 import numpy as np
 import pytest
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
+from metarl.envs import Uniform, registry
 
 import metarl
 from metarl import Task
-from metarl.envs import Uniform, registry
 
 
 class Pendulum(metarl.envs.TaskFamily):

@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from metarl.cli import main
+
+
+def test_list_json_describes_families(capsys):
+    assert main(["list", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    cheetah = rows["HalfCheetahVel-v0"]
+    assert cheetah["horizon"] == 200 and cheetah["observation"] == "Box(17,)" and cheetah["action"] == "Box(6,)"
+    assert cheetah["parameters"] == {"velocity": "U[0, 2]"}
+    assert rows["Bandit-v0"]["action"] == "Discrete(5)"
+    assert rows["ML10-v0"]["train_tasks"] == 500 and rows["ML10-v0"]["test_tasks"] == 250
+
+
+def test_rollout_reports_train_and_test_tasks(capsys):
+    assert main(["rollout", "Navigation2D-v0", "Bandit-v0", "--episodes", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and lines[1].split()[:2] == ["Navigation2D-v0", "train"]
+    assert lines[4].split()[:2] == ["Bandit-v0", "test"]
+    steps = int(lines[3].split()[-2])
+    assert steps == 20  # two bandit episodes of 10 pulls
+
+
+def test_bad_family_name_exits_with_a_clear_error(capsys):
+    assert main(["rollout", "NoSuchFamily-v0"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task family 'NoSuchFamily-v0'" in err and "HalfCheetahVel-v0" in err
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])
