@@ -7,7 +7,8 @@ For every family, in one process and interleaved over several rounds (the best r
   ours   ``family.make_env(task)``.
 Every loop feeds the same pre-drawn uniform random actions and resets where the family's episodes end.
 RandParams families run the task with every scale 1 (the base env's own physics): a randomised model
-costs what its physics costs, whoever steps it. The goal is ours/base >= 0.9: a family costs no more than the gymnasium env it derives from.
+costs what its physics costs, whoever steps it. The goal is ours/base >= 0.9: a family costs no more
+than the gymnasium env it derives from.
 
     python benchmarks/env_speed.py [--steps 4000] [--rounds 3] [FAMILY ...]
 """
@@ -113,7 +114,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"{'family':24s} {'derives from':24s} {'raw/s':>8s} {'base/s':>8s} {'ours/s':>8s} {'ours/base':>9s} {'ours/raw':>8s}")
+    header = ("family", "derives from", "raw/s", "base/s", "ours/s", "ours/base", "ours/raw")
+    print("{:24s} {:24s} {:>8s} {:>8s} {:>8s} {:>9s} {:>8s}".format(*header))
     worst = np.inf
     for label in args.families:
         overrides, base_id = FAMILIES[label]
