@@ -1,22 +1,33 @@
 """The ``metarl`` command line.
 
-    metarl list [--json]                         every registered task family
-    metarl rollout [NAME ...] [--episodes N]     random-policy rollouts on train and test tasks
+    metarl list [--json]                               every registered task family
+    metarl rollout [NAME ...] [--episodes N]           random-policy rollouts on train and test tasks
+    metarl train CONFIG.yaml [key=value ...]           train (--run-dir DIR; --resume RUN_DIR continues)
+    metarl eval RUN_DIR [--tasks N] [--steps S]        adaptation on held-out tasks: eval.json, eval.png
 
 The command line is the composition root: it is the one core module that reaches the task
-families, and only through their registry.
+families and the agents, and only through their registries.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+
+from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from metarl.config import ConfigError, RunConfig, build_dataclass, load_config
+from metarl.trainer import Trainer
+
+RESUME_OVERRIDABLE = {"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps"}
 
 
 def _families() -> Any:
@@ -71,6 +82,76 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_run(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """The family and agent a config names, and the config with every agent default filled in."""
+    from metarl.agents import AGENTS
+
+    family = _families().make(config.family, **config.family_overrides)
+    if config.agent not in AGENTS:
+        raise ConfigError(f"unknown agent {config.agent!r}; accepted: {', '.join(AGENTS)}")
+    agent_cls, config_cls = AGENTS[config.agent]
+    agent_config = build_dataclass(config_cls, config.agent_config, f"agent_config of {config.agent}")
+    agent = agent_cls(family, agent_config, seed=config.seed)
+    resolved = {**config.to_dict(), "agent_config": dataclasses.asdict(agent_config)}
+    return family, agent, resolved
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"cannot resume: {str(saved)!r} does not exist")
+        if args.config is not None:
+            args.overrides.insert(0, args.config)  # with --resume, every positional is an override
+        bad = [o for o in args.overrides if o.split("=", 1)[0] not in RESUME_OVERRIDABLE]
+        if bad:
+            raise ConfigError(f"on resume only {', '.join(sorted(RESUME_OVERRIDABLE))} may change; got {bad}")
+        config = load_config(None, args.overrides, base=yaml.safe_load(saved.read_text()))
+    else:
+        if args.config is None:
+            raise ConfigError("metarl train needs a CONFIG.yaml (or --resume RUN_DIR)")
+        config = load_config(args.config, args.overrides)
+        run_dir = Path(args.run_dir or Path("runs") / f"{Path(args.config).stem}-seed{config.seed}")
+        if (run_dir / "config.yaml").exists():
+            raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; pass --resume {run_dir} "
+                              "to continue it or --run-dir for a new one")
+    family, agent, resolved = build_run(config)
+    trainer = Trainer(config, family, agent, run_dir, resolved)
+    if args.resume and latest_checkpoint(run_dir) is None:
+        trainer.train(resume=False, progress=not args.no_progress)  # killed before its first checkpoint
+    else:
+        trainer.train(resume=bool(args.resume), progress=not args.no_progress)
+    print(f"run directory: {run_dir}")
+    if config.evaluate:
+        _print_eval(run_dir)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    config = load_config(None, [], base=yaml.safe_load(saved.read_text()))
+    path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
+    family, agent, resolved = build_run(config)
+    agent.load_state_dict(load_checkpoint(path)["agent"])
+    Trainer(config, family, agent, run_dir, resolved).evaluate(args.tasks, args.steps)
+    _print_eval(run_dir)
+    return 0
+
+
+def _print_eval(run_dir: Path) -> None:
+    report = json.loads((run_dir / "eval.json").read_text())
+    print(f"{report['label']}: {report['num_tasks']} held-out tasks")
+    for step in report["steps"]:
+        print(f"  after {step['inner_steps']} inner steps: {step['mean_return']:10.2f} +- {step['ci95']:.2f}")
+    print(f"  written: {run_dir / 'eval.json'}, {run_dir / 'eval.png'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning for robotics.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=1, help="episodes per task (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_rollout)
+    p = sub.add_parser("train", help="train an agent from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML run config (see experiments/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. agent_config.inner_lr=0.05")
+    p.add_argument("--run-dir", help="run directory (default runs/<config>-seed<seed>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a run's adaptation on held-out tasks")
+    p.add_argument("run_dir")
+    p.add_argument("--tasks", type=int, help="number of held-out tasks (default: the config's eval_tasks)")
+    p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps)")
+    p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
+    p.set_defaults(run=cmd_eval)
     return parser
 
 

@@ -1,0 +1,57 @@
+"""The evaluation protocol: adaptation on held-out tasks, mean with a 95% confidence interval over
+tasks (normal approximation, ``1.96 s / sqrt(n)``), written as JSON and as a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["adaptation_report", "mean_ci", "plot_adaptation", "write_report"]
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the 95% confidence interval of the mean."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
+
+
+def adaptation_report(curve: np.ndarray, label: str, **info: Any) -> dict[str, Any]:
+    """``curve[s, k]``: mean return on task ``k`` after ``s`` inner steps."""
+    steps = []
+    for s, row in enumerate(curve):
+        mean, ci = mean_ci(row)
+        steps.append({"inner_steps": s, "mean_return": mean, "ci95": ci})
+    return {"label": label, "num_tasks": int(curve.shape[1]), "steps": steps,
+            "per_task_returns": curve.tolist(), **info}
+
+
+def plot_adaptation(reports: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for report in reports:
+        x = [s["inner_steps"] for s in report["steps"]]
+        y = np.array([s["mean_return"] for s in report["steps"]])
+        ci = np.array([s["ci95"] for s in report["steps"]])
+        ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=report["label"])
+    ax.set_xlabel("inner gradient steps on the new task")
+    ax.set_ylabel("mean return (95% CI over tasks)")
+    ax.set_xticks(range(max(len(r["steps"]) for r in reports)))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any] | list[dict[str, Any]], json_path: str | Path) -> None:
+    Path(json_path).write_text(json.dumps(report, indent=2))

@@ -1,0 +1,60 @@
+"""Metrics of a run: JSON lines and CSV in the run directory, TensorBoard, and a progress bar.
+
+On resume, rows at or after the resumed iteration are dropped from the files (and TensorBoard events
+purged), so a resumed run's metrics read exactly as an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLogger", "read_metrics"]
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir, "metrics.jsonl")
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: str | Path, start_iteration: int = 0, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        kept = [row for row in read_metrics(self.run_dir) if row["iteration"] < start_iteration]
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "w")
+        for row in kept:
+            self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        self._rows = kept
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_iteration)
+
+    def log(self, row: dict[str, Any]) -> None:
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        self._rows.append(row)
+        self._write_csv()
+        if self._writer is not None:
+            for key, value in row.items():
+                if key != "iteration" and isinstance(value, int | float):
+                    self._writer.add_scalar(key, value, row["iteration"])
+            self._writer.flush()
+
+    def _write_csv(self) -> None:
+        keys = list(dict.fromkeys(k for row in self._rows for k in row))
+        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self._rows)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._writer is not None:
+            self._writer.close()

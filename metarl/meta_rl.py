@@ -1,0 +1,209 @@
+"""What every gradient-based meta-RL agent shares: sampling support and query episodes, advantages,
+the policy-gradient inner loop, and the adaptation curve on held-out tasks.
+
+For a meta-batch of tasks ``T_i``, MAML-RL (Finn et al. 2017, Algorithm 3) samples *support*
+episodes with ``theta``, adapts ``theta'_i = theta - alpha grad L_i(theta)`` (``inner_steps`` times),
+samples *query* episodes with ``theta'_i``, and lets the agent's outer loop improve the post-adaptation
+objective. Outer loops (TRPO, ProMP) live in ``metarl.agents``; they differentiate through
+:meth:`MetaRLAgent.adapted`, which rebuilds ``theta'`` from ``theta`` with the graph kept.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from metarl.functional import Params, detach, sgd_step, stack
+from metarl.policies import Policy, make_policy
+from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
+from metarl.sampler import Episodes, Sampler
+from metarl.task import Task, TaskSource
+
+__all__ = ["MetaBatch", "MetaRLAgent", "MetaRLConfig", "masked_mean"]
+
+INNER_ESTIMATORS = ("vpg", "lvc")
+
+
+@dataclass
+class MetaRLConfig:
+    """Hyperparameters shared by the MAML-RL agents (pytorch-maml-rl / ProMP names in comments)."""
+
+    meta_batch_size: int = 40  # tasks per meta-iteration (meta-batch-size)
+    episodes_per_task: int = 20  # support and query episodes per task (fast-batch-size)
+    inner_lr: float = 0.1  # alpha (fast-lr)
+    inner_steps: int = 1  # inner policy-gradient steps (num-steps)
+    first_order: bool = False  # drop the second-order terms of the meta-gradient
+    inner_estimator: str = "vpg"  # "vpg": log-likelihood (MAML); "lvc": low-variance curvature (ProMP)
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = True
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    init_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "meta_batch_size": self.meta_batch_size >= 1,
+            "episodes_per_task": self.episodes_per_task >= 1,
+            "inner_steps": self.inner_steps >= 0,
+            "inner_lr": self.inner_lr > 0,
+            "gamma": 0 < self.gamma <= 1,
+            "gae_lambda": 0 <= self.gae_lambda <= 1,
+            "init_std": self.init_std > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"config field {name}={getattr(self, name)!r} is out of range")
+        if self.inner_estimator not in INNER_ESTIMATORS:
+            raise ValueError(f"inner_estimator must be one of {INNER_ESTIMATORS}, got {self.inner_estimator!r}")
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-task mean over the valid steps: ``[K, E, T] -> [K]``."""
+    return (x * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp_min(1.0)
+
+
+@dataclass
+class MetaBatch:
+    """Support episodes of each inner step, the query episodes, their advantages and sampling parameters."""
+
+    tasks: list[Task]
+    support: list[Episodes]
+    support_advantages: list[torch.Tensor]
+    support_params: list[Params]  # the (stacked, detached) parameters each support set was sampled with
+    query: Episodes
+    query_advantages: torch.Tensor
+    query_params: Params
+
+    @property
+    def env_steps(self) -> int:
+        return sum(e.env_steps for e in self.support) + self.query.env_steps
+
+
+class MetaRLAgent(ABC):
+    """Policy, sampler and inner loop; subclasses implement :meth:`meta_step` (the outer loop)."""
+
+    config: MetaRLConfig
+
+    def __init__(self, family: TaskSource, config: MetaRLConfig, seed: int = 0):
+        self.family, self.config = family, config
+        probe = family.make_env(family.train_tasks[0])
+        torch.manual_seed(seed)
+        self.policy: Policy = make_policy(probe.observation_space, probe.action_space,
+                                          config.hidden_sizes, config.activation, config.init_std)
+        probe.close()
+        self.sampler = Sampler(family, config.episodes_per_task)
+        self.baseline = LinearFeatureBaseline()
+
+    # -- advantages and the inner loss --------------------------------------------------------
+    def advantages(self, episodes: Episodes) -> torch.Tensor:
+        """GAE with the linear baseline fitted per task on these episodes; truncated ends bootstrap."""
+        c = self.config
+        obs, mask = episodes.obs.double(), episodes.mask.double()
+        rewards = episodes.rewards.double()
+        self.baseline.fit(obs, discounted_returns(rewards, mask, c.gamma), mask)
+        steps = torch.arange(obs.shape[-2]).expand(obs.shape[:-1])
+        values = self.baseline.predict(obs, steps)
+        last = self.baseline.predict(episodes.last_obs.double(), episodes.lengths)
+        last = last * (~episodes.terminated).double()
+        adv = gae(rewards, values, mask, last, c.gamma, c.gae_lambda)
+        if c.normalize_advantages:
+            mean = masked_mean(adv, mask)[:, None, None]
+            var = masked_mean((adv - mean) ** 2, mask)[:, None, None]
+            adv = (adv - mean) / (var.sqrt() + 1e-8) * mask
+        return adv.to(episodes.obs.dtype)
+
+    def kl_from(self, old: Params, new: Params, episodes: Episodes) -> torch.Tensor:
+        """Per-task mean ``KL(pi_old || pi_new)`` over the valid steps of ``episodes``: ``[K]``."""
+        p_old = self.policy.dist(episodes.obs, detach(old), stacked=True)
+        p_new = self.policy.dist(episodes.obs, new, stacked=True)
+        return masked_mean(torch.distributions.kl_divergence(p_old, p_new), episodes.mask)
+
+    def log_probs(self, params: Params, episodes: Episodes) -> torch.Tensor:
+        return self.policy.dist(episodes.obs, params, stacked=True).log_prob(episodes.actions)
+
+    def inner_loss(self, params: Params, episodes: Episodes, advantages: torch.Tensor) -> torch.Tensor:
+        """Sum over tasks of each task's inner objective (so one gradient gives every task's gradient).
+
+        ``vpg``: ``-mean(log pi(a|s) A)`` (MAML). ``lvc``: ``-mean(pi(a|s) / pi_old(a|s) A)`` with the
+        sampling policy ``pi_old`` a constant, ProMP's low-variance curvature estimator (Rothfuss et al.
+        2019, eq. 10): same gradient at the sampling parameters, lower-variance Hessian.
+        """
+        logp = self.log_probs(params, episodes)
+        if self.config.inner_estimator == "lvc":
+            logp = torch.exp(logp - episodes.log_probs)
+        return -masked_mean(logp * advantages, episodes.mask).sum()
+
+    def adapted(self, theta: Params, batch: MetaBatch, first_order: bool | None = None) -> list[Params]:
+        """Parameters after each inner step, rebuilt from ``theta`` on the stored support episodes.
+
+        Returns ``[theta_0, theta_1, ..., theta_S]`` stacked per task; differentiable w.r.t. ``theta``
+        (second order unless ``first_order``).
+        """
+        fo = self.config.first_order if first_order is None else first_order
+        theta = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in theta.items()}
+        params = [stack(theta, len(batch.tasks))]
+        for episodes, adv in zip(batch.support, batch.support_advantages, strict=True):
+            loss = self.inner_loss(params[-1], episodes, adv)
+            params.append(sgd_step(params[-1], loss, self.config.inner_lr, fo))
+        return params
+
+    # -- sampling ------------------------------------------------------------------------------
+    def _adapt_on(self, params: Params, episodes: Episodes, adv: torch.Tensor) -> Params:
+        """One inner step for acting (no meta-gradient needed)."""
+        params = {k: v.detach().requires_grad_() for k, v in params.items()}
+        return detach(sgd_step(params, self.inner_loss(params, episodes, adv), self.config.inner_lr, True))
+
+    def collect(self, tasks: list[Task], seed: int) -> MetaBatch:
+        """Support episodes for each inner step, then query episodes with the adapted parameters."""
+        seeds = np.random.SeedSequence(seed).generate_state(self.config.inner_steps + 1)
+        params = stack(detach(self.policy.params()), len(tasks))
+        support, support_adv, support_params = [], [], []
+        for step in range(self.config.inner_steps):
+            episodes = self.sampler.sample(tasks, self.policy, params, seed=int(seeds[step]))
+            adv = self.advantages(episodes)
+            support.append(episodes)
+            support_adv.append(adv)
+            support_params.append(params)
+            params = self._adapt_on(params, episodes, adv)
+        query = self.sampler.sample(tasks, self.policy, params, seed=int(seeds[-1]))
+        return MetaBatch(tasks, support, support_adv, support_params, query, self.advantages(query), params)
+
+    def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
+        """Mean episode return per task before and after each of ``steps`` inner steps: ``[steps + 1, K]``."""
+        seeds = np.random.SeedSequence(seed).generate_state(steps + 1)
+        params = stack(detach(self.policy.params()), len(tasks))
+        curve = []
+        for step in range(steps + 1):
+            episodes = self.sampler.sample(tasks, self.policy, params, seed=int(seeds[step]))
+            curve.append(episodes.episode_returns().mean(-1).numpy())
+            if step < steps:
+                params = self._adapt_on(params, episodes, self.advantages(episodes))
+        return np.stack(curve)
+
+    def batch_metrics(self, batch: MetaBatch) -> dict[str, float]:
+        pre = batch.support[0].episode_returns().mean().item() if batch.support else float("nan")
+        return {
+            "return_pre": pre,
+            "return_post": batch.query.episode_returns().mean().item(),
+            "env_steps": float(batch.env_steps),
+        }
+
+    # -- the outer loop and checkpoints --------------------------------------------------------
+    def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
+        """Collect a meta-batch on ``tasks`` and update the meta-parameters; return metrics to log."""
+        batch = self.collect(tasks, seed)
+        return {**self.batch_metrics(batch), **self.update(batch)}
+
+    @abstractmethod
+    def update(self, batch: MetaBatch) -> dict[str, float]:
+        """The outer loop: improve the meta-parameters on a collected meta-batch."""
+
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])

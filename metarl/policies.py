@@ -1,0 +1,113 @@
+"""MLP policies with functional parameters.
+
+A policy is an ``nn.Module`` whose parameters can be swapped for plain tensors: ``policy.dist(obs,
+params)`` evaluates it with ``params`` (a dict name -> tensor, e.g. adapted for a task) through
+``torch.func.functional_call``. With *stacked* parameters (a leading task axis ``K`` on every tensor,
+as from :func:`metarl.functional.stack`) and observations ``[K, ...]``, it evaluates every task's
+policy in one ``torch.func.vmap`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.func import functional_call, vmap
+
+__all__ = ["CategoricalMLPPolicy", "GaussianMLPPolicy", "Policy", "make_policy", "mlp"]
+
+Params = dict[str, torch.Tensor]
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class Policy(nn.Module):
+    """Base: ``forward(obs)`` gives distribution parameters; ``dist`` wraps them in a distribution."""
+
+    def params(self) -> Params:
+        """The module's own parameters as a dict (they keep ``requires_grad``)."""
+        return dict(self.named_parameters())
+
+    def dist(self, obs: torch.Tensor, params: Params | None = None, stacked: bool = False) -> Distribution:
+        """The action distribution at ``obs``; ``stacked`` params carry a leading task axis matching ``obs``."""
+        if params is None:
+            out = self(obs)
+        elif stacked:
+            out = vmap(lambda p, o: functional_call(self, p, (o,)))(params, obs)
+        else:
+            out = functional_call(self, params, (obs,))
+        return self.distribution(out)
+
+    def distribution(self, out: torch.Tensor | tuple[torch.Tensor, ...]) -> Distribution:
+        raise NotImplementedError
+
+    def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
+        """Draw actions with an explicit generator, so sampling is reproducible without global state."""
+        raise NotImplementedError
+
+
+class GaussianMLPPolicy(Policy):
+    """Diagonal Gaussian with an MLP mean and a state-independent learned log standard deviation."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64),
+                 activation: str = "tanh", init_std: float = 1.0):
+        super().__init__()
+        self.mean = mlp([obs_dim, *hidden, act_dim], activation)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(torch.tensor(init_std).log())))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.mean(obs)
+        return mean, self.log_std.expand_as(mean)
+
+    def distribution(self, out: tuple[torch.Tensor, torch.Tensor]) -> Distribution:
+        mean, log_std = out
+        return Independent(Normal(mean, log_std.exp()), 1)
+
+    def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
+        base = dist.base_dist
+        noise = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype)
+        return base.loc + base.scale * noise
+
+
+class CategoricalMLPPolicy(Policy):
+    """Categorical over ``n`` actions with MLP logits."""
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh"):
+        super().__init__()
+        self.logits = mlp([obs_dim, *hidden, n_actions], activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.logits(obs)
+
+    def distribution(self, out: torch.Tensor) -> Distribution:
+        return Categorical(logits=out)
+
+    def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
+        probs = dist.probs.reshape(-1, dist.probs.shape[-1])
+        return torch.multinomial(probs, 1, generator=generator).reshape(dist.probs.shape[:-1])
+
+
+def make_policy(observation_space: gym.Space, action_space: gym.Space, hidden: Sequence[int] = (64, 64),
+                activation: str = "tanh", init_std: float = 1.0) -> Policy:
+    """The policy for a pair of spaces: Gaussian for Box actions, categorical for Discrete ones."""
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(f"policies take flat Box observations, got {observation_space}")
+    obs_dim = observation_space.shape[0]
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden, activation, init_std)
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden, activation)
+    raise ValueError(f"no policy for action space {action_space}; accepted: flat Box or Discrete")

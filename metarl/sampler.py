@@ -1,0 +1,137 @@
+"""The sampler: every episode of every task of a meta-batch, stepped together.
+
+Given ``K`` tasks and one parameter set per task (stacked, see :mod:`metarl.functional`), it runs
+``E`` episodes per task at once: ``K x E`` environments advance in lockstep and the policy is evaluated
+once per time step for all of them (one vmapped call over the tasks' parameters). Episodes come back
+padded to the horizon as tensors with a mask (:class:`Episodes`).
+
+The interface is task-parallel: a sampler owns environments for the tasks it is given and receives the
+parameters to act with, so a distributed backend can split a meta-batch across workers by tasks
+without any change to the agents. Everything random derives from the ``seed`` of each call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from metarl.policies import Policy
+from metarl.task import Task, TaskSource
+
+__all__ = ["Episodes", "Sampler"]
+
+
+@dataclass
+class Episodes:
+    """Episodes of ``K`` tasks x ``E`` episodes, padded to ``T`` steps; ``mask`` marks the steps taken."""
+
+    tasks: list[Task]
+    obs: torch.Tensor  # [K, E, T, obs_dim]
+    actions: torch.Tensor  # [K, E, T, act_dim] (continuous) or [K, E, T] (discrete)
+    rewards: torch.Tensor  # [K, E, T]
+    mask: torch.Tensor  # [K, E, T]
+    log_probs: torch.Tensor  # [K, E, T], under the parameters that sampled them
+    last_obs: torch.Tensor  # [K, E, obs_dim], the observation after each episode's final step
+    terminated: torch.Tensor  # [K, E] bool: ended by termination (True) or by the time limit (False)
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.mask.sum().item())
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(-1).long()
+
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of each episode, ``[K, E]``."""
+        return (self.rewards * self.mask).sum(-1)
+
+
+class Sampler:
+    """Collects ``episodes_per_task`` episodes for each task of a meta-batch, all environments together."""
+
+    def __init__(self, family: TaskSource, episodes_per_task: int):
+        if episodes_per_task < 1:
+            raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+        self.family, self.episodes_per_task = family, episodes_per_task
+        self._envs: list[gym.Env] = []
+
+    def _environments(self, tasks: list[Task]) -> list[gym.Env]:
+        """One environment per episode slot, reused across calls and switched to the slot's task."""
+        needed = len(tasks) * self.episodes_per_task
+        slot_tasks = [t for t in tasks for _ in range(self.episodes_per_task)]
+        for i in range(needed):
+            if i == len(self._envs):
+                self._envs.append(self.family.make_env(slot_tasks[i]))
+            elif self._envs[i].unwrapped.task != slot_tasks[i]:
+                self._envs[i].unwrapped.set_task(slot_tasks[i])
+        return self._envs[:needed]
+
+    def sample(
+        self, tasks: list[Task], policy: Policy, params: dict[str, torch.Tensor] | None = None, *, seed: int
+    ) -> Episodes:
+        """Episodes of ``policy`` on ``tasks``; ``params`` are stacked per task (None: the policy's own)."""
+        k, e = len(tasks), self.episodes_per_task
+        envs = self._environments(tasks)
+        n, horizon = len(envs), self.family.horizon
+        space = envs[0].action_space
+        low, high = (space.low, space.high) if isinstance(space, gym.spaces.Box) else (None, None)
+        seeds = np.random.SeedSequence(seed).generate_state(n + 1)
+        generator = torch.Generator().manual_seed(int(seeds[-1]))
+
+        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds[:n], strict=True)])
+        obs_buf = np.zeros((n, horizon, obs.shape[-1]), dtype=np.float32)
+        rewards = np.zeros((n, horizon), dtype=np.float32)
+        mask = np.zeros((n, horizon), dtype=np.float32)
+        last_obs = np.zeros((n, obs.shape[-1]), dtype=np.float32)
+        terminated = np.zeros(n, dtype=bool)
+        actions, log_probs = [], []
+        active = np.arange(n)
+        for t in range(horizon):
+            obs_buf[:, t] = obs
+            mask[active, t] = 1.0
+            with torch.no_grad():
+                o = torch.as_tensor(obs, dtype=torch.float32).view(k, e, -1)
+                dist = policy.dist(o, params, stacked=params is not None)
+                action = policy.sample(dist, generator)
+                log_probs.append(dist.log_prob(action))
+            actions.append(action)
+            act = action.reshape(n, *action.shape[2:]).numpy()
+            if low is not None:
+                act = np.clip(act, low, high)
+            still = []
+            for i in active:
+                o_next, r, term, trunc, _ = envs[i].step(act[i])
+                rewards[i, t], obs[i] = r, o_next
+                if term or trunc:
+                    terminated[i], last_obs[i] = term, o_next
+                else:
+                    still.append(i)
+            active = np.asarray(still, dtype=np.int64)
+            if len(active) == 0:
+                break
+        steps = len(actions)
+        pad = horizon - steps
+        action_t = torch.stack(actions, dim=2)
+        if pad:
+            action_t = torch.cat([action_t, action_t.new_zeros((k, e, pad, *action_t.shape[3:]))], dim=2)
+        log_prob_t = torch.nn.functional.pad(torch.stack(log_probs, dim=2), (0, pad))
+        m = torch.from_numpy(mask).view(k, e, horizon)
+        return Episodes(
+            tasks=list(tasks),
+            obs=torch.from_numpy(obs_buf).view(k, e, horizon, -1),
+            actions=action_t,
+            rewards=torch.from_numpy(rewards).view(k, e, horizon),
+            mask=m,
+            log_probs=log_prob_t * m,
+            last_obs=torch.from_numpy(last_obs).view(k, e, -1),
+            terminated=torch.from_numpy(terminated).view(k, e),
+        )
+
+    def close(self) -> None:
+        for env in self._envs:
+            env.close()
+        self._envs.clear()
