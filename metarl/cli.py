@@ -84,8 +84,11 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 def build_run(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
     """The family and agent a config names, and the config with every agent default filled in."""
+    import torch
+
     from metarl.agents import AGENTS
 
+    torch.set_num_threads(config.torch_threads)
     family = _families().make(config.family, **config.family_overrides)
     if config.agent not in AGENTS:
         raise ConfigError(f"unknown agent {config.agent!r}; accepted: {', '.join(AGENTS)}")

@@ -41,9 +41,10 @@ class RunConfig:
     eval_tasks: int = 40  # held-out tasks scored by `metarl eval` (and at the end of training)
     eval_steps: int = 3  # inner steps of the adaptation curve
     evaluate: bool = True  # run the evaluation when training ends
+    torch_threads: int = 1  # intra-op threads: small ops gain nothing from more, and spin against other jobs
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "checkpoint_every", "eval_tasks"):
+        for name in ("iterations", "checkpoint_every", "eval_tasks", "torch_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config field {name} must be >= 1, got {getattr(self, name)!r}")
         if self.eval_steps < 0 or self.seed < 0:

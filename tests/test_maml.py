@@ -1,0 +1,134 @@
+"""MAML-RL mathematics: meta-gradients against finite differences, the TRPO step's KL bound, ProMP."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import metarl
+from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
+from metarl.agents.maml_trpo import conjugate_gradient
+from metarl.functional import flat, unflatten_like
+from metarl.meta_rl import MetaBatch
+
+
+def _double(batch: MetaBatch) -> MetaBatch:
+    """The same batch in float64, for finite differences."""
+    def conv(ep):
+        return dataclasses.replace(ep, **{f: getattr(ep, f).double() for f in ("obs", "rewards", "mask", "log_probs", "last_obs")},
+                                   actions=ep.actions.double())
+    return dataclasses.replace(
+        batch,
+        support=[conv(e) for e in batch.support],
+        support_advantages=[a.double() for a in batch.support_advantages],
+        support_params=[{k: v.double() for k, v in p.items()} for p in batch.support_params],
+        query=conv(batch.query),
+        query_advantages=batch.query_advantages.double(),
+        query_params={k: v.double() for k, v in batch.query_params.items()},
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny MAML-TRPO agent and one fixed meta-batch: the objective is then a deterministic function."""
+    family = metarl.envs.make("Navigation2D-v0", horizon=6)
+    config = MAMLTRPOConfig(meta_batch_size=2, episodes_per_task=3, hidden_sizes=[5], inner_lr=0.5, inner_steps=2)
+    agent = MAMLTRPO(family, config, seed=0)
+    batch = agent.collect(family.sample_tasks(2, seed=0), seed=0)
+    agent.policy.double()
+    return agent, _double(batch)
+
+
+def _outer(agent, theta, batch, first_order=False):
+    return agent.surrogate_and_kl(theta, batch, first_order)[0]
+
+
+def _finite_difference(f, theta, eps=1e-6):
+    vec = flat([v.detach() for v in theta.values()])
+    grad = torch.zeros_like(vec)
+    for i in range(vec.numel()):
+        e = torch.zeros_like(vec)
+        e[i] = eps
+        grad[i] = (f(unflatten_like(vec + e, theta)) - f(unflatten_like(vec - e, theta))) / (2 * eps)
+    return grad
+
+
+def test_second_order_meta_gradient_matches_finite_differences(tiny):
+    agent, batch = tiny
+    theta = agent.policy.params()
+    analytic = flat(torch.autograd.grad(_outer(agent, theta, batch), list(theta.values())))
+    numeric = _finite_difference(lambda p: _outer(agent, p, batch).item(), theta)
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_first_order_meta_gradient_is_the_post_adaptation_gradient(tiny):
+    agent, batch = tiny
+    theta = agent.policy.params()
+    fo = flat(torch.autograd.grad(_outer(agent, theta, batch, first_order=True), list(theta.values())))
+    # Its definition: move every task's adapted parameters by the same offset, differentiate the outer loss.
+    adapted = {k: v.detach() for k, v in agent.adapted(theta, batch, first_order=True)[-1].items()}
+    zero = {k: torch.zeros_like(v) for k, v in theta.items()}
+
+    def shifted(offset):
+        params = {k: adapted[k] + offset[k] for k in adapted}
+        q = batch.query
+        ratio = torch.exp(agent.log_probs(params, q) - q.log_probs)
+        return (-(ratio * batch.query_advantages * q.mask).sum((-2, -1)) / q.mask.sum((-2, -1))).mean().item()
+
+    torch.testing.assert_close(fo, _finite_difference(shifted, zero), rtol=1e-5, atol=1e-8)
+    second = flat(torch.autograd.grad(_outer(agent, theta, batch), list(theta.values())))
+    assert not torch.allclose(fo, second, rtol=1e-3)  # the second-order terms are really there
+
+
+def test_lvc_inner_gradient_equals_the_policy_gradient_at_the_sampling_parameters(tiny):
+    agent, batch = tiny
+    theta = agent.policy.params()
+    stacked = {k: v.detach().clone().requires_grad_() for k, v in batch.support_params[0].items()}
+    grads = {}
+    for est in ("vpg", "lvc"):
+        agent.config.inner_estimator = est
+        loss = agent.inner_loss(stacked, batch.support[0], batch.support_advantages[0])
+        grads[est] = flat(torch.autograd.grad(loss, list(stacked.values())))
+    agent.config.inner_estimator = "vpg"
+    torch.testing.assert_close(grads["vpg"], grads["lvc"])
+    assert theta  # the agent is unchanged
+
+
+def test_conjugate_gradient_solves_a_spd_system():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 6))
+    h = torch.tensor(a @ a.T + 6 * np.eye(6))
+    b = torch.tensor(rng.normal(size=6))
+    x = conjugate_gradient(lambda v: h @ v, b, iters=20)
+    torch.testing.assert_close(h @ x, b)
+
+
+def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate():
+    family = metarl.envs.make("Navigation2D-v0", horizon=20)
+    agent = MAMLTRPO(family, MAMLTRPOConfig(meta_batch_size=4, episodes_per_task=5, max_kl=0.005), seed=1)
+    batch = agent.collect(family.sample_tasks(4, seed=3), seed=3)
+    before = {k: v.detach().clone() for k, v in agent.policy.params().items()}
+    loss_before, kl_before = agent.surrogate_and_kl(agent.policy.params(), batch)
+    metrics = agent.update(batch)
+    assert kl_before.item() == pytest.approx(0.0, abs=1e-9)
+    assert metrics["line_search_accepted"] == 1.0
+    loss_after, kl_after = agent.surrogate_and_kl(agent.policy.params(), batch)
+    assert 0 < kl_after.item() <= 0.005 * (1 + 1e-6)
+    assert loss_after.item() < loss_before.item()
+    assert any(not torch.equal(before[k], v) for k, v in agent.policy.params().items())
+
+
+def test_promp_update_lowers_its_objective_and_keeps_adam_state_in_the_checkpoint():
+    family = metarl.envs.make("Navigation2D-v0", horizon=20)
+    config = ProMPConfig(meta_batch_size=4, episodes_per_task=5, adaptive_inner_kl_penalty=True)
+    agent = ProMP(family, config, seed=1)
+    batch = agent.collect(family.sample_tasks(4, seed=3), seed=3)
+    metrics = agent.update(batch)
+    assert metrics["loss_after"] < metrics["loss_before"]
+    assert metrics["inner_kl_coeff"] == pytest.approx(5e-4 / 2)  # the KL is far below target: halved
+    state = agent.state_dict()
+    other = ProMP(family, config, seed=2)
+    other.load_state_dict(state)
+    assert other.kl_coeffs == agent.kl_coeffs
+    assert other.optimizer.state_dict()["state"].keys() == agent.optimizer.state_dict()["state"].keys()
