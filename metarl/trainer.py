@@ -58,9 +58,8 @@ class Trainer:
             state = load_checkpoint(path)
             self.agent.load_state_dict(state["agent"])
             start, env_steps, elapsed = int(state["iteration"]), int(state["env_steps"]), float(state["elapsed"])
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.resolved_config, sort_keys=False))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.resolved_config, sort_keys=False))
         logger = MetricsLogger(self.run_dir, start)
         bar = tqdm(range(start, c.iterations), initial=start, total=c.iterations, disable=not progress,
                    desc=self.run_dir.name, dynamic_ncols=True)

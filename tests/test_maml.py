@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-import metarl
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
 from metarl.agents.maml_trpo import conjugate_gradient
+
+import metarl
 from metarl.functional import flat, unflatten_like
 from metarl.meta_rl import MetaBatch
 

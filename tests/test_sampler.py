@@ -1,0 +1,86 @@
+"""The sampler and batched functional policies."""
+
+import numpy as np
+import torch
+
+import metarl
+from metarl.functional import stack
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
+from metarl.sampler import Sampler
+
+
+def test_stacked_policy_evaluation_equals_a_loop_over_tasks():
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(3, 2, hidden=[8])
+    params = {k: torch.stack([v + 0.1 * i for i in range(4)]) for k, v in policy.params().items()}
+    obs = torch.randn(4, 5, 3)
+    batched = policy.dist(obs, params, stacked=True)
+    for i in range(4):
+        single = policy.dist(obs[i], {k: v[i] for k, v in params.items()})
+        torch.testing.assert_close(batched.base_dist.loc[i], single.base_dist.loc)
+        torch.testing.assert_close(batched.base_dist.scale[i], single.base_dist.scale)
+    cat = CategoricalMLPPolicy(3, 4, hidden=[8])
+    cparams = stack(cat.params(), 4)
+    torch.testing.assert_close(cat.dist(obs, cparams, stacked=True).logits, cat.dist(obs).logits)
+
+
+def test_policy_sampling_is_reproducible_and_distributed_as_the_policy():
+    policy = GaussianMLPPolicy(2, 1, hidden=[4], init_std=0.5)
+    dist = policy.dist(torch.zeros(20000, 2))
+    a = policy.sample(dist, torch.Generator().manual_seed(0))
+    b = policy.sample(dist, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert abs(a.std().item() - 0.5) < 0.01 and abs(a.mean().item() - dist.base_dist.loc[0, 0].item()) < 0.01
+    cat = CategoricalMLPPolicy(2, 3, hidden=[4])
+    d = cat.dist(torch.zeros(30000, 2))
+    counts = torch.bincount(cat.sample(d, torch.Generator().manual_seed(1)), minlength=3) / 30000
+    torch.testing.assert_close(counts, d.probs[0], atol=0.01, rtol=0)
+
+
+def test_sampler_is_deterministic_and_uses_each_tasks_parameters():
+    family = metarl.envs.make("HalfCheetahVel-v0", horizon=15)
+    env = family.make_env(family.train_tasks[0])
+    policy = make_policy(env.observation_space, env.action_space)
+    sampler = Sampler(family, episodes_per_task=3)
+    tasks = family.sample_tasks(2, seed=0)
+    params = stack(policy.params(), 2)
+    a = sampler.sample(tasks, policy, params, seed=5)
+    b = Sampler(family, episodes_per_task=3).sample(tasks, policy, params, seed=5)
+    for field in ("obs", "actions", "rewards", "log_probs", "last_obs"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    assert a.obs.shape == (2, 3, 15, 17) and a.env_steps == 2 * 3 * 15 and not a.terminated.any()
+    assert not torch.equal(sampler.sample(tasks, policy, params, seed=6).actions, a.actions)
+    shifted = {k: v.clone() for k, v in params.items()}
+    shifted["mean.4.bias"][1] += 5.0  # only task 1's policy changes
+    c = sampler.sample(tasks, policy, shifted, seed=5)
+    assert torch.equal(c.actions[0], a.actions[0]) and not torch.equal(c.actions[1], a.actions[1])
+    # log-probs recorded while sampling equal those recomputed from the stored data
+    torch.testing.assert_close(policy.dist(a.obs, params, stacked=True).log_prob(a.actions), a.log_probs)
+    # rewards follow the task: the same actions score differently under the two target velocities
+    assert tasks[0]["velocity"] != tasks[1]["velocity"]
+
+
+def test_sampler_masks_terminated_episodes_and_keeps_their_last_observation():
+    family = metarl.envs.make("HopperRandParams-v0", horizon=200)
+    env = family.make_env(family.train_tasks[0])
+    policy = make_policy(env.observation_space, env.action_space, init_std=3.0)
+    episodes = Sampler(family, episodes_per_task=4).sample(family.train_tasks[:2], policy, seed=0)
+    lengths = episodes.lengths
+    assert episodes.terminated.any() and (lengths < 200).any()
+    for k in range(2):
+        for e in range(4):
+            n = int(lengths[k, e])
+            assert episodes.mask[k, e, :n].all() and not episodes.mask[k, e, n:].any()
+            assert episodes.terminated[k, e] == (n < 200)
+            assert not episodes.rewards[k, e, n:].any() and not episodes.log_probs[k, e, n:].any()
+    assert episodes.env_steps == int(lengths.sum())
+    assert np.isfinite(episodes.last_obs.numpy()).all() and episodes.last_obs.abs().sum() > 0
+
+
+def test_discrete_actions_for_bandits():
+    family = metarl.envs.make("Bandit-v0", arms=5, horizon=10)
+    env = family.make_env(family.train_tasks[0])
+    policy = make_policy(env.observation_space, env.action_space)
+    episodes = Sampler(family, 6).sample(family.train_tasks[:3], policy, seed=0)
+    assert episodes.actions.shape == (3, 6, 10) and episodes.actions.dtype == torch.int64
+    assert set(episodes.rewards.unique().tolist()) <= {0.0, 1.0}

@@ -1,0 +1,105 @@
+"""The trainer: configs, kill-and-resume reproducibility, evaluation outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from metarl.checkpoint import load_checkpoint
+from metarl.cli import main
+from metarl.config import ConfigError, load_config
+
+TINY = {
+    "family": "Navigation2D-v0",
+    "family_overrides": {"horizon": 40},
+    "agent": "maml_trpo",
+    "agent_config": {"meta_batch_size": 3, "episodes_per_task": 8, "hidden_sizes": [8]},
+    "seed": 3,
+    "iterations": 400,
+    "checkpoint_every": 2,
+    "evaluate": False,
+}
+TIMING = {"time_s", "elapsed_s"}
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def test_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one(tmp_path):
+    config = _config(tmp_path)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metarl.cli", "train", str(config), "--run-dir", str(killed), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "iter_000004.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoint within 2 minutes"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "iter_000400.pt").exists()  # it really was cut short
+    assert main(["train", "--resume", str(killed), "iterations=10", "--no-progress"]) == 0
+    whole = tmp_path / "whole"
+    assert main(["train", str(config), "iterations=10", "--run-dir", str(whole), "--no-progress"]) == 0
+    assert _metrics(killed) == _metrics(whole)
+    assert [r["iteration"] for r in _metrics(killed)] == list(range(10))
+    a, b = (load_checkpoint(d / "checkpoints" / "iter_000010.pt") for d in (killed, whole))
+    assert a["env_steps"] == b["env_steps"]
+    for name, tensor in a["agent"]["policy"].items():
+        assert torch.equal(tensor, b["agent"]["policy"][name]), name
+
+
+def test_bad_config_fields_are_refused_by_name(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown run config field.*'iteratons'.*accepted:.*iterations"):
+        load_config(_config(tmp_path, iteratons=5))
+    assert main(["train", str(_config(tmp_path, agent_config={"inner_lrr": 0.1})), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "unknown agent_config of maml_trpo field(s) 'inner_lrr'" in capsys.readouterr().err
+    assert main(["train", str(_config(tmp_path, agent="mamml")), "--run-dir", str(tmp_path / "r2")]) == 2
+    assert "unknown agent 'mamml'; accepted: maml_trpo, promp" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="'seed' expects int, got 'zero'"):
+        load_config(_config(tmp_path), ["seed=zero"])
+    assert main(["train", str(_config(tmp_path)), "agent_config.inner_lr=-0.1", "--run-dir", str(tmp_path / "r3")]) == 2
+    assert "inner_lr=-0.1 is out of range" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(_config(tmp_path), ["seed"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_train_then_eval_writes_the_run_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    config = _config(tmp_path, iterations=2, evaluate=True, eval_tasks=4, eval_steps=2)
+    assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "eval.json", "eval.png", "checkpoints/iter_000002.pt"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["agent_config"]["max_kl"] == 0.01  # every default written out
+    report = json.loads((run / "eval.json").read_text())
+    assert report["num_tasks"] == 4 and [s["inner_steps"] for s in report["steps"]] == [0, 1, 2]
+    assert main(["eval", str(run), "--tasks", "3", "--steps", "1"]) == 0
+    assert "after 1 inner steps" in capsys.readouterr().out
+    assert json.loads((run / "eval.json").read_text())["num_tasks"] == 3
+    assert main(["train", str(config), "--run-dir", str(run)]) == 2  # refuses to overwrite a run
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "agent_config.inner_lr=0.2"]) == 2
+    assert "on resume only" in capsys.readouterr().err
