@@ -15,9 +15,10 @@ from metarl.meta_rl import MetaBatch
 
 def _double(batch: MetaBatch) -> MetaBatch:
     """The same batch in float64, for finite differences."""
+    fields = ("obs", "actions", "rewards", "mask", "log_probs", "last_obs")
+
     def conv(ep):
-        return dataclasses.replace(ep, **{f: getattr(ep, f).double() for f in ("obs", "rewards", "mask", "log_probs", "last_obs")},
-                                   actions=ep.actions.double())
+        return dataclasses.replace(ep, **{f: getattr(ep, f).double() for f in fields})
     return dataclasses.replace(
         batch,
         support=[conv(e) for e in batch.support],
