@@ -27,12 +27,15 @@ any gymnasium constructor argument (e.g. ``{"terminate_when_unhealthy": False}``
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv, mass_center
+from mujoco import rollout
 
 from metarl.task import Task
 
@@ -70,7 +73,7 @@ class LocomotionEnv(TaskEnv):
         if self.render_mode == "human":
             self.render()
         info.update(reward_task=task_reward, x_position=position[0], x_velocity=velocity[0])
-        return self._get_obs(), task_reward + robot_reward, terminated, self._time_up(), info
+        return self._get_obs(), float(task_reward + robot_reward), terminated, self._time_up(), info
 
 
 class _LeggedTerms:
@@ -86,6 +89,61 @@ class _LeggedTerms:
 class HalfCheetahTaskEnv(LocomotionEnv, HalfCheetahEnv):
     def _position(self) -> np.ndarray:
         return self.data.qpos[:1].copy()
+
+    @staticmethod
+    def batch_stepper(envs: Sequence[HalfCheetahTaskEnv]) -> HalfCheetahBatch:
+        return HalfCheetahBatch(envs)
+
+
+class HalfCheetahBatch:
+    """Steps many HalfCheetah task envs together: physics for all of them in ``mujoco.rollout``'s
+    thread pool, observations and rewards as array operations on the stacked physics states.
+
+    The same model, controls and formulas as :meth:`LocomotionEnv.step`; the one difference is MuJoCo's
+    solver warm start, which rollout does not carry from one call to the next (the trajectories agree to
+    about 1e-9). ``close`` writes the states back into the environments.
+    """
+
+    SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    _pool: ClassVar[rollout.Rollout | None] = None
+
+    def __init__(self, envs: Sequence[HalfCheetahTaskEnv]):
+        first = envs[0]
+        self.envs, self.family, self.frame_skip, self.dt = list(envs), first.family, first.frame_skip, first.dt
+        self.ctrl_cost_weight, self.horizon = first._ctrl_cost_weight, first.horizon
+        self.nq, self.nv, self.models = first.model.nq, first.model.nv, [e.model for e in envs]
+        size = mujoco.mj_stateSize(first.model, self.SPEC)
+        self.state = np.empty((len(envs), size))
+        for i, e in enumerate(envs):
+            mujoco.mj_getState(e.model, e.data, self.state[i], self.SPEC)
+        self.params = {k: np.stack([e.params[k] for e in envs]) for k in first.params}
+        if HalfCheetahBatch._pool is None:
+            HalfCheetahBatch._pool = rollout.Rollout(nthread=2)
+        self.datas = [mujoco.MjData(first.model) for _ in range(2)]
+        self.elapsed = np.array([e._elapsed for e in envs], dtype=np.int64)
+
+    def step(self, idx: np.ndarray, actions: np.ndarray):
+        """Advance environments ``idx`` by one env-step; (obs, rewards, terminated, truncated) for them."""
+        x_before = self.state[idx, 1]
+        control = np.repeat(actions[:, None, :], self.frame_skip, axis=1)
+        states, _ = self._pool.rollout([self.models[i] for i in idx], self.datas, self.state[idx], control,
+                                       nstep=self.frame_skip)
+        self.state[idx] = states[:, -1]
+        qpos = self.state[idx, 1 : 1 + self.nq]
+        qvel = self.state[idx, 1 + self.nq : 1 + self.nq + self.nv]
+        velocity = ((qpos[:, 0] - x_before) / self.dt)[:, None]
+        params = {k: v[idx] for k, v in self.params.items()}
+        rewards = self.family.task_reward(params, qpos[:, :1], velocity)
+        rewards = rewards - self.ctrl_cost_weight * np.square(actions).sum(-1)
+        self.elapsed[idx] += 1
+        obs = np.concatenate([qpos[:, 1:], qvel], axis=1)
+        return obs, rewards, np.zeros(len(idx), dtype=bool), self.elapsed[idx] >= self.horizon
+
+    def close(self) -> None:
+        for e, state, steps in zip(self.envs, self.state, self.elapsed, strict=True):
+            mujoco.mj_setState(e.model, e.data, state, self.SPEC)
+            mujoco.mj_forward(e.model, e.data)
+            e._elapsed = int(steps)
 
 
 class AntTaskEnv(_LeggedTerms, LocomotionEnv, AntEnv):
@@ -113,8 +171,12 @@ class LocomotionFamily(TaskFamily):
         return self.robot(self, task, render_mode=render_mode, **self.env_kwargs)
 
     @abstractmethod
-    def task_reward(self, params: dict[str, np.ndarray], position: np.ndarray, velocity: np.ndarray) -> float:
-        """The task's reward term from the tracked position and velocity after a step."""
+    def task_reward(self, params: dict[str, np.ndarray], position: np.ndarray, velocity: np.ndarray) -> Any:
+        """The task's reward term from the tracked position and velocity after a step.
+
+        Written on the last axis so that it serves one environment (``velocity`` of shape ``[d]``) and a
+        batch of them (``[n, d]``, with parameters stacked along the first axis) alike.
+        """
 
 
 class _Velocity(LocomotionFamily):
@@ -125,8 +187,8 @@ class _Velocity(LocomotionFamily):
     def parameters(self) -> dict[str, Distribution]:
         return self._parameters
 
-    def task_reward(self, params, position, velocity) -> float:
-        return -abs(float(velocity[0]) - float(params["velocity"]))
+    def task_reward(self, params, position, velocity) -> Any:
+        return -np.abs(velocity[..., 0] - params["velocity"])
 
 
 class _Direction(LocomotionFamily):
@@ -137,8 +199,8 @@ class _Direction(LocomotionFamily):
     def parameters(self) -> dict[str, Distribution]:
         return {"direction": Choice([-1, 1])}
 
-    def task_reward(self, params, position, velocity) -> float:
-        return self.forward_weight * float(params["direction"]) * float(velocity[0])
+    def task_reward(self, params, position, velocity) -> Any:
+        return self.forward_weight * params["direction"] * velocity[..., 0]
 
 
 class _Angle(LocomotionFamily):
@@ -149,9 +211,9 @@ class _Angle(LocomotionFamily):
     def parameters(self) -> dict[str, Distribution]:
         return {"angle": Uniform(0.0, 2 * np.pi)}
 
-    def task_reward(self, params, position, velocity) -> float:
-        angle = float(params["angle"])
-        return self.forward_weight * (np.cos(angle) * velocity[0] + np.sin(angle) * velocity[1])
+    def task_reward(self, params, position, velocity) -> Any:
+        angle = params["angle"]
+        return self.forward_weight * (np.cos(angle) * velocity[..., 0] + np.sin(angle) * velocity[..., 1])
 
 
 @register("HalfCheetahVel-v0")
@@ -212,6 +274,6 @@ class AntGoal(LocomotionFamily):
     def parameters(self) -> dict[str, Distribution]:
         return self._parameters
 
-    def task_reward(self, params, position, velocity) -> float:
+    def task_reward(self, params, position, velocity) -> Any:
         offset = position - params["goal"]
-        return -float(np.abs(offset).sum() if self.metric == "l1" else np.sqrt(offset @ offset))
+        return -(np.abs(offset).sum(-1) if self.metric == "l1" else np.sqrt(np.square(offset).sum(-1)))

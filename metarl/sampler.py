@@ -50,6 +50,32 @@ class Episodes:
         return (self.rewards * self.mask).sum(-1)
 
 
+class LoopStepper:
+    """Steps environments one by one (any gymnasium env). A family's env class can offer a faster
+    ``batch_stepper(envs)`` with the same ``step``/``close`` contract; the sampler then uses it."""
+
+    def __init__(self, envs: list[gym.Env]):
+        self.envs = envs
+
+    def step(self, idx: np.ndarray, actions: np.ndarray):
+        """Advance environments ``idx``; return (obs, rewards, terminated, truncated) for them."""
+        out = [self.envs[i].step(a) for i, a in zip(idx, actions, strict=True)]
+        obs, rewards, terminated, truncated, _ = zip(*out, strict=True)
+        return np.stack(obs), np.asarray(rewards), np.asarray(terminated), np.asarray(truncated)
+
+    def close(self) -> None:
+        pass
+
+
+def stepper_for(envs: list[gym.Env]):
+    """The environments' own batch stepper when they are all bare instances of one class offering it."""
+    kind = type(envs[0])
+    factory = getattr(kind, "batch_stepper", None)
+    if factory is not None and all(type(e) is kind and e.unwrapped is e for e in envs):
+        return factory(envs)
+    return LoopStepper(envs)
+
+
 class Sampler:
     """Collects ``episodes_per_task`` episodes for each task of a meta-batch, all environments together."""
 
@@ -90,6 +116,7 @@ class Sampler:
         terminated = np.zeros(n, dtype=bool)
         actions, log_probs = [], []
         active = np.arange(n)
+        stepper = stepper_for(envs)
         for t in range(horizon):
             obs_buf[:, t] = obs
             mask[active, t] = 1.0
@@ -102,17 +129,14 @@ class Sampler:
             act = action.reshape(n, *action.shape[2:]).numpy()
             if low is not None:
                 act = np.clip(act, low, high)
-            still = []
-            for i in active:
-                o_next, r, term, trunc, _ = envs[i].step(act[i])
-                rewards[i, t], obs[i] = r, o_next
-                if term or trunc:
-                    terminated[i], last_obs[i] = term, o_next
-                else:
-                    still.append(i)
-            active = np.asarray(still, dtype=np.int64)
+            o_next, r, term, trunc = stepper.step(active, act[active])
+            rewards[active, t], obs[active] = r, o_next
+            done = term | trunc
+            terminated[active[done]], last_obs[active[done]] = term[done], o_next[done]
+            active = active[~done]
             if len(active) == 0:
                 break
+        stepper.close()
         steps = len(actions)
         pad = horizon - steps
         action_t = torch.stack(actions, dim=2)

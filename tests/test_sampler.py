@@ -1,12 +1,14 @@
 """The sampler and batched functional policies."""
 
 import numpy as np
+import pytest
 import torch
+from metarl.envs.locomotion import HalfCheetahBatch
 
 import metarl
 from metarl.functional import stack
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy
-from metarl.sampler import Sampler
+from metarl.sampler import LoopStepper, Sampler, stepper_for
 
 
 def test_stacked_policy_evaluation_equals_a_loop_over_tasks():
@@ -84,3 +86,47 @@ def test_discrete_actions_for_bandits():
     episodes = Sampler(family, 6).sample(family.train_tasks[:3], policy, seed=0)
     assert episodes.actions.shape == (3, 6, 10) and episodes.actions.dtype == torch.int64
     assert set(episodes.rewards.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_halfcheetah_batch_stepper_computes_the_same_step_as_each_environment():
+    """From the same mid-episode states (feet in contact), one batched env-step equals env.step."""
+    family = metarl.envs.make("HalfCheetahVel-v0", horizon=1000)
+    tasks = family.sample_tasks(6, seed=2)
+    rng = np.random.default_rng(0)
+    envs, copies = [], []
+    for i, task in enumerate(tasks):
+        env, twin = family.make_env(task), family.make_env(task)
+        env.reset(seed=i)
+        twin.reset(seed=i)
+        for _ in range(40 + 10 * i):
+            a = rng.uniform(-1, 1, 6)
+            env.step(a)
+            twin.step(a)
+        envs.append(env)
+        copies.append(twin)
+    assert sum(e.unwrapped.data.ncon for e in envs) > 0
+    stepper = stepper_for(envs)
+    assert isinstance(stepper, HalfCheetahBatch)
+    actions = rng.uniform(-1, 1, (6, 6))
+    idx = np.array([0, 2, 3, 5])  # a subset, as when some episodes have ended
+    obs, rewards, terminated, truncated = stepper.step(idx, actions[idx])
+    for j, i in enumerate(idx):
+        o, r, term, trunc, _ = copies[i].step(actions[i])
+        np.testing.assert_allclose(obs[j], o, rtol=0, atol=1e-9)
+        assert rewards[j] == pytest.approx(r, abs=1e-9) and terminated[j] == term and truncated[j] == trunc
+    stepper.close()
+    for i in idx:  # the environments now hold the stepped states
+        np.testing.assert_allclose(envs[i].unwrapped.data.qpos, copies[i].unwrapped.data.qpos, rtol=0, atol=1e-9)
+        assert envs[i].unwrapped._elapsed == copies[i].unwrapped._elapsed
+
+
+def test_sampler_uses_the_batch_stepper_only_for_bare_envs_of_one_class():
+    family = metarl.envs.make("HalfCheetahVel-v0")
+    bare = [family.make_env(t) for t in family.train_tasks[:2]]
+    assert isinstance(stepper_for(bare), HalfCheetahBatch)
+    nav = metarl.envs.make("Navigation2D-v0")
+    assert isinstance(stepper_for([nav.make_env(nav.train_tasks[0])]), LoopStepper)
+    import gymnasium as gym
+
+    wrapped = [gym.wrappers.ClipAction(e) for e in bare]
+    assert isinstance(stepper_for(wrapped), LoopStepper)
