@@ -77,8 +77,9 @@ def breakdown(family, tasks, episodes: int) -> dict[str, float]:
     collect_time = time.perf_counter() - t
     t = time.perf_counter()
     agent.update(batch)
-    times["outer step (TRPO: meta-gradient, CG, line search)"] = time.perf_counter() - t
-    times["total meta-iteration (collect + update)"] = collect_time + times["outer step (TRPO: meta-gradient, CG, line search)"]
+    outer = time.perf_counter() - t
+    times["outer step (TRPO: meta-gradient, CG, line search)"] = outer
+    times["total meta-iteration (collect + update)"] = collect_time + outer
     times["env steps"] = float(support.env_steps + query.env_steps)
     return times
 
