@@ -4,6 +4,7 @@
     metarl rollout [NAME ...] [--episodes N]           random-policy rollouts on train and test tasks
     metarl train CONFIG.yaml [key=value ...]           train (--run-dir DIR; --resume RUN_DIR continues)
     metarl eval RUN_DIR [--tasks N] [--steps S]        adaptation on held-out tasks: eval.json, eval.png
+    metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
 
 The command line is the composition root: it is the one core module that reaches the task
 families and the agents, and only through their registries.
@@ -155,6 +156,25 @@ def _print_eval(run_dir: Path) -> None:
     print(f"  written: {run_dir / 'eval.json'}, {run_dir / 'eval.png'}")
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from metarl.evaluation import plot_adaptation
+
+    reports = []
+    for run_dir in args.run_dirs:
+        path = Path(run_dir) / "eval.json"
+        if not path.is_file():
+            raise ConfigError(f"{str(path)!r} does not exist: run `metarl eval {run_dir}` first")
+        reports.append(json.loads(path.read_text()))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    plot_adaptation(reports, args.out, title=args.title or reports[0].get("family", ""))
+    print(f"{'run':40s} " + " ".join(f"{f'step {s}':>16s}" for s in range(len(reports[0]["steps"]))))
+    for r in reports:
+        cells = " ".join(f"{s['mean_return']:8.2f} +-{s['ci95']:6.2f}" for s in r["steps"])
+        print(f"{r['label']:40s} {cells}")
+    print(f"written: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning for robotics.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps)")
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
     p.set_defaults(run=cmd_eval)
+    p = sub.add_parser("plot", help="plot the adaptation curves of several evaluated runs on one figure")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--title")
+    p.set_defaults(run=cmd_plot)
     return parser
 
 

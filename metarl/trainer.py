@@ -91,7 +91,7 @@ class Trainer:
         steps = c.eval_steps if steps is None else steps
         t0 = time.perf_counter()
         curve = self.agent.adaptation_curve(tasks, steps, seed=derive_seed(c.seed, EVAL_SEED_SALT))
-        report = adaptation_report(curve, label=f"{c.agent} on {c.family}", family=c.family, agent=c.agent,
+        report = adaptation_report(curve, label=self.run_dir.name, family=c.family, agent=c.agent,
                                    seed=c.seed, seconds=time.perf_counter() - t0)
         write_report(report, self.run_dir / "eval.json")
         plot_adaptation([report], self.run_dir / "eval.png", title=f"{c.family}: held-out tasks")

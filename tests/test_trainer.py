@@ -99,6 +99,10 @@ def test_train_then_eval_writes_the_run_directory(tmp_path, capsys):
     assert main(["eval", str(run), "--tasks", "3", "--steps", "1"]) == 0
     assert "after 1 inner steps" in capsys.readouterr().out
     assert json.loads((run / "eval.json").read_text())["num_tasks"] == 3
+    assert main(["plot", str(run), str(run), "--out", str(tmp_path / "both.png")]) == 0
+    assert (tmp_path / "both.png").stat().st_size > 1000 and "step 1" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "run `metarl eval" in capsys.readouterr().err
     assert main(["train", str(config), "--run-dir", str(run)]) == 2  # refuses to overwrite a run
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "agent_config.inner_lr=0.2"]) == 2
