@@ -13,6 +13,7 @@ without any change to the agents. Everything random derives from the ``seed`` of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from metarl.policies import Policy
 from metarl.task import Task, TaskSource
 
-__all__ = ["Episodes", "Sampler"]
+__all__ = ["Actor", "Episodes", "MLPActor", "Sampler"]
 
 
 @dataclass
@@ -48,6 +49,38 @@ class Episodes:
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of each episode, ``[K, E]``."""
         return (self.rewards * self.mask).sum(-1)
+
+
+class Actor(Protocol):
+    """Chooses the actions of all ``n`` slots of a sampling call (slots are task-major: ``task * E + episode``)."""
+
+    def act(self, obs: torch.Tensor, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions ``[n, ...]`` and their log-probabilities ``[n]`` for observations ``[n, obs_dim]``;
+        only the ``active`` slots' actions are used."""
+        ...
+
+    def observe(self, active: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
+        """The outcome of the step for the active slots."""
+        ...
+
+
+class MLPActor:
+    """A feed-forward policy with one parameter set per task, evaluated in one vmapped call."""
+
+    def __init__(self, policy: Policy, params: dict[str, torch.Tensor] | None, num_tasks: int,
+                 episodes_per_task: int, generator: torch.Generator):
+        self.policy, self.params, self.generator = policy, params, generator
+        self.shape = (num_tasks, episodes_per_task)
+
+    def act(self, obs: torch.Tensor, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.policy.dist(obs.view(*self.shape, -1), self.params, stacked=self.params is not None)
+        action = self.policy.sample(dist, self.generator)
+        log_prob = dist.log_prob(action)
+        n = obs.shape[0]
+        return action.reshape(n, *action.shape[2:]), log_prob.reshape(n)
+
+    def observe(self, active: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
+        pass
 
 
 class LoopStepper:
@@ -100,15 +133,21 @@ class Sampler:
         self, tasks: list[Task], policy: Policy, params: dict[str, torch.Tensor] | None = None, *, seed: int
     ) -> Episodes:
         """Episodes of ``policy`` on ``tasks``; ``params`` are stacked per task (None: the policy's own)."""
+        n = len(tasks) * self.episodes_per_task
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence(seed).generate_state(n + 1)[-1]))
+        return self.run(tasks, MLPActor(policy, params, len(tasks), self.episodes_per_task, generator), seed=seed)
+
+    def run(self, tasks: list[Task], actor: Actor, *, seed: int) -> Episodes:
+        """One episode in each of the ``len(tasks) x episodes_per_task`` slots, all in lockstep, acting
+        through ``actor`` (which may keep state across calls, as a recurrent policy's trial does)."""
         k, e = len(tasks), self.episodes_per_task
         envs = self._environments(tasks)
         n, horizon = len(envs), self.family.horizon
         space = envs[0].action_space
         low, high = (space.low, space.high) if isinstance(space, gym.spaces.Box) else (None, None)
-        seeds = np.random.SeedSequence(seed).generate_state(n + 1)
-        generator = torch.Generator().manual_seed(int(seeds[-1]))
+        seeds = np.random.SeedSequence(seed).generate_state(n)  # episode j of slot i resets with seeds[i]
 
-        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds[:n], strict=True)])
+        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
         obs_buf = np.zeros((n, horizon, obs.shape[-1]), dtype=np.float32)
         rewards = np.zeros((n, horizon), dtype=np.float32)
         mask = np.zeros((n, horizon), dtype=np.float32)
@@ -121,36 +160,34 @@ class Sampler:
             obs_buf[:, t] = obs
             mask[active, t] = 1.0
             with torch.no_grad():
-                o = torch.as_tensor(obs, dtype=torch.float32).view(k, e, -1)
-                dist = policy.dist(o, params, stacked=params is not None)
-                action = policy.sample(dist, generator)
-                log_probs.append(dist.log_prob(action))
+                action, log_prob = actor.act(torch.as_tensor(obs, dtype=torch.float32), active)
             actions.append(action)
-            act = action.reshape(n, *action.shape[2:]).numpy()
+            log_probs.append(log_prob)
+            act = action.numpy()
             if low is not None:
                 act = np.clip(act, low, high)
             o_next, r, term, trunc = stepper.step(active, act[active])
             rewards[active, t], obs[active] = r, o_next
             done = term | trunc
+            actor.observe(active, r, done)
             terminated[active[done]], last_obs[active[done]] = term[done], o_next[done]
             active = active[~done]
             if len(active) == 0:
                 break
         stepper.close()
-        steps = len(actions)
-        pad = horizon - steps
-        action_t = torch.stack(actions, dim=2)
+        pad = horizon - len(actions)
+        action_t = torch.stack(actions, dim=1)
         if pad:
-            action_t = torch.cat([action_t, action_t.new_zeros((k, e, pad, *action_t.shape[3:]))], dim=2)
-        log_prob_t = torch.nn.functional.pad(torch.stack(log_probs, dim=2), (0, pad))
-        m = torch.from_numpy(mask).view(k, e, horizon)
+            action_t = torch.cat([action_t, action_t.new_zeros((n, pad, *action_t.shape[2:]))], dim=1)
+        m = torch.from_numpy(mask)
+        log_prob_t = torch.nn.functional.pad(torch.stack(log_probs, dim=1), (0, pad)) * m
         return Episodes(
             tasks=list(tasks),
             obs=torch.from_numpy(obs_buf).view(k, e, horizon, -1),
-            actions=action_t,
+            actions=action_t.view(k, e, horizon, *action_t.shape[2:]),
             rewards=torch.from_numpy(rewards).view(k, e, horizon),
-            mask=m,
-            log_probs=log_prob_t * m,
+            mask=m.view(k, e, horizon),
+            log_probs=log_prob_t.view(k, e, horizon),
             last_obs=torch.from_numpy(last_obs).view(k, e, -1),
             terminated=torch.from_numpy(terminated).view(k, e),
         )
