@@ -2,7 +2,8 @@
 
 from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from metarl.agents.promp import ProMP, ProMPConfig
+from metarl.agents.rl2 import RL2, RL2Config
 
-AGENTS = {"maml_trpo": (MAMLTRPO, MAMLTRPOConfig), "promp": (ProMP, ProMPConfig)}
+AGENTS = {"maml_trpo": (MAMLTRPO, MAMLTRPOConfig), "promp": (ProMP, ProMPConfig), "rl2": (RL2, RL2Config)}
 
-__all__ = ["AGENTS", "MAMLTRPO", "MAMLTRPOConfig", "ProMP", "ProMPConfig"]
+__all__ = ["AGENTS", "MAMLTRPO", "RL2", "MAMLTRPOConfig", "ProMP", "ProMPConfig", "RL2Config"]

@@ -151,8 +151,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _print_eval(run_dir: Path) -> None:
     report = json.loads((run_dir / "eval.json").read_text())
     print(f"{report['label']}: {report['num_tasks']} held-out tasks")
+    print(f"  {report['x_label']}:")
     for step in report["steps"]:
-        print(f"  after {step['inner_steps']} inner steps: {step['mean_return']:10.2f} +- {step['ci95']:.2f}")
+        print(f"  {step['index']:3d} ({step['episodes_of_experience']:4d} episodes of experience): "
+              f"{step['mean_return']:10.2f} +- {step['ci95']:.2f}")
     print(f"  written: {run_dir / 'eval.json'}, {run_dir / 'eval.png'}")
 
 
@@ -167,7 +169,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         reports.append(json.loads(path.read_text()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     plot_adaptation(reports, args.out, title=args.title or reports[0].get("family", ""))
-    print(f"{'run':40s} " + " ".join(f"{f'step {s}':>16s}" for s in range(len(reports[0]["steps"]))))
+    print(f"{'run':40s} " + " ".join(f"{f'point {s}':>16s}" for s in range(len(reports[0]["steps"]))))
     for r in reports:
         cells = " ".join(f"{s['mean_return']:8.2f} +-{s['ci95']:6.2f}" for s in r["steps"])
         print(f"{r['label']:40s} {cells}")

@@ -20,13 +20,15 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
 
 
-def adaptation_report(curve: np.ndarray, label: str, **info: Any) -> dict[str, Any]:
-    """``curve[s, k]``: mean return on task ``k`` after ``s`` inner steps."""
+def adaptation_report(curve: np.ndarray, label: str, x_label: str, experience: list[int],
+                      **info: Any) -> dict[str, Any]:
+    """``curve[s, k]``: mean return on task ``k`` at point ``s`` of the adaptation (after ``s`` inner
+    steps, or in episode ``s + 1`` of a trial), reached after ``experience[s]`` episodes on the task."""
     steps = []
     for s, row in enumerate(curve):
         mean, ci = mean_ci(row)
-        steps.append({"inner_steps": s, "mean_return": mean, "ci95": ci})
-    return {"label": label, "num_tasks": int(curve.shape[1]), "steps": steps,
+        steps.append({"index": s, "episodes_of_experience": int(experience[s]), "mean_return": mean, "ci95": ci})
+    return {"label": label, "x_label": x_label, "num_tasks": int(curve.shape[1]), "steps": steps,
             "per_task_returns": curve.tolist(), **info}
 
 
@@ -36,15 +38,17 @@ def plot_adaptation(reports: list[dict[str, Any]], path: str | Path, title: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    by_experience = len({r["x_label"] for r in reports}) > 1  # different kinds of agent: a common axis
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for report in reports:
-        x = [s["inner_steps"] for s in report["steps"]]
+        x = [s["episodes_of_experience" if by_experience else "index"] for s in report["steps"]]
         y = np.array([s["mean_return"] for s in report["steps"]])
         ci = np.array([s["ci95"] for s in report["steps"]])
         ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=report["label"])
-    ax.set_xlabel("inner gradient steps on the new task")
+    ax.set_xlabel("episodes of experience on the new task" if by_experience else reports[0]["x_label"])
     ax.set_ylabel("mean return (95% CI over tasks)")
-    ax.set_xticks(range(max(len(r["steps"]) for r in reports)))
+    if not by_experience:
+        ax.set_xticks(range(max(len(r["steps"]) for r in reports)))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

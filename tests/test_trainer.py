@@ -72,7 +72,7 @@ def test_bad_config_fields_are_refused_by_name(tmp_path, capsys):
     assert main(["train", str(_config(tmp_path, agent_config={"inner_lrr": 0.1})), "--run-dir", str(tmp_path / "r")]) == 2
     assert "unknown agent_config of maml_trpo field(s) 'inner_lrr'" in capsys.readouterr().err
     assert main(["train", str(_config(tmp_path, agent="mamml")), "--run-dir", str(tmp_path / "r2")]) == 2
-    assert "unknown agent 'mamml'; accepted: maml_trpo, promp" in capsys.readouterr().err
+    assert "unknown agent 'mamml'; accepted: maml_trpo, promp, rl2" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="'seed' expects int, got 'zero'"):
         load_config(_config(tmp_path), ["seed=zero"])
     assert main(["train", str(_config(tmp_path)), "agent_config.inner_lr=-0.1", "--run-dir", str(tmp_path / "r3")]) == 2
@@ -95,12 +95,13 @@ def test_train_then_eval_writes_the_run_directory(tmp_path, capsys):
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["agent_config"]["max_kl"] == 0.01  # every default written out
     report = json.loads((run / "eval.json").read_text())
-    assert report["num_tasks"] == 4 and [s["inner_steps"] for s in report["steps"]] == [0, 1, 2]
+    assert report["num_tasks"] == 4 and [s["index"] for s in report["steps"]] == [0, 1, 2]
+    assert [s["episodes_of_experience"] for s in report["steps"]] == [0, 8, 16]
     assert main(["eval", str(run), "--tasks", "3", "--steps", "1"]) == 0
-    assert "after 1 inner steps" in capsys.readouterr().out
+    assert "inner gradient steps on the new task" in capsys.readouterr().out
     assert json.loads((run / "eval.json").read_text())["num_tasks"] == 3
     assert main(["plot", str(run), str(run), "--out", str(tmp_path / "both.png")]) == 0
-    assert (tmp_path / "both.png").stat().st_size > 1000 and "step 1" in capsys.readouterr().out
+    assert (tmp_path / "both.png").stat().st_size > 1000 and "point 1" in capsys.readouterr().out
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "run `metarl eval" in capsys.readouterr().err
     assert main(["train", str(config), "--run-dir", str(run)]) == 2  # refuses to overwrite a run

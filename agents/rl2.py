@@ -1,0 +1,177 @@
+"""RL^2: Fast Reinforcement Learning via Slow Reinforcement Learning (Duan et al. 2016).
+
+A recurrent policy reads (observation, previous action, previous reward, done flag) and keeps its
+hidden state across the ``episodes_per_trial`` episodes of a trial on one task, resetting it only
+between trials (section 2.2): the hidden state is the fast learner. The slow learner maximises the
+expected total discounted reward of a whole trial, treated as one episode of the meta-MDP (eq. 1 of the
+paper's setting), here with PPO (Schulman et al. 2017, eq. 7) on whole-trial sequences and GAE, as garage
+and Meta-World's baselines do (the paper used TRPO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from metarl.recurrent import RecurrentActor, RecurrentPolicy
+from metarl.returns import gae
+from metarl.sampler import Sampler
+from metarl.task import Task, TaskSource
+
+
+@dataclass
+class RL2Config:
+    meta_batch_size: int = 20  # tasks per meta-iteration
+    trials_per_task: int = 1  # trials (hidden-state lifetimes) per task and iteration
+    episodes_per_trial: int = 2  # K
+    hidden_size: int = 256
+    cell: str = "gru"  # "gru" or "lstm"
+    init_std: float = 1.0
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    learning_rate: float = 5e-4
+    clip_eps: float = 0.2
+    ppo_epochs: int = 5
+    minibatches: int = 4
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    normalize_advantages: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("meta_batch_size", "trials_per_task", "episodes_per_trial", "hidden_size", "ppo_epochs",
+                    "minibatches", "learning_rate", "clip_eps", "init_std")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"config field {name}={getattr(self, name)!r} is out of range")
+        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
+            raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in (0, 1] and [0, 1]")
+
+
+@dataclass
+class Trials:
+    """Whole-trial sequences of ``n = tasks x trials`` slots, valid steps first (``mask``), padded after."""
+
+    inputs: torch.Tensor  # [n, L, in]: what the network read at each step
+    actions: torch.Tensor  # [n, L, ...]
+    log_probs: torch.Tensor  # [n, L], recorded while sampling
+    values: torch.Tensor  # [n, L], recorded while sampling
+    rewards: torch.Tensor  # [n, L]
+    mask: torch.Tensor  # [n, L]
+    episode_returns: torch.Tensor  # [K, tasks, trials]
+    env_steps: int
+
+
+def _compact(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    index = order.reshape(*order.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, index)
+
+
+class RL2:
+    def __init__(self, family: TaskSource, config: RL2Config, seed: int = 0):
+        self.family, self.config = family, config
+        probe = family.make_env(family.train_tasks[0])
+        torch.manual_seed(seed)
+        self.policy = RecurrentPolicy(probe.observation_space, probe.action_space, config.hidden_size,
+                                      config.cell, config.init_std)
+        probe.close()
+        self.sampler = Sampler(family, config.trials_per_task)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
+
+    def collect(self, tasks: list[Task], seed: int) -> Trials:
+        """One trial of ``episodes_per_trial`` episodes per slot, the hidden state carried across them."""
+        c, horizon = self.config, self.family.horizon
+        n = len(tasks) * c.trials_per_task
+        seeds = np.random.SeedSequence(seed).generate_state(c.episodes_per_trial + 1)
+        actor = RecurrentActor(self.policy, n, torch.Generator().manual_seed(int(seeds[-1])))
+        episodes = []
+        for j in range(c.episodes_per_trial):
+            if j:
+                actor.end_episode()
+            episodes.append(self.sampler.run(tasks, actor, seed=int(seeds[j])))
+        records = [actor.episode_record(j, horizon) for j in range(c.episodes_per_trial)]
+
+        def joined(x: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat([t.reshape(n, horizon, *t.shape[3:]) for t in x], dim=1)
+
+        mask = joined([e.mask for e in episodes])
+        order = torch.argsort((mask == 0).int(), dim=1, stable=True)  # valid steps first, in order
+        return Trials(
+            inputs=_compact(torch.cat([r[0] for r in records], dim=1), order),
+            actions=_compact(joined([e.actions for e in episodes]), order),
+            log_probs=_compact(joined([e.log_probs for e in episodes]), order),
+            values=_compact(torch.cat([r[1] for r in records], dim=1), order),
+            rewards=_compact(joined([e.rewards for e in episodes]), order),
+            mask=_compact(mask, order),
+            episode_returns=torch.stack([e.episode_returns() for e in episodes]),
+            env_steps=sum(e.env_steps for e in episodes),
+        )
+
+    def update(self, trials: Trials) -> dict[str, float]:
+        """PPO epochs over minibatches of whole trials."""
+        c = self.config
+        mask = trials.mask
+        last = torch.zeros(mask.shape[0])  # a trial ends the meta-episode
+        adv = gae(trials.rewards, trials.values, mask, last, c.gamma, c.gae_lambda)
+        returns = (adv + trials.values) * mask
+        if c.normalize_advantages:
+            mean = (adv * mask).sum() / mask.sum()
+            std = (((adv - mean) ** 2 * mask).sum() / mask.sum()).sqrt()
+            adv = (adv - mean) / (std + 1e-8) * mask
+        n = mask.shape[0]
+        generator = torch.Generator().manual_seed(int(trials.env_steps))
+        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": []}
+        for _ in range(c.ppo_epochs):
+            perm = torch.randperm(n, generator=generator)
+            for mb in perm.chunk(min(c.minibatches, n)):
+                m = mask[mb]
+                dist, values, _ = self.policy.unroll(trials.inputs[mb], self.policy.initial_state(len(mb)))
+                logp = dist.log_prob(trials.actions[mb])
+                ratio = torch.exp(logp - trials.log_probs[mb])
+                a = adv[mb]
+                surrogate = torch.min(ratio * a, ratio.clamp(1 - c.clip_eps, 1 + c.clip_eps) * a)
+                count = m.sum()
+                policy_loss = -(surrogate * m).sum() / count
+                value_loss = (((values - returns[mb]) ** 2) * m).sum() / count
+                entropy = (dist.entropy() * m).sum() / count
+                loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
+                self.optimizer.step()
+                stats["policy_loss"].append(policy_loss.item())
+                stats["value_loss"].append(value_loss.item())
+                stats["entropy"].append(entropy.item())
+                stats["approx_kl"].append((((trials.log_probs[mb] - logp) * m).sum() / count).item())
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
+        trials = self.collect(tasks, seed)
+        per_episode = trials.episode_returns.mean(dim=(1, 2))
+        return {
+            "return_pre": per_episode[0].item(),
+            "return_post": per_episode[-1].item(),
+            "env_steps": float(trials.env_steps),
+            **self.update(trials),
+        }
+
+    def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
+        """Mean return of episode 1..K of a trial on each task: ``[K, len(tasks)]`` (``steps`` is unused:
+        RL^2 adapts through its trial, whose length the config fixes)."""
+        with torch.no_grad():
+            trials = self.collect(tasks, seed)
+        return trials.episode_returns.mean(-1).numpy()
+
+    def curve_axis(self) -> tuple[str, list[int]]:
+        """The curve's x-axis name and the episodes of experience on the task before each point."""
+        return "episode of the trial", list(range(self.config.episodes_per_trial))
+
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
