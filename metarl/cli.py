@@ -5,6 +5,7 @@
     metarl train CONFIG.yaml [key=value ...]           train (--run-dir DIR; --resume RUN_DIR continues)
     metarl eval RUN_DIR [--tasks N] [--steps S]        adaptation on held-out tasks: eval.json, eval.png
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
+    metarl references RUN_DIR                          classic bandit / MDP strategies on the run's held-out tasks
 
 The command line is the composition root: it is the one core module that reaches the task
 families and the agents, and only through their registries.
@@ -177,6 +178,35 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_references(args: argparse.Namespace) -> int:
+    from metarl.agents.references import evaluate_references
+    from metarl.evaluation import adaptation_report, mean_ci, write_report
+
+    run_dir = Path(args.run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    config = load_config(None, [], base=yaml.safe_load(saved.read_text()))
+    family = _families().make(config.family, **config.family_overrides)
+    episodes = int(config.agent_config.get("episodes_per_trial", 1))
+    tasks = family.test_tasks[: config.eval_tasks]
+    results = evaluate_references(family, tasks, episodes, seed=config.seed)
+    reports = [adaptation_report(curve, name, "episode of the trial", list(range(episodes)))
+               for name, curve in results.items()]
+    write_report(reports, run_dir / "references.json")
+    rows = [(r["label"], np.asarray(r["per_task_returns"]).sum(0)) for r in reports]
+    evaluated = run_dir / "eval.json"
+    if evaluated.is_file():
+        rows.insert(0, (f"{config.agent} (this run)", np.asarray(json.loads(evaluated.read_text())["per_task_returns"]).sum(0)))
+    print(f"{config.family} {config.family_overrides}: total reward over a trial of {episodes} episode(s), "
+          f"{len(tasks)} held-out tasks")
+    for name, totals in rows:
+        mean, ci = mean_ci(totals)
+        print(f"  {name:22s} {mean:9.2f} +- {ci:.2f}")
+    print(f"written: {run_dir / 'references.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning for robotics.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--title")
     p.set_defaults(run=cmd_plot)
+    p = sub.add_parser("references", help="classic bandit/MDP strategies on a run's held-out tasks")
+    p.add_argument("run_dir")
+    p.set_defaults(run=cmd_references)
     return parser
 
 

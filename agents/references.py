@@ -1,0 +1,157 @@
+"""Classic strategies that RL^2 is compared against (Duan et al. 2016, section 4), as evaluation
+references on the same held-out tasks.
+
+Bernoulli bandits: random; greedy (highest posterior mean under a Beta(1, 1) prior); epsilon-greedy
+(epsilon 0.1); UCB1 (Auer et al. 2002: each arm once, then the highest ``mean + sqrt(2 ln t / n_i)``);
+Thompson sampling (a draw from each arm's Beta posterior). Tabular MDPs: random, and PSRL (Osband et al.
+2013): before each episode, draw an MDP from the posterior (Dirichlet(1) transitions, Gaussian mean rewards
+with the N(1, 1) prior and unit noise of the task family) and act optimally in it for the episode.
+Each strategy plays a trial of ``episodes`` episodes per task through the family's own environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from metarl.task import Task, TaskSource
+
+__all__ = ["BANDIT_STRATEGIES", "MDP_STRATEGIES", "evaluate_references"]
+
+
+class _BanditStrategy:
+    def __init__(self, arms: int, rng: np.random.Generator):
+        self.rng, self.pulls, self.wins, self.t = rng, np.zeros(arms), np.zeros(arms), 0
+
+    def update(self, arm: int, reward: float) -> None:
+        self.pulls[arm] += 1
+        self.wins[arm] += reward
+        self.t += 1
+
+    def _argmax(self, scores: np.ndarray) -> int:
+        best = np.flatnonzero(scores == scores.max())
+        return int(self.rng.choice(best))
+
+
+class RandomArm(_BanditStrategy):
+    def act(self) -> int:
+        return int(self.rng.integers(len(self.pulls)))
+
+
+class Greedy(_BanditStrategy):
+    def act(self) -> int:
+        return self._argmax((self.wins + 1) / (self.pulls + 2))
+
+
+class EpsilonGreedy(Greedy):
+    epsilon = 0.1
+
+    def act(self) -> int:
+        return int(self.rng.integers(len(self.pulls))) if self.rng.random() < self.epsilon else super().act()
+
+
+class UCB1(_BanditStrategy):
+    def act(self) -> int:
+        if (self.pulls == 0).any():
+            return int(np.flatnonzero(self.pulls == 0)[0])
+        return self._argmax(self.wins / self.pulls + np.sqrt(2 * np.log(self.t) / self.pulls))
+
+
+class Thompson(_BanditStrategy):
+    def act(self) -> int:
+        return self._argmax(self.rng.beta(self.wins + 1, self.pulls - self.wins + 1))
+
+
+BANDIT_STRATEGIES: dict[str, type] = {
+    "random": RandomArm, "greedy": Greedy, "epsilon-greedy": EpsilonGreedy, "UCB1": UCB1, "Thompson": Thompson,
+}
+
+
+class RandomAction:
+    def __init__(self, states: int, actions: int, horizon: int, rng: np.random.Generator):
+        self.actions, self.rng = actions, rng
+
+    def start_episode(self) -> None:
+        pass
+
+    def act(self, state: int, t: int) -> int:
+        return int(self.rng.integers(self.actions))
+
+    def update(self, state: int, action: int, reward: float, next_state: int) -> None:
+        pass
+
+
+class PSRL(RandomAction):
+    def __init__(self, states: int, actions: int, horizon: int, rng: np.random.Generator):
+        super().__init__(states, actions, horizon, rng)
+        self.horizon = horizon
+        self.counts = np.ones((states, actions, states))  # Dirichlet(1) posterior parameters
+        self.reward_sum, self.visits = np.zeros((states, actions)), np.zeros((states, actions))
+        self.policy = np.zeros((horizon, states), dtype=np.int64)
+
+    def start_episode(self) -> None:
+        s, a, _ = self.counts.shape
+        transitions = np.array([[self.rng.dirichlet(self.counts[i, j]) for j in range(a)] for i in range(s)])
+        precision = 1.0 + self.visits  # prior N(1, 1), unit observation noise
+        means = self.rng.normal((1.0 + self.reward_sum) / precision, 1.0 / np.sqrt(precision))
+        value = np.zeros(s)
+        for t in reversed(range(self.horizon)):  # finite-horizon dynamic programming in the sampled MDP
+            q = means + transitions @ value
+            self.policy[t] = q.argmax(1)
+            value = q.max(1)
+
+    def act(self, state: int, t: int) -> int:
+        return int(self.policy[t, state])
+
+    def update(self, state: int, action: int, reward: float, next_state: int) -> None:
+        self.counts[state, action, next_state] += 1
+        self.reward_sum[state, action] += reward
+        self.visits[state, action] += 1
+
+
+MDP_STRATEGIES: dict[str, type] = {"random": RandomAction, "PSRL": PSRL}
+
+
+def _play(family: TaskSource, task: Task, make: Callable, episodes: int, seed: int) -> list[float]:
+    env = family.make_env(task)
+    rng = np.random.default_rng(seed)
+    bandit = "probs" in task.keys()
+    if bandit:
+        strategy = make(int(env.action_space.n), rng)
+    else:
+        strategy = make(env.observation_space.shape[0], int(env.action_space.n), family.horizon, rng)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed * 1000 + episode)
+        total, done, t = 0.0, False, 0
+        if not bandit:
+            strategy.start_episode()
+        while not done:
+            if bandit:
+                action = strategy.act()
+            else:
+                state = int(np.argmax(obs))
+                action = strategy.act(state, t)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            if bandit:
+                strategy.update(action, reward)
+            else:
+                strategy.update(state, action, reward, int(np.argmax(obs)))
+            total, t, done = total + reward, t + 1, terminated or truncated
+        returns.append(total)
+    return returns
+
+
+def evaluate_references(family: TaskSource, tasks: list[Task], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Per strategy, the return of each episode of a trial on each task: ``[episodes, len(tasks)]``."""
+    if "probs" in tasks[0].keys():
+        strategies = BANDIT_STRATEGIES
+    elif "transitions" in tasks[0].keys():
+        strategies = MDP_STRATEGIES
+    else:
+        raise ValueError(f"reference strategies exist for Bandit and TabularMDP families, not {tasks[0].family}")
+    return {
+        name: np.array([_play(family, task, make, episodes, seed + i) for i, task in enumerate(tasks)]).T
+        for name, make in strategies.items()
+    }
