@@ -197,7 +197,8 @@ def cmd_references(args: argparse.Namespace) -> int:
     rows = [(r["label"], np.asarray(r["per_task_returns"]).sum(0)) for r in reports]
     evaluated = run_dir / "eval.json"
     if evaluated.is_file():
-        rows.insert(0, (f"{config.agent} (this run)", np.asarray(json.loads(evaluated.read_text())["per_task_returns"]).sum(0)))
+        curve = np.asarray(json.loads(evaluated.read_text())["per_task_returns"])
+        rows.insert(0, (f"{config.agent} (this run)", curve.sum(0)))
     print(f"{config.family} {config.family_overrides}: total reward over a trial of {episodes} episode(s), "
           f"{len(tasks)} held-out tasks")
     for name, totals in rows:
