@@ -165,9 +165,9 @@ class RL2:
             trials = self.collect(tasks, seed)
         return trials.episode_returns.mean(-1).numpy()
 
-    def curve_axis(self) -> tuple[str, list[int]]:
+    def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The curve's x-axis name and the episodes of experience on the task before each point."""
-        return "episode of the trial", list(range(self.config.episodes_per_trial))
+        return "episode of the trial", list(range(points))
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}

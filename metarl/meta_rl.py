@@ -184,9 +184,9 @@ class MetaRLAgent(ABC):
                 params = self._adapt_on(params, episodes, self.advantages(episodes))
         return np.stack(curve)
 
-    def curve_axis(self) -> tuple[str, list[int]]:
+    def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The adaptation curve's x-axis, and the episodes of experience on the task before each point."""
-        return "inner gradient steps on the new task", [s * self.config.episodes_per_task for s in range(100)]
+        return "inner gradient steps on the new task", [s * self.config.episodes_per_task for s in range(points)]
 
     def batch_metrics(self, batch: MetaBatch) -> dict[str, float]:
         pre = batch.support[0].episode_returns().mean().item() if batch.support else float("nan")

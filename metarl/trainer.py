@@ -33,7 +33,7 @@ class Agent(Protocol):
 
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]: ...
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray: ...
-    def curve_axis(self) -> tuple[str, list[int]]: ...
+    def curve_axis(self, points: int) -> tuple[str, list[int]]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
 
@@ -92,8 +92,8 @@ class Trainer:
         steps = c.eval_steps if steps is None else steps
         t0 = time.perf_counter()
         curve = self.agent.adaptation_curve(tasks, steps, seed=derive_seed(c.seed, EVAL_SEED_SALT))
-        x_label, experience = self.agent.curve_axis()
-        report = adaptation_report(curve, self.run_dir.name, x_label, experience[: len(curve)], family=c.family,
+        x_label, experience = self.agent.curve_axis(len(curve))
+        report = adaptation_report(curve, self.run_dir.name, x_label, experience, family=c.family,
                                    agent=c.agent, seed=c.seed, seconds=time.perf_counter() - t0)
         write_report(report, self.run_dir / "eval.json")
         plot_adaptation([report], self.run_dir / "eval.png", title=f"{c.family}: held-out tasks")
