@@ -88,13 +88,17 @@ class Trainer:
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None) -> dict[str, Any]:
         """Adaptation on the family's held-out tasks; writes eval.json and eval.png in the run directory."""
         c = self.config
-        tasks = self.family.test_tasks[: num_tasks or c.eval_tasks]
+        held_out, count = self.family.test_tasks, num_tasks or c.eval_tasks
+        # A family with fewer held-out tasks than asked (HalfCheetahDir has two) is cycled through, each
+        # repetition sampled afresh, so the confidence interval still rests on ``count`` evaluations.
+        tasks = [held_out[i % len(held_out)] for i in range(count)] if len(held_out) < count else held_out[:count]
         steps = c.eval_steps if steps is None else steps
         t0 = time.perf_counter()
         curve = self.agent.adaptation_curve(tasks, steps, seed=derive_seed(c.seed, EVAL_SEED_SALT))
         x_label, experience = self.agent.curve_axis(len(curve))
         report = adaptation_report(curve, self.run_dir.name, x_label, experience, family=c.family,
-                                   agent=c.agent, seed=c.seed, seconds=time.perf_counter() - t0)
+                                   agent=c.agent, seed=c.seed, distinct_tasks=len(set(tasks)),
+                                   seconds=time.perf_counter() - t0)
         write_report(report, self.run_dir / "eval.json")
         plot_adaptation([report], self.run_dir / "eval.png", title=f"{c.family}: held-out tasks")
         return report

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -108,3 +109,15 @@ def test_train_then_eval_writes_the_run_directory(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "agent_config.inner_lr=0.2"]) == 2
     assert "on resume only" in capsys.readouterr().err
+
+
+def test_evaluation_cycles_through_a_small_held_out_set(tmp_path):
+    run = tmp_path / "dir"
+    config = _config(tmp_path, family="HalfCheetahDir-v0", family_overrides={"horizon": 5}, iterations=1,
+                     evaluate=True, eval_tasks=6, eval_steps=1,
+                     agent_config={"meta_batch_size": 2, "episodes_per_task": 2, "hidden_sizes": [8]})
+    assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert report["num_tasks"] == 6 and report["distinct_tasks"] == 2
+    returns = np.array(report["per_task_returns"])
+    assert len(set(returns[0].round(6))) == 6  # each repetition is sampled afresh
