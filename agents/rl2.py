@@ -6,6 +6,11 @@ between trials (section 2.2): the hidden state is the fast learner. The slow lea
 expected total discounted reward of a whole trial, treated as one episode of the meta-MDP (eq. 1 of the
 paper's setting), here with PPO (Schulman et al. 2017, eq. 7) on whole-trial sequences and GAE, as garage
 and Meta-World's baselines do (the paper used TRPO).
+
+Trial returns reach tens to hundreds, so the value head learns normalised targets: running mean and standard
+deviation of the returns, with the head's weights rescaled whenever they change so that its outputs in
+return units are preserved (PopArt, van Hasselt et al. 2016, eq. 6). Without it the value loss swamps
+the policy gradient in the shared recurrent network.
 """
 
 from __future__ import annotations
@@ -80,7 +85,22 @@ class RL2:
         probe.close()
         self.sampler = Sampler(family, config.trials_per_task)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
+        self.return_stats = torch.tensor([0.0, 1.0, 0.0])  # running mean, std and count of value targets
 
+    def _update_return_stats(self, returns: torch.Tensor) -> None:
+        """Merge the batch's returns into the running statistics, preserving the value head's outputs."""
+        mean, std, count = self.return_stats.tolist()
+        n = float(returns.numel())
+        batch_mean, batch_var = returns.mean().item(), returns.var(unbiased=False).item()
+        total = count + n
+        new_mean = mean + (batch_mean - mean) * n / total
+        var = (count * (std**2 if count else 0.0) + n * batch_var + (batch_mean - mean) ** 2 * count * n / total) / total
+        new_std = max(var**0.5, 1e-4)
+        with torch.no_grad():
+            head = self.policy.value
+            head.weight.mul_(std / new_std)
+            head.bias.mul_(std).add_(mean - new_mean).div_(new_std)
+        self.return_stats = torch.tensor([new_mean, new_std, total])
     def collect(self, tasks: list[Task], seed: int) -> Trials:
         """One trial of ``episodes_per_trial`` episodes per slot, the hidden state carried across them."""
         c, horizon = self.config, self.family.horizon
@@ -114,9 +134,14 @@ class RL2:
         """PPO epochs over minibatches of whole trials."""
         c = self.config
         mask = trials.mask
+        mean, std, _ = self.return_stats.tolist()
+        values = trials.values * std + mean  # the head predicts normalised returns
         last = torch.zeros(mask.shape[0])  # a trial ends the meta-episode
-        adv = gae(trials.rewards, trials.values, mask, last, c.gamma, c.gae_lambda)
-        returns = (adv + trials.values) * mask
+        adv = gae(trials.rewards, values, mask, last, c.gamma, c.gae_lambda)
+        returns = (adv + values) * mask
+        self._update_return_stats(returns[mask.bool()])
+        mean, std, _ = self.return_stats.tolist()
+        targets = (returns - mean) / std
         if c.normalize_advantages:
             mean = (adv * mask).sum() / mask.sum()
             std = (((adv - mean) ** 2 * mask).sum() / mask.sum()).sqrt()
@@ -135,7 +160,7 @@ class RL2:
                 surrogate = torch.min(ratio * a, ratio.clamp(1 - c.clip_eps, 1 + c.clip_eps) * a)
                 count = m.sum()
                 policy_loss = -(surrogate * m).sum() / count
-                value_loss = (((values - returns[mb]) ** 2) * m).sum() / count
+                value_loss = (((values - targets[mb]) ** 2) * m).sum() / count
                 entropy = (dist.entropy() * m).sum() / count
                 loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
                 self.optimizer.zero_grad()
@@ -170,8 +195,10 @@ class RL2:
         return "episode of the trial", list(range(points))
 
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "return_stats": self.return_stats.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.return_stats = state["return_stats"].clone()

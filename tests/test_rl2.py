@@ -93,3 +93,21 @@ def test_reference_strategies_rank_as_expected():
     with pytest.raises(ValueError, match="Bandit and TabularMDP"):
         evaluate_references(metarl.envs.make("Navigation2D-v0"), [metarl.envs.make("Navigation2D-v0").test_tasks[0]], 1, 0)
     assert np.isfinite(out["random"]).all()
+
+
+def test_value_normalisation_preserves_the_heads_outputs_and_tracks_the_returns():
+    family = metarl.envs.make("Bandit-v0", arms=3, horizon=5)
+    agent = RL2(family, RL2Config(meta_batch_size=2, hidden_size=8), seed=0)
+    x = torch.randn(4, 6, agent.policy.input_size)
+    _, before, _ = agent.policy.unroll(x, agent.policy.initial_state(4))
+    old_mean, old_std, _ = agent.return_stats.tolist()
+    returns = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    agent._update_return_stats(returns)
+    mean, std, count = agent.return_stats.tolist()
+    assert (mean, count) == (25.0, 4.0) and std == pytest.approx(returns.std(unbiased=False).item())
+    _, after, _ = agent.policy.unroll(x, agent.policy.initial_state(4))
+    torch.testing.assert_close(after * std + mean, before * old_std + old_mean)  # same values in return units
+    agent._update_return_stats(torch.tensor([50.0, 60.0]))
+    mean, std, count = agent.return_stats.tolist()
+    everything = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+    assert count == 6 and mean == pytest.approx(35.0) and std == pytest.approx(everything.std(unbiased=False).item())
