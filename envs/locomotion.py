@@ -26,6 +26,7 @@ any gymnasium constructor argument (e.g. ``{"terminate_when_unhealthy": False}``
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -117,9 +118,10 @@ class HalfCheetahBatch:
         for i, e in enumerate(envs):
             mujoco.mj_getState(e.model, e.data, self.state[i], self.SPEC)
         self.params = {k: np.stack([e.params[k] for e in envs]) for k in first.params}
+        threads = os.cpu_count() or 1  # each environment's physics is independent: results do not depend on it
         if HalfCheetahBatch._pool is None:
-            HalfCheetahBatch._pool = rollout.Rollout(nthread=2)
-        self.datas = [mujoco.MjData(first.model) for _ in range(2)]
+            HalfCheetahBatch._pool = rollout.Rollout(nthread=threads)
+        self.datas = [mujoco.MjData(first.model) for _ in range(threads)]
         self.elapsed = np.array([e._elapsed for e in envs], dtype=np.int64)
 
     def step(self, idx: np.ndarray, actions: np.ndarray):
