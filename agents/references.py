@@ -3,7 +3,10 @@ references on the same held-out tasks.
 
 Bernoulli bandits: random; greedy (highest posterior mean under a Beta(1, 1) prior); epsilon-greedy
 (epsilon 0.1); UCB1 (Auer et al. 2002: each arm once, then the highest ``mean + sqrt(2 ln t / n_i)``);
-Thompson sampling (a draw from each arm's Beta posterior). Tabular MDPs: random, and PSRL (Osband et al.
+Thompson sampling (a draw from each arm's Beta posterior); the Gittins index (Gittins 1979) of each arm's
+Beta posterior for the discount ``1 - 1/n`` of an ``n``-pull horizon, computed by calibration: for a grid of
+retirement rewards ``lam``, one backward induction over all posterior states to depth ``n`` gives where
+retiring (``lam / (1 - discount)``) stops being worse than pulling; the index is the smallest such ``lam``. Tabular MDPs: random, and PSRL (Osband et al.
 2013): before each episode, draw an MDP from the posterior (Dirichlet(1) transitions, Gaussian mean rewards
 with the N(1, 1) prior and unit noise of the task family) and act optimally in it for the episode.
 Each strategy plays a trial of ``episodes`` episodes per task through the family's own environment.
@@ -21,7 +24,7 @@ __all__ = ["BANDIT_STRATEGIES", "MDP_STRATEGIES", "evaluate_references"]
 
 
 class _BanditStrategy:
-    def __init__(self, arms: int, rng: np.random.Generator):
+    def __init__(self, arms: int, rng: np.random.Generator, horizon: int):
         self.rng, self.pulls, self.wins, self.t = rng, np.zeros(arms), np.zeros(arms), 0
 
     def update(self, arm: int, reward: float) -> None:
@@ -63,8 +66,42 @@ class Thompson(_BanditStrategy):
         return self._argmax(self.rng.beta(self.wins + 1, self.pulls - self.wins + 1))
 
 
+def gittins_indices(depth: int, discount: float, grid: int = 2001) -> np.ndarray:
+    """``index[s, f]``: the Gittins index of a Beta(1 + s, 1 + f) Bernoulli arm, for ``s + f < depth``."""
+    lam = np.linspace(0.0, 1.0, grid)[:, None]  # [grid, 1] retirement rewards per step
+    retire = lam / (1 - discount)
+    index = np.zeros((depth, depth))
+    # value at the truncation depth: the better of retiring and pulling forever at the posterior mean
+    s = np.arange(depth + 1)
+    p = (1 + s) / (2 + depth)
+    value = np.maximum(retire, p / (1 - discount))  # [grid, depth + 1], indexed by successes
+    for total in reversed(range(depth)):
+        s = np.arange(total + 1)
+        p = (1 + s) / (2 + total)
+        pull = p * (1 + discount * value[:, s + 1]) + (1 - p) * discount * value[:, s]
+        # the smallest retirement reward at which retiring is at least as good as pulling
+        index[s, total - s] = lam[np.argmax(retire >= pull, axis=0), 0]
+        value = np.maximum(retire, pull)
+    return index
+
+
+class Gittins(_BanditStrategy):
+    _tables: dict[int, np.ndarray] = {}
+
+    def __init__(self, arms: int, rng: np.random.Generator, horizon: int):
+        super().__init__(arms, rng, horizon)
+        if horizon not in Gittins._tables:
+            Gittins._tables[horizon] = gittins_indices(horizon + 1, 1 - 1 / max(horizon, 2))
+        self.table = Gittins._tables[horizon]
+
+    def act(self) -> int:
+        wins, losses = self.wins.astype(int), (self.pulls - self.wins).astype(int)
+        return self._argmax(self.table[wins, losses])
+
+
 BANDIT_STRATEGIES: dict[str, type] = {
     "random": RandomArm, "greedy": Greedy, "epsilon-greedy": EpsilonGreedy, "UCB1": UCB1, "Thompson": Thompson,
+    "Gittins": Gittins,
 }
 
 
@@ -118,7 +155,7 @@ def _play(family: TaskSource, task: Task, make: Callable, episodes: int, seed: i
     rng = np.random.default_rng(seed)
     bandit = "probs" in task.keys()
     if bandit:
-        strategy = make(int(env.action_space.n), rng)
+        strategy = make(int(env.action_space.n), rng, family.horizon * episodes)
     else:
         strategy = make(env.observation_space.shape[0], int(env.action_space.n), family.horizon, rng)
     returns = []

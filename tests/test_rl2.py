@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 from metarl.agents import RL2, RL2Config
-from metarl.agents.references import evaluate_references
+from metarl.agents.references import evaluate_references, gittins_indices
 
 import metarl
 from metarl.cli import main
@@ -82,10 +82,21 @@ def test_rl2_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert rows("a") == rows("b") and len(rows("a")) == 4
 
 
+def test_gittins_indices_match_published_values_and_exceed_the_posterior_mean():
+    table = gittins_indices(101, 0.99)
+    # The tabulated Bernoulli indices for discount 0.99 (Gittins, Glazebrook & Weber 2011): 0.8699 for Beta(1, 1),
+    # 0.9102 for Beta(2, 1); the grid here has a step of 5e-4.
+    assert table[0, 0] == pytest.approx(0.8699, abs=1e-3) and table[1, 0] == pytest.approx(0.9102, abs=1e-3)
+    s, f = np.meshgrid(np.arange(30), np.arange(30), indexing="ij")
+    assert (table[s, f] >= (1 + s) / (2 + s + f) - 1e-3).all()  # an exploration bonus, never a malus
+    assert table[0, 0] - 0.5 > table[20, 20] - 0.5 > 0  # that shrinks as evidence accumulates
+
+
 def test_reference_strategies_rank_as_expected():
     bandits = metarl.envs.make("Bandit-v0", arms=5, horizon=100)
     results = {k: v.sum(0).mean() for k, v in evaluate_references(bandits, bandits.test_tasks[:40], 1, 0).items()}
     assert results["UCB1"] > results["random"] + 10 and results["Thompson"] > results["random"] + 10
+    assert results["Gittins"] > results["random"] + 10
     mdps = metarl.envs.make("TabularMDP-v0")
     out = evaluate_references(mdps, mdps.test_tasks[:10], 10, 0)
     assert out["PSRL"].shape == (10, 10)
