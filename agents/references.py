@@ -8,8 +8,9 @@ Beta posterior for the discount ``1 - 1/n`` of an ``n``-pull horizon, computed b
 retirement rewards ``lam``, one backward induction over all posterior states to depth ``n`` gives where
 retiring (``lam / (1 - discount)``) stops being worse than pulling; the index is the smallest such ``lam``.
 
-Tabular MDPs: random, and PSRL (Osband et al. 2013): before each episode, draw an MDP from the posterior (Dirichlet(1) transitions, Gaussian mean rewards
-with the N(1, 1) prior and unit noise of the task family) and act optimally in it for the episode.
+Tabular MDPs: random, and PSRL (Osband et al. 2013): before each episode, draw an MDP from the posterior
+(Dirichlet(1) transitions, Gaussian mean rewards with the N(1, 1) prior and unit noise of the task family)
+and act optimally in it for the episode.
 Each strategy plays a trial of ``episodes`` episodes per task through the family's own environment.
 """
 
