@@ -49,11 +49,13 @@ class RecurrentPolicy(nn.Module):
     def initial_state(self, n: int) -> torch.Tensor:
         return torch.zeros(n, self.state_size)
 
+    def encode_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Actions as network inputs: one-hot when discrete."""
+        return nn.functional.one_hot(action.long(), self.act_dim).float() if self.discrete else action.float()
+
     def inputs(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
                prev_done: torch.Tensor) -> torch.Tensor:
-        """``[obs, previous action (one-hot if discrete), previous reward, previous done]``."""
-        if self.discrete:
-            prev_action = nn.functional.one_hot(prev_action.long(), self.act_dim).float()
+        """``[obs, previous action (encoded; zeros before the first), previous reward, previous done]``."""
         return torch.cat([obs, prev_action, prev_reward[..., None], prev_done[..., None]], dim=-1)
 
     def unroll(self, inputs: torch.Tensor, state: torch.Tensor) -> tuple[Distribution, torch.Tensor, torch.Tensor]:
@@ -90,8 +92,7 @@ class RecurrentActor:
     def __init__(self, policy: RecurrentPolicy, n: int, generator: torch.Generator):
         self.policy, self.generator = policy, generator
         self.state = policy.initial_state(n)
-        shape = (n, policy.act_dim) if not policy.discrete else (n,)
-        self.prev_action = torch.zeros(shape)
+        self.prev_action = torch.zeros(n, policy.act_dim)  # encoded; zeros: no action yet in this trial
         self.prev_reward = torch.zeros(n)
         self.prev_done = torch.zeros(n)
         self.inputs: list[list[torch.Tensor]] = []
@@ -118,7 +119,7 @@ class RecurrentActor:
     def observe(self, active: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
         keep, action = self._pending
         idx = torch.as_tensor(active)
-        self.prev_action[idx] = action[idx].to(self.prev_action.dtype)
+        self.prev_action[idx] = self.policy.encode_action(action[idx])
         self.prev_reward[idx] = torch.as_tensor(rewards, dtype=torch.float32)
         self.prev_done[idx] = torch.as_tensor(done, dtype=torch.float32)
 

@@ -122,3 +122,14 @@ def test_value_normalisation_preserves_the_heads_outputs_and_tracks_the_returns(
     mean, std, count = agent.return_stats.tolist()
     everything = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
     assert count == 6 and mean == pytest.approx(35.0) and std == pytest.approx(everything.std(unbiased=False).item())
+
+
+def test_the_network_reads_the_previous_action_one_hot_and_nothing_before_the_first():
+    family = metarl.envs.make("Bandit-v0", arms=4, horizon=6)
+    agent = RL2(family, RL2Config(meta_batch_size=2, hidden_size=8, episodes_per_trial=1), seed=0)
+    trials = agent.collect(family.sample_tasks(2, seed=0), seed=0)
+    prev_actions = trials.inputs[:, :, 1:5]  # after the 1-d constant observation
+    assert not prev_actions[:, 0].any()
+    expected = torch.nn.functional.one_hot(trials.actions[:, :-1], 4).float()
+    torch.testing.assert_close(prev_actions[:, 1:], expected)
+    torch.testing.assert_close(trials.inputs[:, 1:, 5], trials.rewards[:, :-1])  # the previous reward
