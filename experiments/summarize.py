@@ -24,8 +24,9 @@ def ci(values: np.ndarray) -> str:
 
 
 def main(run_dirs: list[str]) -> None:
-    print("| run | family | agent | iterations | s / iteration | env steps / iteration | held-out curve (mean ± 95% CI) |")
-    print("| --- | --- | --- | ---: | ---: | ---: | --- |")
+    print("| run | family | agent | iterations | s / iteration | env steps / iteration | held-out curve (mean ± 95% CI) "
+          "| paired gain over point 0 (± 95% CI) |")
+    print("| --- | --- | --- | ---: | ---: | ---: | --- | --- |")
     references = []
     for d in map(Path, run_dirs):
         if not (d / "eval.json").is_file():
@@ -33,10 +34,11 @@ def main(run_dirs: list[str]) -> None:
         report = json.loads((d / "eval.json").read_text())
         rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
         curve = "; ".join(f"{s['index']}: {s['mean_return']:.2f} ± {s['ci95']:.2f}" for s in report["steps"])
+        gains = "; ".join(f"{s['index']}: {s['gain']:+.2f} ± {s['gain_ci95']:.2f}" for s in report["steps"][1:])
         seconds = statistics.median(r["time_s"] for r in rows)
         steps = statistics.median(r["env_steps"] for r in rows)
         print(f"| {d.name} | {report['family']} | {report['agent']} | {len(rows)} | {seconds:.1f} | {steps:,.0f} "
-              f"| {report['x_label']}: {curve} |")
+              f"| {report['x_label']}: {curve} | {gains} |")
         if (d / "references.json").is_file():
             references.append((d, report))
     for d, report in references:

@@ -155,7 +155,8 @@ def _print_eval(run_dir: Path) -> None:
     print(f"  {report['x_label']}:")
     for step in report["steps"]:
         print(f"  {step['index']:3d} ({step['episodes_of_experience']:4d} episodes of experience): "
-              f"{step['mean_return']:10.2f} +- {step['ci95']:.2f}")
+              f"{step['mean_return']:10.2f} +- {step['ci95']:.2f}   gain over point 0: "
+              f"{step['gain']:+.2f} +- {step['gain_ci95']:.2f}")
     print(f"  written: {run_dir / 'eval.json'}, {run_dir / 'eval.png'}")
 
 

@@ -23,11 +23,14 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
 def adaptation_report(curve: np.ndarray, label: str, x_label: str, experience: list[int],
                       **info: Any) -> dict[str, Any]:
     """``curve[s, k]``: mean return on task ``k`` at point ``s`` of the adaptation (after ``s`` inner
-    steps, or in episode ``s + 1`` of a trial), reached after ``experience[s]`` episodes on the task."""
+    steps, or in episode ``s + 1`` of a trial), reached after ``experience[s]`` episodes on the task.
+    ``gain`` is the paired improvement over point 0 on the same tasks, with its own 95% interval."""
     steps = []
     for s, row in enumerate(curve):
         mean, ci = mean_ci(row)
-        steps.append({"index": s, "episodes_of_experience": int(experience[s]), "mean_return": mean, "ci95": ci})
+        gain, gain_ci = mean_ci(row - curve[0])  # paired over tasks: the improvement over the first point
+        steps.append({"index": s, "episodes_of_experience": int(experience[s]), "mean_return": mean, "ci95": ci,
+                      "gain": gain, "gain_ci95": gain_ci})
     return {"label": label, "x_label": x_label, "num_tasks": int(curve.shape[1]), "steps": steps,
             "per_task_returns": curve.tolist(), **info}
 

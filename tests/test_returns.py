@@ -88,3 +88,16 @@ def test_baseline_ignores_padding_and_refuses_predict_before_fit():
     junk[:, :, 4:] = 1e6
     b.fit(obs, junk, mask)
     torch.testing.assert_close(a.coeffs, b.coeffs)
+
+
+def test_mean_ci_and_the_paired_gain_by_hand():
+    from metarl.evaluation import adaptation_report, mean_ci
+
+    mean, half = mean_ci(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert mean == 2.5 and half == pytest.approx(1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
+    curve = np.array([[1.0, 5.0, 9.0], [2.0, 7.0, 10.0]])  # the same +1/+2/+1 gains on tasks of unequal level
+    report = adaptation_report(curve, "x", "inner steps", [0, 10])
+    step = report["steps"][1]
+    assert step["gain"] == pytest.approx(4 / 3)
+    assert step["gain_ci95"] == pytest.approx(1.96 * np.std([1, 2, 1], ddof=1) / np.sqrt(3))
+    assert step["ci95"] > step["gain_ci95"]  # pairing removes the spread between tasks

@@ -98,6 +98,9 @@ def test_train_then_eval_writes_the_run_directory(tmp_path, capsys):
     report = json.loads((run / "eval.json").read_text())
     assert report["num_tasks"] == 4 and [s["index"] for s in report["steps"]] == [0, 1, 2]
     assert [s["episodes_of_experience"] for s in report["steps"]] == [0, 8, 16]
+    curve = np.array(report["per_task_returns"])
+    assert report["steps"][1]["gain"] == pytest.approx((curve[1] - curve[0]).mean())
+    assert report["steps"][0]["gain"] == 0.0
     assert main(["eval", str(run), "--tasks", "3", "--steps", "1"]) == 0
     assert "inner gradient steps on the new task" in capsys.readouterr().out
     assert json.loads((run / "eval.json").read_text())["num_tasks"] == 3
