@@ -101,18 +101,23 @@ def build_run(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
     return family, agent, resolved
 
 
+def saved_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
+    """The resolved config a run directory holds, with optional overrides."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    return load_config(None, overrides or [], base=yaml.safe_load(saved.read_text()))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"cannot resume: {str(saved)!r} does not exist")
         if args.config is not None:
             args.overrides.insert(0, args.config)  # with --resume, every positional is an override
         bad = [o for o in args.overrides if o.split("=", 1)[0] not in RESUME_OVERRIDABLE]
         if bad:
             raise ConfigError(f"on resume only {', '.join(sorted(RESUME_OVERRIDABLE))} may change; got {bad}")
-        config = load_config(None, args.overrides, base=yaml.safe_load(saved.read_text()))
+        config = saved_config(run_dir, args.overrides)
     else:
         if args.config is None:
             raise ConfigError("metarl train needs a CONFIG.yaml (or --resume RUN_DIR)")
@@ -135,10 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    config = load_config(None, [], base=yaml.safe_load(saved.read_text()))
+    config = saved_config(run_dir)
     path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
@@ -184,10 +186,7 @@ def cmd_references(args: argparse.Namespace) -> int:
     from metarl.evaluation import adaptation_report, mean_ci, write_report
 
     run_dir = Path(args.run_dir)
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    config = load_config(None, [], base=yaml.safe_load(saved.read_text()))
+    config = saved_config(run_dir)
     family = _families().make(config.family, **config.family_overrides)
     episodes = int(config.agent_config.get("episodes_per_trial", 1))
     tasks = family.test_tasks[: config.eval_tasks]
