@@ -124,3 +124,22 @@ def test_evaluation_cycles_through_a_small_held_out_set(tmp_path):
     assert report["num_tasks"] == 6 and report["distinct_tasks"] == 2
     returns = np.array(report["per_task_returns"])
     assert len(set(returns[0].round(6))) == 6  # each repetition is sampled afresh
+
+
+def test_bad_checkpoints_are_refused_by_path(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(_config(tmp_path, iterations=2)), "--run-dir", str(run), "--no-progress"]) == 0
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert main(["eval", str(run), "--checkpoint", str(garbage)]) == 2
+    assert f"checkpoint {str(garbage)!r} cannot be read safely" in capsys.readouterr().err
+
+    class Payload:  # an object a weights-only load must refuse to rebuild
+        pass
+
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"iteration": 1, "agent": Payload()}, unsafe)
+    assert main(["eval", str(run), "--checkpoint", str(unsafe)]) == 2
+    assert "cannot be read safely" in capsys.readouterr().err
+    assert main(["eval", str(run), "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
