@@ -126,6 +126,10 @@ def test_evaluation_cycles_through_a_small_held_out_set(tmp_path):
     assert len(set(returns[0].round(6))) == 6  # each repetition is sampled afresh
 
 
+class Payload:
+    pass
+
+
 def test_bad_checkpoints_are_refused_by_path(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(_config(tmp_path, iterations=2)), "--run-dir", str(run), "--no-progress"]) == 0
@@ -134,11 +138,8 @@ def test_bad_checkpoints_are_refused_by_path(tmp_path, capsys):
     assert main(["eval", str(run), "--checkpoint", str(garbage)]) == 2
     assert f"checkpoint {str(garbage)!r} cannot be read safely" in capsys.readouterr().err
 
-    class Payload:  # an object a weights-only load must refuse to rebuild
-        pass
-
     unsafe = tmp_path / "unsafe.pt"
-    torch.save({"iteration": 1, "agent": Payload()}, unsafe)
+    torch.save({"iteration": 1, "agent": Payload()}, unsafe)  # an object a weights-only load must not rebuild
     assert main(["eval", str(run), "--checkpoint", str(unsafe)]) == 2
     assert "cannot be read safely" in capsys.readouterr().err
     assert main(["eval", str(run), "--checkpoint", str(tmp_path / "missing.pt")]) == 2
