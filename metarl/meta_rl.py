@@ -157,12 +157,14 @@ class MetaRLAgent(ABC):
         params = {k: v.detach().requires_grad_() for k, v in params.items()}
         return detach(sgd_step(params, self.inner_loss(params, episodes, adv), self.config.inner_lr, True))
 
-    def collect(self, tasks: list[Task], seed: int) -> MetaBatch:
-        """Support episodes for each inner step, then query episodes with the adapted parameters."""
-        seeds = np.random.SeedSequence(seed).generate_state(self.config.inner_steps + 1)
+    def collect(self, tasks: list[Task], seed: int, steps: int | None = None) -> MetaBatch:
+        """Support episodes for each of ``steps`` inner steps (default: the config's), then query episodes
+        with the adapted parameters."""
+        steps = self.config.inner_steps if steps is None else steps
+        seeds = np.random.SeedSequence(seed).generate_state(steps + 1)
         params = stack(detach(self.policy.params()), len(tasks))
         support, support_adv, support_params = [], [], []
-        for step in range(self.config.inner_steps):
+        for step in range(steps):
             episodes = self.sampler.sample(tasks, self.policy, params, seed=int(seeds[step]))
             adv = self.advantages(episodes)
             support.append(episodes)
@@ -174,15 +176,8 @@ class MetaRLAgent(ABC):
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """Mean episode return per task before and after each of ``steps`` inner steps: ``[steps + 1, K]``."""
-        seeds = np.random.SeedSequence(seed).generate_state(steps + 1)
-        params = stack(detach(self.policy.params()), len(tasks))
-        curve = []
-        for step in range(steps + 1):
-            episodes = self.sampler.sample(tasks, self.policy, params, seed=int(seeds[step]))
-            curve.append(episodes.episode_returns().mean(-1).numpy())
-            if step < steps:
-                params = self._adapt_on(params, episodes, self.advantages(episodes))
-        return np.stack(curve)
+        batch = self.collect(tasks, seed, steps)
+        return np.stack([e.episode_returns().mean(-1).numpy() for e in [*batch.support, batch.query]])
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The adaptation curve's x-axis, and the episodes of experience on the task before each point."""

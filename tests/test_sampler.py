@@ -58,7 +58,12 @@ def test_sampler_is_deterministic_and_uses_each_tasks_parameters():
     assert torch.equal(c.actions[0], a.actions[0]) and not torch.equal(c.actions[1], a.actions[1])
     # log-probs recorded while sampling equal those recomputed from the stored data
     torch.testing.assert_close(policy.dist(a.obs, params, stacked=True).log_prob(a.actions), a.log_probs)
-    # rewards follow the task: the same actions score differently under the two target velocities
+    # rewards follow the task: HalfCheetahVel's dynamics do not depend on it, so changing only task 0's target
+    # velocity leaves every observation and action as they were and changes task 0's rewards alone
+    other = [metarl.Task(family.name, {"velocity": tasks[0]["velocity"] + 0.7}), tasks[1]]
+    d = sampler.sample(other, policy, params, seed=5)
+    assert torch.equal(d.obs, a.obs) and torch.equal(d.actions, a.actions)
+    assert torch.equal(d.rewards[1], a.rewards[1]) and not torch.allclose(d.rewards[0], a.rewards[0])
     assert tasks[0]["velocity"] != tasks[1]["velocity"]
 
 
