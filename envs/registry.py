@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import gymnasium as gym
 from metarl.envs.base import TaskFamily
 
-from metarl.task import Task
+from metarl.task import Task, TaskSource
 
 __all__ = ["ENTRY_POINT_GROUP", "accepted_overrides", "make", "register", "registered"]
 
@@ -40,7 +40,7 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-F = TypeVar("F", bound=Callable[..., TaskFamily])
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def register(name: str, factory: F | None = None, **defaults: Any) -> Any:
@@ -57,7 +57,8 @@ def register(name: str, factory: F | None = None, **defaults: Any) -> Any:
             raise ValueError(f"task family {name!r} is already registered (by {_REGISTRY[name].factory})")
         _check_overrides(name, fn, defaults)
         _REGISTRY[name] = _Entry(fn, dict(defaults))
-        _register_gym_id(name)
+        if isinstance(fn, type) and issubclass(fn, TaskFamily):  # few-shot sources have no environment
+            _register_gym_id(name)
         return fn
 
     return decorate if factory is None else decorate(factory)
@@ -69,8 +70,9 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make(name: str, **overrides: Any) -> TaskFamily:
-    """Build the family registered as ``name``; unknown names and overrides are refused by name."""
+def make(name: str, **overrides: Any) -> TaskFamily | TaskSource:
+    """Build the family (or few-shot task source) registered as ``name``; unknown names and overrides are
+    refused by name."""
     _load_entry_points()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
@@ -80,8 +82,9 @@ def make(name: str, **overrides: Any) -> TaskFamily:
     factory = entry.load()
     _check_overrides(name, factory, overrides)
     family = factory(**{**entry.defaults, **overrides})
-    if not isinstance(family, TaskFamily):
-        raise TypeError(f"the factory registered as {name!r} returned {type(family).__name__}, not a TaskFamily")
+    if not isinstance(family, TaskFamily | TaskSource):
+        raise TypeError(f"the factory registered as {name!r} returned {type(family).__name__}, not a TaskFamily "
+                        "or a TaskSource")
     family.name = name
     return family
 

@@ -3,7 +3,8 @@
     metarl list [--json]                               every registered task family
     metarl rollout [NAME ...] [--episodes N]           random-policy rollouts on train and test tasks
     metarl train CONFIG.yaml [key=value ...]           train (--run-dir DIR; --resume RUN_DIR continues)
-    metarl eval RUN_DIR [--tasks N] [--steps S]        adaptation on held-out tasks: eval.json, eval.png
+    metarl eval RUN_DIR [key=value ...] [--tasks N] [--steps S] [--name NAME]
+                                                       adaptation on held-out tasks: eval.json, eval.png
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
     metarl references RUN_DIR                          classic bandit / MDP strategies on the run's held-out tasks
 
@@ -45,6 +46,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
+        if "kind" in row:  # a few-shot task source
+            print(f"{row['name']}  ({row['kind']}, examples {row['example_shape']})")
+            print(f"    {row['description']}\n    train: {row['train']}\n    test: {row['test']}")
+            continue
         print(f"{row['name']}  (horizon {row['horizon']}, obs {row['observation']}, action {row['action']}, "
               f"{row['train_tasks']} train / {row['test_tasks']} test tasks)")
         print(f"    {row['description']}")
@@ -138,28 +143,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+EVAL_OVERRIDABLE = ("family_overrides.test_ways", "family_overrides.test_shots", "family_overrides.test_queries",
+                    "family_overrides.num_test_tasks", "family_overrides.test_episodes", "eval_tasks", "eval_steps")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    config = saved_config(run_dir)
+    bad = [o for o in args.overrides if o.split("=", 1)[0] not in EVAL_OVERRIDABLE]
+    if bad:
+        raise ConfigError(f"metarl eval accepts only the overrides {', '.join(EVAL_OVERRIDABLE)}; got {bad}")
+    config = saved_config(run_dir, args.overrides)
     path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
     family, agent, resolved = build_run(config)
     agent.load_state_dict(load_checkpoint(path)["agent"])
-    Trainer(config, family, agent, run_dir, resolved).evaluate(args.tasks, args.steps)
-    _print_eval(run_dir)
+    Trainer(config, family, agent, run_dir, resolved).evaluate(args.tasks, args.steps, args.name)
+    _print_eval(run_dir, args.name)
     return 0
 
 
-def _print_eval(run_dir: Path) -> None:
-    report = json.loads((run_dir / "eval.json").read_text())
+def _print_eval(run_dir: Path, name: str = "eval") -> None:
+    report = json.loads((run_dir / f"{name}.json").read_text())
     print(f"{report['label']}: {report['num_tasks']} held-out tasks")
     print(f"  {report['x_label']}:")
     for step in report["steps"]:
         print(f"  {step['index']:3d} ({step['episodes_of_experience']:4d} episodes of experience): "
               f"{step['mean_return']:10.2f} +- {step['ci95']:.2f}   gain over point 0: "
               f"{step['gain']:+.2f} +- {step['gain_ci95']:.2f}")
-    print(f"  written: {run_dir / 'eval.json'}, {run_dir / 'eval.png'}")
+    print(f"  written: {run_dir / f'{name}.json'}, {run_dir / f'{name}.png'}")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -228,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train)
     p = sub.add_parser("eval", help="evaluate a run's adaptation on held-out tasks")
     p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", help="few-shot settings, e.g. family_overrides.test_ways=20")
+    p.add_argument("--name", default="eval", help="stem of the written files (default eval: eval.json, eval.png)")
     p.add_argument("--tasks", type=int, help="number of held-out tasks (default: the config's eval_tasks)")
     p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps)")
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")

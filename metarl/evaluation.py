@@ -49,7 +49,8 @@ def plot_adaptation(reports: list[dict[str, Any]], path: str | Path, title: str 
         ci = np.array([s["ci95"] for s in report["steps"]])
         ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=report["label"])
     ax.set_xlabel("episodes of experience on the new task" if by_experience else reports[0]["x_label"])
-    ax.set_ylabel("mean return (95% CI over tasks)")
+    metric = reports[0].get("metric", "return")
+    ax.set_ylabel(f"mean {'accuracy (%)' if metric == 'accuracy' else metric} (95% CI over tasks)")
     if not by_experience:
         ax.set_xticks(range(max(len(r["steps"]) for r in reports)))
     ax.set_title(title)

@@ -26,6 +26,7 @@ from metarl.task import Task, TaskSource
 __all__ = ["Agent", "Trainer", "derive_seed"]
 
 EVAL_SEED_SALT = 2**31 - 1
+PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
 
 
 class Agent(Protocol):
@@ -70,12 +71,11 @@ class Trainer:
                 tasks = self.family.sample_tasks(self.agent.config.meta_batch_size, seed=derive_seed(c.seed, it, 0))
                 metrics = self.agent.meta_step(tasks, seed=derive_seed(c.seed, it, 1))
                 seconds = time.perf_counter() - t0
-                env_steps += int(metrics["env_steps"])
+                env_steps += int(metrics.get("env_steps", 0))
                 elapsed += seconds
                 logger.log({"iteration": it, **metrics, "total_env_steps": env_steps,
                             "time_s": seconds, "elapsed_s": elapsed})
-                bar.set_postfix(pre=f"{metrics['return_pre']:.1f}", post=f"{metrics['return_post']:.1f}",
-                                steps_s=f"{metrics['env_steps'] / seconds:.0f}")
+                bar.set_postfix({k: f"{metrics[k]:.3g}" for k in PROGRESS_KEYS if k in metrics})
                 if (it + 1) % c.checkpoint_every == 0 or it + 1 == c.iterations:
                     save_checkpoint({"iteration": it + 1, "agent": self.agent.state_dict(),
                                      "env_steps": env_steps, "elapsed": elapsed},
@@ -85,8 +85,9 @@ class Trainer:
         if c.evaluate:
             self.evaluate()
 
-    def evaluate(self, num_tasks: int | None = None, steps: int | None = None) -> dict[str, Any]:
-        """Adaptation on the family's held-out tasks; writes eval.json and eval.png in the run directory."""
+    def evaluate(self, num_tasks: int | None = None, steps: int | None = None, name: str = "eval") -> dict[str, Any]:
+        """Adaptation on the family's held-out tasks; writes ``<name>.json`` and ``<name>.png`` in the run
+        directory."""
         c = self.config
         held_out, count = self.family.test_tasks, num_tasks or c.eval_tasks
         # A family with fewer held-out tasks than asked (HalfCheetahDir has two) is cycled through, each
@@ -96,9 +97,11 @@ class Trainer:
         t0 = time.perf_counter()
         curve = self.agent.adaptation_curve(tasks, steps, seed=derive_seed(c.seed, EVAL_SEED_SALT))
         x_label, experience = self.agent.curve_axis(len(curve))
-        report = adaptation_report(curve, self.run_dir.name, x_label, experience, family=c.family,
-                                   agent=c.agent, seed=c.seed, distinct_tasks=len(set(tasks)),
+        report = adaptation_report(curve, self.run_dir.name, x_label, experience,
+                                   metric=getattr(self.agent, "metric", "return"), family=c.family,
+                                   family_overrides=c.family_overrides, agent=c.agent, seed=c.seed,
+                                   distinct_tasks=len(set(tasks)),
                                    seconds=time.perf_counter() - t0)
-        write_report(report, self.run_dir / "eval.json")
-        plot_adaptation([report], self.run_dir / "eval.png", title=f"{c.family}: held-out tasks")
+        write_report(report, self.run_dir / f"{name}.json")
+        plot_adaptation([report], self.run_dir / f"{name}.png", title=f"{c.family}: held-out tasks")
         return report

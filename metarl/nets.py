@@ -1,0 +1,57 @@
+"""Networks shared by the few-shot learners: the 4-block convolutional embedding of Vinyals et al. 2016
+(used by Prototypical, Matching, Relation Networks, MAML, ...) and a plain MLP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["Conv4", "conv_block", "mlp"]
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def conv_block(in_channels: int, out_channels: int, pool: bool = True, running_stats: bool = True) -> nn.Sequential:
+    """3x3 convolution, batch normalisation, ReLU, 2x2 max-pooling."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1),
+                               nn.BatchNorm2d(out_channels, track_running_stats=running_stats), nn.ReLU()]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Conv4(nn.Sequential):
+    """Four conv blocks of ``channels`` filters and a flatten: ``[n, C, 28, 28] -> [n, 64]`` for Omniglot.
+
+    ``running_stats=False`` normalises with the statistics of the current batch in training and
+    evaluation alike (MAML's transductive batch norm; needed to vectorise over tasks with ``vmap``).
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 64, blocks: int = 4, image_size: int = 28,
+                 running_stats: bool = True, flatten: bool = True):
+        layers = [conv_block(in_channels if i == 0 else channels, channels, running_stats=running_stats)
+                  for i in range(blocks)]
+        super().__init__(*layers, *([nn.Flatten()] if flatten else []))
+        side = image_size
+        for _ in range(blocks):
+            side //= 2
+        self.out_features = channels * side * side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]  # any leading batch axes: [B, n, C, H, W] -> [B, n, features]
+        out = super().forward(x.reshape(-1, *x.shape[-3:]))
+        return out.view(*lead, *out.shape[1:])
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
