@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.envs import FewShotBatch
-from metarl.supervised import FewShotAgent, FewShotConfig, query_accuracy
+from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, query_accuracy
 
 __all__ = ["ProtoNet", "ProtoNetConfig", "prototype_logits"]
 

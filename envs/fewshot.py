@@ -21,13 +21,13 @@ Use your own data set::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from metarl.supervised import FewShotBatch
 from metarl.task import Task
 
 from .registry import register
@@ -35,27 +35,6 @@ from .registry import register
 __all__ = ["FewShotBatch", "FewShotEpisodes", "LabelledData", "Sinusoid", "load_tasks", "save_tasks"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
-
-
-@dataclass
-class FewShotBatch:
-    """A meta-batch of episodes: ``support_x [B, N*K, ...]``, ``support_y [B, N*K]``, ``query_x [B, N*Q, ...]``,
-    ``query_y [B, N*Q]``. Classification labels are ``0..ways-1``, sorted in the support set (class ``i``
-    occupies rows ``i*K .. i*K+K-1``); regression targets are float tensors ``[B, n, 1]``."""
-
-    support_x: torch.Tensor
-    support_y: torch.Tensor
-    query_x: torch.Tensor
-    query_y: torch.Tensor
-    ways: int  # 0 for regression
-
-    @property
-    def size(self) -> int:
-        return self.support_x.shape[0]
-
-    def chunk(self, start: int, stop: int) -> FewShotBatch:
-        return FewShotBatch(self.support_x[start:stop], self.support_y[start:stop], self.query_x[start:stop],
-                            self.query_y[start:stop], self.ways)
 
 
 class LabelledData:

@@ -20,6 +20,7 @@ import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -24,9 +24,30 @@ from torch import nn
 from metarl.nets import Conv4, mlp
 from metarl.task import Task
 
-__all__ = ["FewShotAgent", "FewShotConfig", "episode_scores", "query_accuracy"]
+__all__ = ["FewShotAgent", "FewShotBatch", "FewShotConfig", "episode_scores", "query_accuracy"]
 
 NETWORKS = ("conv4", "mlp")
+
+
+@dataclass
+class FewShotBatch:
+    """A meta-batch of episodes: ``support_x [B, N*K, ...]``, ``support_y [B, N*K]``, ``query_x [B, N*Q, ...]``,
+    ``query_y [B, N*Q]``. Classification labels are ``0..ways-1``, sorted in the support set (class ``i``
+    occupies rows ``i*K .. i*K+K-1``); regression targets are float tensors ``[B, n, 1]``."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    ways: int  # 0 for regression
+
+    @property
+    def size(self) -> int:
+        return self.support_x.shape[0]
+
+    def chunk(self, start: int, stop: int) -> FewShotBatch:
+        return FewShotBatch(self.support_x[start:stop], self.support_y[start:stop], self.query_x[start:stop],
+                            self.query_y[start:stop], self.ways)
 
 
 @dataclass

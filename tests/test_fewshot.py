@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import toy_episodes
-
-import metarl
 from metarl.agents import ProtoNet, ProtoNetConfig
 from metarl.agents.protonet import prototype_logits
-from metarl.cli import main
-from metarl.config import RunConfig
 from metarl.envs import FewShotEpisodes, LabelledData, load_tasks, save_tasks
 from metarl.envs.omniglot import default_data_dir, omniglot_split
+
+import metarl
+from metarl.cli import main
+from metarl.config import RunConfig
 from metarl.trainer import Trainer
 
 needs_omniglot = pytest.mark.skipif(not (default_data_dir() / "omniglot.npz").is_file(),
