@@ -30,6 +30,7 @@ from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoin
 from metarl.config import ConfigError, RunConfig, build_dataclass, load_config
 from metarl.trainer import Trainer
 
+FEW_SHOT_SOURCES = ("Omniglot-v0", "Sinusoid-v0")  # built-in task sources without environments
 RESUME_OVERRIDABLE = {"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps"}
 
 
@@ -41,11 +42,19 @@ def _families() -> Any:
 
 def cmd_list(args: argparse.Namespace) -> int:
     envs = _families()
-    rows = [envs.make(name).describe() for name in envs.registered()]
+    rows = []
+    for name in envs.registered():
+        try:
+            rows.append(envs.make(name).describe())
+        except (FileNotFoundError, ValueError) as err:  # e.g. a data set that is not on this machine
+            rows.append({"name": name, "unavailable": str(err)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
+        if "unavailable" in row:
+            print(f"{row['name']}  (unavailable: {row['unavailable']})")
+            continue
         if "kind" in row:  # a few-shot task source
             print(f"{row['name']}  ({row['kind']}, examples {row['example_shape']})")
             print(f"    {row['description']}\n    train: {row['train']}\n    test: {row['test']}")
@@ -74,10 +83,12 @@ def rollout_returns(env: Any, episodes: int, seed: int) -> tuple[list[float], in
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     envs = _families()
-    names = args.names or envs.registered()
+    names = args.names or [n for n in envs.registered() if n not in FEW_SHOT_SOURCES]
     print(f"{'family':26s} {'split':5s} {'task':44s} {'return':>10s} {'steps':>6s} {'steps/s':>9s}")
     for name in names:
         family = envs.make(name)
+        if not hasattr(family, "make_env"):
+            raise ConfigError(f"{name!r} is a few-shot task source: it has no environment to roll out")
         for split, task in (("train", family.train_tasks[0]), ("test", family.test_tasks[0])):
             env = family.make_env(task)
             start = time.perf_counter()
