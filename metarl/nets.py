@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Conv4", "conv_block", "mlp"]
+__all__ = ["Conv4", "class_sum", "conv_block", "mlp"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -27,22 +28,38 @@ class Conv4(nn.Sequential):
 
     ``running_stats=False`` normalises with the statistics of the current batch in training and
     evaluation alike (MAML's transductive batch norm; needed to vectorise over tasks with ``vmap``).
+    ``pooled`` blocks, the first ones, end in max-pooling (default: all); with ``flatten=False`` the output is
+    the feature maps ``[n, channels, side, side]`` (``out_shape``), e.g. for Relation Networks (pooled=2:
+    ``[n, 64, 7, 7]`` for Omniglot).
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 64, blocks: int = 4, image_size: int = 28,
-                 running_stats: bool = True, flatten: bool = True):
-        layers = [conv_block(in_channels if i == 0 else channels, channels, running_stats=running_stats)
-                  for i in range(blocks)]
+                 running_stats: bool = True, flatten: bool = True, pooled: int | None = None):
+        pooled = blocks if pooled is None else pooled
+        layers = [conv_block(in_channels if i == 0 else channels, channels, pool=i < pooled,
+                             running_stats=running_stats) for i in range(blocks)]
         super().__init__(*layers, *([nn.Flatten()] if flatten else []))
         side = image_size
-        for _ in range(blocks):
+        for _ in range(min(pooled, blocks)):
             side //= 2
+        self.out_shape = (channels, side, side)
         self.out_features = channels * side * side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-3]  # any leading batch axes: [B, n, C, H, W] -> [B, n, features]
         out = super().forward(x.reshape(-1, *x.shape[-3:]))
         return out.view(*lead, *out.shape[1:])
+
+
+def class_sum(values: torch.Tensor, labels: torch.Tensor, ways: int, mean: bool = False) -> torch.Tensor:
+    """Sum (or mean) over the examples of each class: ``values [B, n, ...]``, ``labels [B, n]`` in ``0..ways-1``
+    -> ``[B, ways, ...]`` (a class's support features, a query's attention or distances per class)."""
+    onehot = F.one_hot(labels, ways).to(values.dtype)  # [B, n, ways]
+    total = torch.einsum("bnw,bn...->bw...", onehot, values)
+    if not mean:
+        return total
+    counts = onehot.sum(1)  # [B, ways]
+    return total / counts.view(*counts.shape, *[1] * (values.dim() - 2))
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
