@@ -4,8 +4,10 @@ A recurrent policy reads (observation, previous action, previous reward, done fl
 hidden state across the ``episodes_per_trial`` episodes of a trial on one task, resetting it only
 between trials (section 2.2): the hidden state is the fast learner. The slow learner maximises the
 expected total discounted reward of a whole trial, treated as one episode of the meta-MDP (eq. 1 of the
-paper's setting), here with PPO (Schulman et al. 2017, eq. 7) on whole-trial sequences and GAE, as garage
-and Meta-World's baselines do (the paper used TRPO).
+paper's setting), on whole-trial sequences with GAE: by PPO (Schulman et al. 2017, eq. 7), as garage and
+Meta-World's baselines do, or (``outer: trpo``) by the paper's TRPO (Schulman et al. 2015), the trust-region
+step of ``metarl.trpo`` on the policy's parameters with the value head fitted by Adam on the fixed recurrent
+features, so that the value fit cannot move the policy out of the trust region.
 
 Trial returns reach tens to hundreds, so the value head learns normalised targets: running mean and standard
 deviation of the returns, with the head's weights rescaled whenever they change so that its outputs in
@@ -25,10 +27,14 @@ from metarl.recurrent import RecurrentActor, RecurrentPolicy
 from metarl.returns import gae
 from metarl.sampler import Sampler
 from metarl.task import Task, TaskSource
+from metarl.trpo import TRPOConfig, trpo_step
+
+OUTER_LOOPS = ("ppo", "trpo")
 
 
 @dataclass
-class RL2Config:
+class RL2Config(TRPOConfig):
+    outer: str = "ppo"  # "ppo" or "trpo" (the trust-region fields apply to "trpo")
     meta_batch_size: int = 20  # tasks per meta-iteration
     trials_per_task: int = 1  # trials (hidden-state lifetimes) per task and iteration
     episodes_per_trial: int = 2  # K
@@ -52,6 +58,8 @@ class RL2Config:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"config field {name}={getattr(self, name)!r} is out of range")
+        if self.outer not in OUTER_LOOPS:
+            raise ValueError(f"outer must be one of {OUTER_LOOPS}, got {self.outer!r}")
         if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
             raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in (0, 1] and [0, 1]")
 
@@ -84,7 +92,8 @@ class RL2:
                                       config.cell, config.init_std)
         probe.close()
         self.sampler = Sampler(family, config.trials_per_task)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
+        trained = self.policy.parameters() if config.outer == "ppo" else self.policy.value.parameters()
+        self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
         self.return_stats = torch.tensor([0.0, 1.0, 0.0])  # running mean, std and count of value targets
 
     def _update_return_stats(self, returns: torch.Tensor) -> None:
@@ -131,7 +140,7 @@ class RL2:
         )
 
     def update(self, trials: Trials) -> dict[str, float]:
-        """PPO epochs over minibatches of whole trials."""
+        """PPO epochs over minibatches of whole trials, or a TRPO step and the value head's fit."""
         c = self.config
         mask = trials.mask
         mean, std, _ = self.return_stats.tolist()
@@ -147,6 +156,7 @@ class RL2:
             std = (((adv - mean) ** 2 * mask).sum() / mask.sum()).sqrt()
             adv = (adv - mean) / (std + 1e-8) * mask
         n = mask.shape[0]
+        trust_region = self._trpo_step(trials, adv) if c.outer == "trpo" else {}
         generator = torch.Generator().manual_seed(int(trials.env_steps))
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": []}
         for _ in range(c.ppo_epochs):
@@ -162,16 +172,35 @@ class RL2:
                 policy_loss = -(surrogate * m).sum() / count
                 value_loss = (((values - targets[mb]) ** 2) * m).sum() / count
                 entropy = (dist.entropy() * m).sum() / count
-                loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
-                self.optimizer.zero_grad()
+                if c.outer == "ppo":
+                    loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
+                else:  # the policy took its trust-region step: fit the value head
+                    loss = c.value_coef * value_loss
+                self.policy.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
-                self.optimizer.step()
+                nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.max_grad_norm)
+                self.optimizer.step()  # with TRPO it holds the value head only
                 stats["policy_loss"].append(policy_loss.item())
                 stats["value_loss"].append(value_loss.item())
                 stats["entropy"].append(entropy.item())
                 stats["approx_kl"].append((((trials.log_probs[mb] - logp) * m).sum() / count).item())
-        return {k: float(np.mean(v)) for k, v in stats.items()}
+        return {**{k: float(np.mean(v)) for k, v in stats.items()}, **trust_region}
+
+    def _trpo_step(self, trials: Trials, adv: torch.Tensor) -> dict[str, float]:
+        """The trust-region step on every parameter but the value head's: mean KL over the valid steps."""
+        mask, count = trials.mask, trials.mask.sum()
+        state = self.policy.initial_state(mask.shape[0])
+        with torch.no_grad():
+            old, _, _ = self.policy.unroll(trials.inputs, state)
+        theta = {k: p for k, p in self.policy.named_parameters() if not k.startswith("value.")}
+
+        def objective(params: dict[str, torch.Tensor], line_search: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            dist, _, _ = torch.func.functional_call(self.policy, params, (trials.inputs, state))
+            ratio = torch.exp(dist.log_prob(trials.actions) - trials.log_probs)
+            kl = torch.distributions.kl_divergence(old, dist)
+            return -(ratio * adv * mask).sum() / count, (kl * mask).sum() / count
+
+        return trpo_step(theta, objective, self.config)
 
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
         trials = self.collect(tasks, seed)

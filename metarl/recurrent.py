@@ -58,6 +58,10 @@ class RecurrentPolicy(nn.Module):
         """``[obs, previous action (encoded; zeros before the first), previous reward, previous done]``."""
         return torch.cat([obs, prev_action, prev_reward[..., None], prev_done[..., None]], dim=-1)
 
+    def forward(self, inputs: torch.Tensor, state: torch.Tensor) -> tuple[Distribution, torch.Tensor, torch.Tensor]:
+        """:meth:`unroll` (so that ``torch.func.functional_call`` can run it with other parameters)."""
+        return self.unroll(inputs, state)
+
     def unroll(self, inputs: torch.Tensor, state: torch.Tensor) -> tuple[Distribution, torch.Tensor, torch.Tensor]:
         """Run ``inputs [n, L, in]`` from ``state [n, S]``: (action distributions [n, L], values [n, L], final state)."""
         if self.cell == "lstm":

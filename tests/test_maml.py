@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
-from metarl.agents.maml_trpo import conjugate_gradient
 
 import metarl
 from metarl.functional import flat, unflatten_like
 from metarl.meta_rl import MetaBatch
+from metarl.trpo import conjugate_gradient
 
 
 def _double(batch: MetaBatch) -> MetaBatch:

@@ -133,3 +133,37 @@ def test_the_network_reads_the_previous_action_one_hot_and_nothing_before_the_fi
     expected = torch.nn.functional.one_hot(trials.actions[:, :-1], 4).float()
     torch.testing.assert_close(prev_actions[:, 1:], expected)
     torch.testing.assert_close(trials.inputs[:, 1:, 5], trials.rewards[:, :-1])  # the previous reward
+
+
+def test_rl2_trpo_step_keeps_the_kl_bound_and_improves_the_surrogate():
+    family = metarl.envs.make("Bandit-v0", arms=3, horizon=8)
+    config = RL2Config(outer="trpo", meta_batch_size=16, trials_per_task=2, episodes_per_trial=2, hidden_size=16,
+                       max_kl=0.01)
+    agent = RL2(family, config, seed=0)
+    trials = agent.collect(family.sample_tasks(16, seed=0), seed=0)
+    value_before = agent.policy.value.weight.detach().clone()
+    state = agent.policy.initial_state(trials.mask.shape[0])
+    with torch.no_grad():
+        old, _, _ = agent.policy.unroll(trials.inputs, state)
+    metrics = agent.update(trials)
+    with torch.no_grad():
+        new, _, _ = agent.policy.unroll(trials.inputs, state)
+    m = trials.mask
+    kl = (torch.distributions.kl_divergence(old, new) * m).sum() / m.sum()
+    assert metrics["line_search_accepted"] == 1.0
+    assert 0 < kl.item() <= config.max_kl * 1.0001 and abs(kl.item() - metrics["kl"]) < 1e-5
+    assert metrics["loss_after"] < metrics["loss_before"]
+    assert not torch.equal(value_before, agent.policy.value.weight)  # the value head is fitted afterwards
+    with pytest.raises(ValueError, match="outer"):
+        RL2Config(outer="sgd")
+
+
+def test_rl2_trpo_learns_to_prefer_the_better_arm_on_a_tiny_bandit():
+    family = metarl.envs.make("Bandit-v0", arms=2, horizon=10)
+    agent = RL2(family, RL2Config(outer="trpo", meta_batch_size=40, trials_per_task=2, episodes_per_trial=1,
+                                  hidden_size=32, learning_rate=3e-3, gae_lambda=0.3, max_kl=0.05), seed=0)
+    tasks = family.test_tasks[:40]
+    before = agent.adaptation_curve(tasks, 0, seed=0).mean()
+    for it in range(40):
+        agent.meta_step(family.sample_tasks(40, seed=it), seed=it)
+    assert agent.adaptation_curve(tasks, 0, seed=0).mean() > before + 0.5
