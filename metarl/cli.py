@@ -3,6 +3,8 @@
     metarl list [--json]                               every registered task family
     metarl rollout [NAME ...] [--episodes N]           random-policy rollouts on train and test tasks
     metarl train CONFIG.yaml [key=value ...]           train (--run-dir DIR; --resume RUN_DIR continues)
+    metarl train CONFIG.yaml [key=value ...] --seeds 0 1 2 [--parallel N]
+                                                       one independent run per seed (<run-dir>-seed<k>)
     metarl eval RUN_DIR [key=value ...] [--tasks N] [--steps S] [--name NAME]
                                                        adaptation on held-out tasks: eval.json, eval.png
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
@@ -17,8 +19,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,6 +130,10 @@ def saved_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.seeds is not None:
+        return train_seeds(args)
+    if args.parallel is not None:
+        raise ConfigError("--parallel runs the seeds of --seeds side by side; pass --seeds too")
     if args.resume:
         run_dir = Path(args.resume)
         if args.config is not None:
@@ -151,6 +159,70 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory: {run_dir}")
     if config.evaluate:
         _print_eval(run_dir)
+    return 0
+
+
+def train_seeds(args: argparse.Namespace) -> int:
+    """``metarl train CONFIG --seeds ...``: one independent run per seed in ``<run-dir>-seed<k>`` (default
+    ``runs/<config stem>-seed<k>``), one after another in this process or in up to ``--parallel``
+    subprocesses (each writing its output to ``<run dir>/train.log``). Every run is resumable on its own
+    with ``--resume``. A seed that fails is reported with its exit code, and the command then exits 1."""
+    if args.resume:
+        raise ConfigError("--seeds starts new runs; continue each one with --resume RUN_DIR")
+    if args.config is None:
+        raise ConfigError("metarl train --seeds needs a CONFIG.yaml")
+    if any(o.split("=", 1)[0] == "seed" for o in args.overrides):
+        raise ConfigError("give the seeds with --seeds only, not also as a seed= override")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError(f"--seeds repeats a seed: {args.seeds}")
+    parallel = 1 if args.parallel is None else args.parallel
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
+    for seed in args.seeds:
+        load_config(args.config, [*args.overrides, f"seed={seed}"])  # a bad config or seed fails before any run
+    base = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    jobs = [(seed, Path(f"{base}-seed{seed}")) for seed in args.seeds]
+
+    def argv(seed: int, run_dir: Path) -> list[str]:
+        return ["train", args.config, *args.overrides, f"seed={seed}", "--run-dir", str(run_dir)]
+
+    codes: dict[int, int] = {}
+    if parallel == 1:
+        for seed, run_dir in jobs:
+            print(f"seed {seed}: {run_dir}", flush=True)
+            try:
+                codes[seed] = main(argv(seed, run_dir) + (["--no-progress"] if args.no_progress else []))
+            except Exception:  # one seed's crash must not stop the others
+                traceback.print_exc()
+                codes[seed] = 1
+    else:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        def launch(seed: int, run_dir: Path) -> int:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "train.log", "a") as log:
+                command = [sys.executable, "-m", "metarl.cli", *argv(seed, run_dir), "--no-progress"]
+                return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+
+        print(f"{len(jobs)} seeds, up to {parallel} at a time; each run's output goes to <run dir>/train.log",
+              flush=True)
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            futures = {pool.submit(launch, seed, run_dir): (seed, run_dir) for seed, run_dir in jobs}
+            for future in as_completed(futures):
+                seed, run_dir = futures[future]
+                codes[seed] = future.result()
+                print(f"seed {seed} finished with exit code {codes[seed]}: {run_dir}", flush=True)
+                if codes[seed] != 0:
+                    tail = (run_dir / "train.log").read_text().strip().splitlines()[-5:]
+                    print("\n".join(f"    {line}" for line in tail), file=sys.stderr)
+    failed = [seed for seed in args.seeds if codes[seed] != 0]
+    for seed, run_dir in jobs:
+        state = "ok" if codes[seed] == 0 else f"FAILED with exit code {codes[seed]}"
+        print(f"  seed {seed}: {state}  {run_dir}")
+    if failed:
+        named = "; ".join(f"seed {seed} (exit code {codes[seed]}, {run_dir})" for seed, run_dir in jobs if seed in failed)
+        print(f"metarl train: error: {len(failed)} of {len(jobs)} seeds failed: {named}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -248,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run directory (default runs/<config>-seed<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="K",
+                   help="one run per seed, in <run-dir>-seed<K> (default runs/<config>-seed<K>); overrides go before")
+    p.add_argument("--parallel", type=int, metavar="N", help="with --seeds: up to N runs at once, in subprocesses")
     p.set_defaults(run=cmd_train)
     p = sub.add_parser("eval", help="evaluate a run's adaptation on held-out tasks")
     p.add_argument("run_dir")
