@@ -1,0 +1,32 @@
+"""The "pretrained" baseline of Finn, Abbeel & Levine 2017 (section 5.1): one network trained by plain
+regression (or classification) on tasks drawn from the task distribution, then fine-tuned on each test task's
+K examples by gradient descent.
+
+Meta-training minimises the mean over the meta-batch of each task's query loss at the shared parameters,
+``(1/n) sum_i L_{T_i}(f_theta)``: MAML's objective with no inner step (Adam, as MAML). Evaluation fine-tunes
+on each held-out task's support set with the shared inner loop (:mod:`metarl.inner_loop`), step size
+``inner_lr`` (the paper tunes it automatically; here it is MAML's), exactly as MAML is evaluated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from metarl.inner_loop import InnerLoopAgent, InnerLoopConfig
+from metarl.supervised import FewShotBatch
+
+__all__ = ["Pretrained", "PretrainedConfig"]
+
+
+@dataclass
+class PretrainedConfig(InnerLoopConfig):
+    """``inner_lr`` is the fine-tuning step size at evaluation."""
+
+
+class Pretrained(InnerLoopAgent):
+    config: PretrainedConfig
+
+    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.post_adaptation_loss(batch, steps=0, first_order=True)
