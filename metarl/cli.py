@@ -9,6 +9,8 @@
                                                        adaptation on held-out tasks: eval.json, eval.png
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
     metarl references RUN_DIR                          classic bandit / MDP strategies on the run's held-out tasks
+    metarl report RUN_DIR ... [--out DIR] [--format html|md]
+                                                       multi-seed report: IQM/mean with bootstrap CIs, curves, table
 
 The command line is the composition root: it is the one core module that reaches the task
 families and the agents, and only through their registries.
@@ -276,6 +278,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from metarl.report import build_report
+
+    out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
+    command = shlex.join(["metarl", "report", *args.run_dirs, "--out", out, "--format", args.format])
+    page = build_report(args.run_dirs, out, args.format, command)
+    print(f"written: {page} (figures and summary.json beside it)")
+    return 0
+
+
 def cmd_references(args: argparse.Namespace) -> int:
     from metarl.agents.references import evaluate_references
     from metarl.evaluation import adaptation_report, mean_ci, write_report
@@ -340,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("references", help="classic bandit/MDP strategies on a run's held-out tasks")
     p.add_argument("run_dir")
     p.set_defaults(run=cmd_references)
+    p = sub.add_parser("report", help="a report over runs and seeds: adaptation and learning curves, final table")
+    p.add_argument("run_dirs", nargs="+", help="run directories; those differing only in seed form one method")
+    p.add_argument("--out", help="output folder (default reports/<timestamp>)")
+    p.add_argument("--format", choices=("html", "md"), default="html",
+                   help="one self-contained HTML file (default) or Markdown linking the PNG figures")
+    p.set_defaults(run=cmd_report)
     return parser
 
 

@@ -1,0 +1,476 @@
+"""Reports over several runs and seeds (``metarl report``): one HTML or Markdown page with figures and tables.
+
+Runs whose ``config.yaml`` differ only in ``seed`` are one *method*, labelled by the run directory's name
+without a trailing ``-seed<k>``. For each method the report shows
+
+* the adaptation curve on held-out tasks, read from each seed's ``eval.json`` (``per_task_returns``): at each
+  point, the interquartile mean and the mean over the matrix ``scores[seed, task]`` with stratified-bootstrap
+  95% intervals (:mod:`metarl.statistics`); all methods of a task family share a figure;
+* the learning curve over meta-training (``return_post``, or ``accuracy`` for few-shot runs, per iteration):
+  the mean over seeds and the band between the lowest and the highest seed;
+* a table of final numbers, wall-clock time (``elapsed_s``) and environment steps (``total_env_steps``).
+
+The figures are PNG files in the output folder; the HTML page embeds them (base64), so it is one file to send
+around, while the Markdown page links them. ``summary.json`` holds every number shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from metarl.logger import read_metrics
+from metarl.statistics import aggregate
+
+__all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_label"]
+
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+LEARNING_KEYS = ("return_post", "accuracy", "mse", "loss")  # the first one every run of a method logs
+REPS, CONFIDENCE, BOOTSTRAP_SEED = 2000, 0.95, 0
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    evaluation: dict[str, Any] | None
+    metrics: list[dict[str, Any]]
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+
+@dataclass
+class Method:
+    label: str
+    runs: list[Run]
+    adaptation: dict[str, Any] | None = None
+    learning: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.runs[0].config
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
+
+
+def method_label(run_dir: str | Path) -> str:
+    """The run directory's name without a trailing ``-seed<k>``."""
+    return SEED_SUFFIX.sub("", Path(run_dir).resolve().name)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return rows
+
+
+def load_run(run_dir: str | Path) -> Run:
+    path = Path(run_dir)
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a run directory (no config.yaml)")
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
+    metrics = read_metrics(path) or (_read_csv(path / "metrics.csv") if (path / "metrics.csv").is_file() else [])
+    return Run(path, config, evaluation, metrics)
+
+
+def group_runs(runs: list[Run]) -> list[Method]:
+    """Runs whose configs differ only in ``seed`` form one method (in the order first given); a method's
+    runs are sorted by seed. Two runs of one method with the same seed are refused: they are not
+    independent samples."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        key = json.dumps({k: v for k, v in run.config.items() if k != "seed"}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    methods, used = [], set()
+    for members in groups.values():
+        members.sort(key=lambda r: r.seed)
+        seeds = [r.seed for r in members]
+        for a, b in zip(members, members[1:], strict=False):
+            if a.seed == b.seed:
+                raise ValueError(f"runs {str(a.path)!r} and {str(b.path)!r} have the same config and seed {a.seed}: "
+                                 "a method's seeds must be independent runs")
+        label = " / ".join(dict.fromkeys(method_label(r.path) for r in members))
+        unique, n = label, 2
+        while unique in used:  # different configs under one name: tell them apart
+            unique, n = f"{label} ({n})", n + 1
+        used.add(unique)
+        method = Method(unique, members)
+        if len(seeds) == 1:
+            method.notes.append("one seed: no interval over seeds")
+        methods.append(method)
+    return methods
+
+
+def _adaptation(method: Method) -> dict[str, Any] | None:
+    evaluated = [run for run in method.runs if run.evaluation is not None]
+    missing = [run.path.name for run in method.runs if run.evaluation is None]
+    if missing:
+        method.notes.append(f"not evaluated (no eval.json): {', '.join(missing)}")
+    if not evaluated:
+        return None
+    reports = [run.evaluation for run in evaluated]
+    points = min(len(r["steps"]) for r in reports)
+    tasks = min(int(r["num_tasks"]) for r in reports)
+    if any(len(r["steps"]) != points or int(r["num_tasks"]) != tasks for r in reports):
+        method.notes.append(f"seeds evaluated differently: the first {points} points and {tasks} tasks they share")
+    curves = [np.asarray(r["per_task_returns"], dtype=np.float64)[:points, :tasks] for r in reports]
+    first = reports[0]
+    rows = []
+    for s in range(points):
+        scores = np.stack([curve[s] for curve in curves])  # [seed, task]
+        stats = aggregate(scores, reps=REPS, confidence=CONFIDENCE, seed=BOOTSTRAP_SEED)
+        step = first["steps"][s]
+        row = {"index": int(step["index"]), "episodes_of_experience": int(step["episodes_of_experience"]), **stats}
+        if s > 0:  # the paired improvement over the first point, on the same seeds and tasks
+            gain = aggregate(scores - np.stack([curve[0] for curve in curves]), reps=REPS, confidence=CONFIDENCE,
+                             seed=BOOTSTRAP_SEED)
+            row["gain_mean"], row["gain_mean_ci"] = gain["mean"], gain["mean_ci"]
+        rows.append(row)
+    return {"x_label": first["x_label"], "metric": first.get("metric", "return"), "family": method.config["family"],
+            "seeds": [run.seed for run in evaluated], "num_tasks": tasks, "points": rows}
+
+
+def _learning(method: Method) -> dict[str, Any] | None:
+    runs = [run for run in method.runs if run.metrics]
+    if not runs:
+        method.notes.append("no metrics logged")
+        return None
+    key = next((k for k in LEARNING_KEYS if all(any(k in row for row in run.metrics) for run in runs)), None)
+    if key is None:
+        return None
+    series = [{int(row["iteration"]): float(row[key]) for row in run.metrics if key in row} for run in runs]
+    iterations = sorted(set.intersection(*(set(s) for s in series)))
+    if len(iterations) < max(len(s) for s in series):
+        method.notes.append(f"learning curve over the {len(iterations)} iterations all seeds have reached")
+    values = np.array([[s[i] for i in iterations] for s in series])  # [seed, iteration]
+    last = [run.metrics[-1] for run in runs]
+    return {"key": key, "family": method.config["family"], "iterations": iterations,
+            "mean": values.mean(0).tolist(), "min": values.min(0).tolist(), "max": values.max(0).tolist(),
+            "final": [float(v) for v in values[:, -1]] if iterations else [],
+            "elapsed_s": [float(row["elapsed_s"]) for row in last if "elapsed_s" in row],
+            "total_env_steps": [float(row["total_env_steps"]) for row in last if "total_env_steps" in row],
+            "iterations_run": [int(row["iteration"]) + 1 for row in last]}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _axis(adaptations: list[dict[str, Any]]) -> tuple[str, str]:
+    """``metarl plot``'s convention: one kind of curve is drawn by its own points; kinds that differ
+    (inner steps against episodes of a trial) share the axis of episodes of experience on the new task."""
+    labels = {a["x_label"] for a in adaptations}
+    if len(labels) == 1:
+        return "index", labels.pop()
+    return "episodes_of_experience", "episodes of experience on the new task"
+
+
+def _metric_name(metric: str) -> str:
+    return "accuracy (%)" if metric == "accuracy" else metric
+
+
+def _plot_adaptation(methods: list[Method], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key, x_label = _axis([m.adaptation for m in methods])
+    metric = _metric_name(methods[0].adaptation["metric"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=True)
+    for ax, stat, name in ((axes[0], "iqm", "IQM"), (axes[1], "mean", "mean")):
+        for i, method in enumerate(methods):
+            points = method.adaptation["points"]
+            x = [p[x_key] for p in points]
+            y = np.array([p[stat] for p in points])
+            color = f"C{i % 10}"
+            seeds = len(method.adaptation["seeds"])
+            ax.plot(x, y, marker="o", color=color, label=f"{method.label} ({_plural(seeds, 'seed')})")
+            if seeds > 1:
+                low, high = (np.array([p[f"{stat}_ci"][j] for p in points]) for j in (0, 1))
+                ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+                if len(points) == 1:
+                    ax.errorbar(x, y, yerr=[y - low, high - y], color=color, capsize=4)
+        ax.set_xlabel(x_label)
+        ax.set_title(f"{name} over seeds x tasks")
+        ax.grid(alpha=0.3)
+        if x_key == "index":
+            ax.set_xticks(range(max(len(m.adaptation["points"]) for m in methods)))
+    bands = any(len(m.adaptation["seeds"]) > 1 for m in methods)
+    axes[0].set_ylabel(f"{metric} (95% stratified-bootstrap CI)" if bands else metric)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{title}: held-out tasks")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_learning(methods: list[Method], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
+    for i, method in enumerate(methods):
+        curve, color = method.learning, f"C{i % 10}"
+        seeds = len(curve["final"])
+        ax.plot(curve["iterations"], curve["mean"], color=color, linewidth=1.2,
+                label=f"{method.label} ({_plural(seeds, 'seed')})")
+        if seeds > 1:
+            ax.fill_between(curve["iterations"], curve["min"], curve["max"], color=color, alpha=0.2, linewidth=0)
+    key = methods[0].learning["key"]
+    ax.set_xlabel("meta-training iteration")
+    bands = any(len(m.learning["final"]) > 1 for m in methods)
+    ax.set_ylabel(f"{key} (mean over seeds, min-max band)" if bands else key)
+    ax.set_title(f"{title}: meta-training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}" if abs(value) >= 1e5 else f"{value:.2f}"
+
+
+def _ci(stats: dict[str, Any], key: str, runs: int, sign: bool = False) -> str:
+    value = f"{'+' if sign and stats[key] >= 0 else ''}{_num(stats[key])}"
+    if runs < 2:
+        return f"{value} (1 seed)"
+    low, high = stats[f"{key}_ci"]
+    return f"{value} [{_num(low)}, {_num(high)}]"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _count(value: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def _spread(values: list[float], show: Any) -> str:
+    if not values:
+        return "—"
+    low, high = show(min(values)), show(max(values))
+    if low == high:
+        return show(float(np.mean(values)))
+    return f"{show(float(np.mean(values)))} ({low} to {high})"
+
+
+def _final_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "family", "agent", "seeds", "held-out tasks", "final point", "IQM [95% CI]",
+              "mean [95% CI]", "gain over point 0 [95% CI]", "final training metric", "iterations",
+              "wall-clock per seed", "env steps per seed"]
+    rows = []
+    for m in methods:
+        a, lc = m.adaptation, m.learning
+        row = [m.label, m.config.get("family", ""), m.config.get("agent", ""), ", ".join(map(str, m.seeds))]
+        if a is None:
+            row += ["—", "not evaluated", "—", "—", "—"]
+        else:
+            last, runs = a["points"][-1], len(a["seeds"])
+            row += [str(a["num_tasks"]), f"{last['index']} ({_plural(last['episodes_of_experience'], 'episode')})",
+                    _ci(last, "iqm", runs), _ci(last, "mean", runs),
+                    _ci(last, "gain_mean", runs, sign=True) if "gain_mean" in last else "—"]
+        if lc is None:
+            row += ["—", "—", "—", "—"]
+        else:
+            final = f"{lc['key']} {_spread(lc['final'], _num)}" if lc["final"] else "—"
+            row += [final, _spread([float(v) for v in lc["iterations_run"]], lambda v: f"{v:.0f}"),
+                    _spread(lc["elapsed_s"], _duration), _spread(lc["total_env_steps"], _count)]
+        rows.append(row)
+    return header, rows
+
+
+def _curve_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "point", "episodes of experience", "IQM [95% CI]", "mean [95% CI]", "seeds x tasks"]
+    rows = []
+    for m in methods:
+        runs = len(m.adaptation["seeds"])
+        for p in m.adaptation["points"]:
+            rows.append([m.label, str(p["index"]), str(p["episodes_of_experience"]), _ci(p, "iqm", runs),
+                         _ci(p, "mean", runs), f"{p['runs']} x {p['tasks']}"])
+    return header, rows
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in rows)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
+
+
+EXPLANATION = (
+    "Each method is the set of runs whose configs differ only in the seed. At each point of the adaptation "
+    "curve the scores form a matrix [seed, held-out task] (from each seed's eval.json); the IQM (mean of the "
+    "middle 50% of all scores) and the mean are shown with 95% stratified-bootstrap percentile intervals "
+    f"({REPS} resamples, seeds drawn with replacement within each task; Agarwal et al. 2021), which measure how "
+    "much the number would move with new seeds on the same tasks. A method with one seed has no such interval. "
+    "The gain is the paired improvement of the last point over point 0. Learning curves show the mean over "
+    "seeds and the band between the lowest and the highest seed; wall-clock and env steps are per seed, mean "
+    "(min to max).")
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html", command: str = "") -> Path:
+    """Write the report of ``run_dirs`` into the folder ``out``: ``report.html`` (or ``report.md``), the PNG
+    figures and ``summary.json``. Returns the page's path."""
+    if fmt not in ("html", "md"):
+        raise ValueError(f"unknown report format {fmt!r}; accepted: html, md")
+    if not run_dirs:
+        raise ValueError("metarl report needs at least one run directory")
+    paths: dict[Path, Path] = {}
+    for d in run_dirs:  # each directory once, as first given
+        paths.setdefault(Path(d).resolve(), Path(d))
+    methods = group_runs([load_run(p) for p in paths.values()])
+    for method in methods:
+        method.adaptation = _adaptation(method)
+        method.learning = _learning(method)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    figures: list[tuple[str, str, Path]] = []  # (section, title, file)
+    adaptive: dict[tuple[str, str], list[Method]] = {}
+    for m in methods:
+        if m.adaptation is not None:
+            adaptive.setdefault((m.adaptation["family"], m.adaptation["metric"]), []).append(m)
+    for (family, metric), group in adaptive.items():
+        path = out / f"adaptation_{_safe(family)}{'' if metric == 'return' else '_' + _safe(metric)}.png"
+        _plot_adaptation(group, path, family)
+        figures.append(("adaptation", family, path))
+    learners: dict[tuple[str, str], list[Method]] = {}
+    for m in methods:
+        if m.learning is not None:
+            learners.setdefault((m.learning["family"], m.learning["key"]), []).append(m)
+    for (family, key), group in learners.items():
+        path = out / f"learning_{_safe(family)}{'' if key in ('return_post', 'accuracy') else '_' + _safe(key)}.png"
+        _plot_learning(group, path, family)
+        figures.append(("learning", family, path))
+
+    summary = {"command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "bootstrap": {"reps": REPS, "confidence": CONFIDENCE, "seed": BOOTSTRAP_SEED},
+               "methods": [{"label": m.label, "runs": [str(r.path) for r in m.runs], "seeds": m.seeds,
+                            "family": m.config.get("family"), "agent": m.config.get("agent"),
+                            "adaptation": m.adaptation, "learning": m.learning, "notes": m.notes} for m in methods]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    final = _final_table(methods)
+    curves = _curve_table([m for m in methods if m.adaptation is not None])
+    runs = (["method", "runs", "notes"],
+            [[m.label, ", ".join(str(r.path) for r in m.runs), "; ".join(m.notes)] for m in methods])
+    page = out / f"report.{fmt}"
+    if fmt == "html":
+        page.write_text(_html_page(command, summary["created"], final, curves, runs, figures))
+    else:
+        page.write_text(_md_page(command, summary["created"], final, curves, runs, figures))
+    return page
+
+
+STYLE = """body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+pre { background: #f4f4f4; padding: 0.6em; white-space: pre-wrap; word-break: break-all; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f0f0f0; }
+img { max-width: 100%; }
+p.note { color: #555; font-size: 0.9em; }"""
+
+
+def _html_page(command: str, created: str, final: tuple, curves: tuple, runs: tuple,
+               figures: list[tuple[str, str, Path]]) -> str:
+    def images(section: str) -> str:
+        parts = []
+        for kind, title, path in figures:
+            if kind == section:
+                data = base64.b64encode(path.read_bytes()).decode("ascii")
+                parts.append(f'<h3>{html.escape(title)}</h3>\n<img alt="{html.escape(kind + " " + title)}" '
+                             f'src="data:image/png;base64,{data}">')
+        return "\n".join(parts) or "<p>none</p>"
+
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>metarl report</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>metarl report</h1>
+<pre>{html.escape(command)}</pre>
+<p class="note">made {html.escape(created)}. {html.escape(EXPLANATION)}</p>
+<h2>Final numbers</h2>
+{_html_table(*final)}
+<h2>Adaptation on held-out tasks</h2>
+{images("adaptation")}
+{_html_table(*curves)}
+<h2>Meta-training</h2>
+{images("learning")}
+<h2>Runs</h2>
+{_html_table(*runs)}
+</body></html>
+"""
+
+
+def _md_page(command: str, created: str, final: tuple, curves: tuple, runs: tuple,
+             figures: list[tuple[str, str, Path]]) -> str:
+    def images(section: str) -> str:
+        links = [f"### {title}\n\n![{kind} {title}]({path.name})" for kind, title, path in figures if kind == section]
+        return "\n\n".join(links) or "none"
+
+    return f"""# metarl report
+
+```
+{command}
+```
+
+made {created}. {EXPLANATION}
+
+## Final numbers
+
+{_md_table(*final)}
+
+## Adaptation on held-out tasks
+
+{images("adaptation")}
+
+{_md_table(*curves)}
+
+## Meta-training
+
+{images("learning")}
+
+## Runs
+
+{_md_table(*runs)}
+"""

@@ -1,0 +1,99 @@
+"""``metarl report``: runs grouped into methods by config, multi-seed statistics, one self-contained page."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.report import Run, group_runs, method_label
+from metarl.statistics import aggregate
+
+torch.set_num_threads(1)
+
+QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "maml_trpo_navigation2d_quick.yaml")
+TINY = ["iterations=2", "agent_config.meta_batch_size=2", "agent_config.episodes_per_task=2", "eval_tasks=4",
+        "eval_steps=1", "family_overrides.horizon=20"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Method ``tiny`` with seeds 0 and 1, and method ``other`` (3 held-out tasks, 3 points) with seed 0."""
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["train", QUICK, *TINY, "--run-dir", str(root / "tiny"), "--seeds", "0", "1", "--no-progress"]) == 0
+    assert main(["train", QUICK, *TINY, "eval_tasks=3", "eval_steps=2", "--run-dir", str(root / "other-seed0"),
+                 "--no-progress"]) == 0
+    return root
+
+
+def _scores(run_dirs: list[Path], point: int) -> np.ndarray:
+    return np.array([json.loads((d / "eval.json").read_text())["per_task_returns"][point] for d in run_dirs])
+
+
+def _plain(stats: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in stats.items()}
+
+
+def test_html_report_groups_seeds_and_shows_the_statistics_of_metarl_statistics(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    dirs = [runs / "tiny-seed0", runs / "tiny-seed1", runs / "other-seed0"]
+    assert main(["report", *map(str, dirs), "--out", str(out)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert page.count("<table>") == 3 and "<h2>Final numbers</h2>" in page
+    assert "<pre>metarl report " in page and f"--out {out}" in page  # the command that made it, at the top
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', page)) == 2
+    assert "<td>tiny</td>" in page and "<td>other</td>" in page and "<td>0, 1</td>" in page
+    assert (out / "adaptation_Navigation2D-v0.png").stat().st_size > 1000
+    assert (out / "learning_Navigation2D-v0.png").stat().st_size > 1000
+
+    summary = json.loads((out / "summary.json").read_text())
+    tiny, other = summary["methods"]
+    assert (tiny["label"], tiny["seeds"], other["label"], other["seeds"]) == ("tiny", [0, 1], "other", [0])
+    assert len(tiny["adaptation"]["points"]) == 2 and len(other["adaptation"]["points"]) == 3  # may differ
+    assert other["adaptation"]["num_tasks"] == 3 and tiny["adaptation"]["num_tasks"] == 4
+    for point in range(2):
+        scores = _scores(dirs[:2], point)
+        expected = _plain(aggregate(scores))
+        shown = tiny["adaptation"]["points"][point]
+        assert {k: shown[k] for k in expected} == expected
+        assert expected["runs"] == 2 and expected["tasks"] == 4
+        iqm, (low, high) = expected["iqm"], expected["iqm_ci"]
+        assert f"<td>{iqm:.2f} [{low:.2f}, {high:.2f}]</td>" in page
+    gain = aggregate(_scores(dirs[:2], 1) - _scores(dirs[:2], 0))
+    assert tiny["adaptation"]["points"][1]["gain_mean"] == gain["mean"]
+
+    learning = tiny["learning"]
+    rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in dirs[:2]]
+    assert learning["key"] == "return_post" and learning["iterations"] == [0, 1]
+    np.testing.assert_allclose(learning["mean"], np.mean([[r["return_post"] for r in rs] for rs in rows], axis=0))
+    assert learning["elapsed_s"] == [rs[-1]["elapsed_s"] for rs in rows]
+    assert learning["total_env_steps"] == [rs[-1]["total_env_steps"] for rs in rows]
+    assert "one seed: no interval over seeds" in other["notes"]
+
+
+def test_markdown_report_links_its_figures(runs, tmp_path):
+    out = tmp_path / "md"
+    assert main(["report", str(runs / "tiny-seed0"), str(runs / "tiny-seed1"), "--out", str(out), "--format", "md"]) == 0
+    page = (out / "report.md").read_text()
+    assert page.startswith("# metarl report\n\n```\nmetarl report ")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
+    assert links == ["adaptation_Navigation2D-v0.png", "learning_Navigation2D-v0.png"]
+    assert all((out / link).is_file() for link in links)
+    assert "| tiny | Navigation2D-v0 | maml_trpo | 0, 1 | 4 |" in page
+
+
+def test_report_refuses_what_is_not_a_run_and_duplicate_seeds(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+    assert method_label("runs/maml-seed12") == "maml" and method_label("runs/seedless/") == "seedless"
+    config = {"family": "Navigation2D-v0", "agent": "maml_trpo", "seed": 0}
+    a, b = Run(tmp_path / "a-seed0", config, None, []), Run(tmp_path / "b-seed0", dict(config), None, [])
+    with pytest.raises(ValueError, match="same config and seed 0"):
+        group_runs([a, b])
+    c = Run(tmp_path / "a-seed1", {**config, "agent": "rl2", "seed": 1}, None, [])
+    labels = [m.label for m in group_runs([a, c])]
+    assert labels == ["a", "a (2)"]  # different configs under one name are told apart
