@@ -75,7 +75,7 @@ def test_bad_config_fields_are_refused_by_name(tmp_path, capsys):
     assert "unknown agent_config of maml_trpo field(s) 'inner_lrr'" in capsys.readouterr().err
     assert main(["train", str(_config(tmp_path, agent="mamml")), "--run-dir", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
-    assert "unknown agent 'mamml'; accepted: maml_trpo, promp, rl2" in err and all(name in err for name in AGENTS)
+    assert "unknown agent 'mamml'; accepted: " in err and all(name in err for name in AGENTS)
     with pytest.raises(ConfigError, match="'seed' expects int, got 'zero'"):
         load_config(_config(tmp_path), ["seed=zero"])
     assert main(["train", str(_config(tmp_path)), "agent_config.inner_lr=-0.1", "--run-dir", str(tmp_path / "r3")]) == 2
