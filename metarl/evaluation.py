@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["adaptation_report", "mean_ci", "plot_adaptation", "write_report"]
+__all__ = ["adaptation_report", "curve_axis", "mean_ci", "metric_name", "plot_adaptation", "write_report"]
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
@@ -35,23 +35,35 @@ def adaptation_report(curve: np.ndarray, label: str, x_label: str, experience: l
             "per_task_returns": curve.tolist(), **info}
 
 
+def curve_axis(reports: list[dict[str, Any]]) -> tuple[str, str]:
+    """The key and label of a common x-axis: one kind of curve is drawn by its own points; kinds that differ
+    (inner steps against episodes of a trial) share the axis of episodes of experience on the new task."""
+    labels = {r["x_label"] for r in reports}
+    if len(labels) == 1:
+        return "index", labels.pop()
+    return "episodes_of_experience", "episodes of experience on the new task"
+
+
+def metric_name(metric: str) -> str:
+    return "accuracy (%)" if metric == "accuracy" else metric
+
+
 def plot_adaptation(reports: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_experience = len({r["x_label"] for r in reports}) > 1  # different kinds of agent: a common axis
+    x_key, x_label = curve_axis(reports)
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for report in reports:
-        x = [s["episodes_of_experience" if by_experience else "index"] for s in report["steps"]]
+        x = [s[x_key] for s in report["steps"]]
         y = np.array([s["mean_return"] for s in report["steps"]])
         ci = np.array([s["ci95"] for s in report["steps"]])
         ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=report["label"])
-    ax.set_xlabel("episodes of experience on the new task" if by_experience else reports[0]["x_label"])
-    metric = reports[0].get("metric", "return")
-    ax.set_ylabel(f"mean {'accuracy (%)' if metric == 'accuracy' else metric} (95% CI over tasks)")
-    if not by_experience:
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(f"mean {metric_name(reports[0].get('metric', 'return'))} (95% CI over tasks)")
+    if x_key == "index":
         ax.set_xticks(range(max(len(r["steps"]) for r in reports)))
     ax.set_title(title)
     ax.grid(alpha=0.3)

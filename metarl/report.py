@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from metarl.evaluation import curve_axis, metric_name
 from metarl.logger import read_metrics
 from metarl.statistics import aggregate
 
@@ -174,27 +175,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _axis(adaptations: list[dict[str, Any]]) -> tuple[str, str]:
-    """``metarl plot``'s convention: one kind of curve is drawn by its own points; kinds that differ
-    (inner steps against episodes of a trial) share the axis of episodes of experience on the new task."""
-    labels = {a["x_label"] for a in adaptations}
-    if len(labels) == 1:
-        return "index", labels.pop()
-    return "episodes_of_experience", "episodes of experience on the new task"
-
-
-def _metric_name(metric: str) -> str:
-    return "accuracy (%)" if metric == "accuracy" else metric
-
-
 def _plot_adaptation(methods: list[Method], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x_key, x_label = _axis([m.adaptation for m in methods])
-    metric = _metric_name(methods[0].adaptation["metric"])
+    x_key, x_label = curve_axis([m.adaptation for m in methods])
+    metric = metric_name(methods[0].adaptation["metric"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=True)
     for ax, stat, name in ((axes[0], "iqm", "IQM"), (axes[1], "mean", "mean")):
         for i, method in enumerate(methods):
