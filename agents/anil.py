@@ -1,5 +1,5 @@
 """ANIL (Raghu, Raghu, Bengio & Vinyals 2020, "Rapid Learning or Feature Reuse? Towards Understanding the
-Effectiveness of MAML"), section 4: Almost No Inner Loop.
+Effectiveness of MAML"): Almost No Inner Loop.
 
 MAML whose inner loop adapts only the head: with ``theta = (theta_body, theta_head)``, a task's inner step
 is ``theta_head' = theta_head - alpha grad_{theta_head} L_{T_i}(theta_body, theta_head)`` and the body is left

@@ -1,11 +1,12 @@
 """Meta-SGD (Li, Zhou, Chen & Li 2017, "Meta-SGD: Learning to Learn Quickly for Few-Shot Learning").
 
-MAML with a learned inner step size per parameter: the inner step (eq. 3 of the paper) is
+MAML with a learned inner step size per parameter: the paper's adaptation step is
 ``theta'_i = theta - alpha o grad L_{T_i}(theta)``, ``alpha`` a tensor of ``theta``'s shape (``o`` the
-element-wise product), and ``(theta, alpha)`` are meta-learned together on the query loss at ``theta'_i``
-(eq. 4, Algorithm 1). The learned rates are the per-parameter ``lr`` dict of the shared
-:func:`metarl.functional.sgd_step`; they start at ``inner_lr`` (the paper draws them at random in a range) and
-live in the model (``model["lr"]``), so the optimiser and checkpoints cover them. Everything else is MAML.
+element-wise product, so ``alpha`` sets each parameter's step size and sign), and ``(theta, alpha)`` are
+meta-learned together on the query loss at ``theta'_i`` (its Algorithm 1). The learned rates are the
+per-parameter ``lr`` dict of the shared :func:`metarl.functional.sgd_step`; they start at ``inner_lr`` (the
+paper draws them at random in a range) and live in the model (``model["lr"]``), so the optimiser and
+checkpoints cover them. Everything else is MAML.
 """
 
 from __future__ import annotations
