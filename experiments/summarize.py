@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from metarl.logger import read_metrics
+
 
 def ci(values: np.ndarray) -> str:
     values = np.asarray(values, dtype=float)
@@ -32,7 +34,7 @@ def main(run_dirs: list[str]) -> None:
         if not (d / "eval.json").is_file():
             continue
         report = json.loads((d / "eval.json").read_text())
-        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(d)
         curve = "; ".join(f"{s['index']}: {s['mean_return']:.2f} ± {s['ci95']:.2f}" for s in report["steps"])
         gains = "; ".join(f"{s['index']}: {s['gain']:+.2f} ± {s['gain_ci95']:.2f}" for s in report["steps"][1:])
         seconds = statistics.median(r["time_s"] for r in rows)

@@ -15,10 +15,17 @@ __all__ = ["MetricsLogger", "read_metrics"]
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """A run's rows from ``metrics.jsonl``, or from ``metrics.csv`` where only that was kept (as in
+    ``experiments/results``); empty if the run has logged nothing."""
     path = Path(run_dir, "metrics.jsonl")
+    if path.is_file():
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    path = path.with_suffix(".csv")
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with open(path, newline="") as f:
+        return [{k: int(float(v)) if k == "iteration" else float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(f)]
 
 
 class MetricsLogger:

@@ -17,7 +17,6 @@ around, while the Markdown page links them. ``summary.json`` holds every number 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import re
@@ -74,21 +73,13 @@ def method_label(run_dir: str | Path) -> str:
     return SEED_SUFFIX.sub("", Path(run_dir).resolve().name)
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
-    return rows
-
-
 def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a run directory (no config.yaml)")
     config = yaml.safe_load((path / "config.yaml").read_text())
     evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
-    metrics = read_metrics(path) or (_read_csv(path / "metrics.csv") if (path / "metrics.csv").is_file() else [])
+    metrics = read_metrics(path)
     return Run(path, config, evaluation, metrics)
 
 
