@@ -4,7 +4,7 @@ Effectiveness of MAML"): Almost No Inner Loop.
 MAML whose inner loop adapts only the head: with ``theta = (theta_body, theta_head)``, a task's inner step
 is ``theta_head' = theta_head - alpha grad_{theta_head} L_{T_i}(theta_body, theta_head)`` and the body is left
 as it is; the outer loop meta-learns both on the query loss at ``(theta_body, theta_head')``, as MAML's
-(Finn et al. 2017, eq. 3). The body's features of the support and query sets are computed once per task
+(Finn et al. 2017, eq. 2). The body's features of the support and query sets are computed once per task
 (batch statistics per task, as in MAML) and the inner loop runs on the linear head alone.
 """
 

@@ -123,7 +123,7 @@ class InnerLoopAgent(FewShotAgent):
     def post_adaptation_loss(self, batch: FewShotBatch, steps: int,
                              first_order: bool) -> tuple[torch.Tensor, dict[str, float]]:
         """The mean over tasks of the query loss after ``steps`` inner steps on the support set, differentiable
-        with respect to the meta-parameters (Finn et al. 2017, eq. 3, averaged), and the query metric."""
+        with respect to the meta-parameters (Finn et al. 2017, eq. 2, averaged), and the query metric."""
         self._check(batch)
 
         def query_loss(params: Params, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor,
