@@ -13,16 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from metarl.agents.maml import MAML, MAMLConfig
 
 from metarl.functional import Params, call
-from metarl.inner_loop import InnerProblem
+from metarl.inner_loop import InnerLoopAgent, InnerLoopConfig, InnerProblem
 
 __all__ = ["ANIL", "ANILConfig"]
 
 
 @dataclass
-class ANILConfig(MAMLConfig):
+class ANILConfig(InnerLoopConfig):
     """MAML's hyperparameters; ``inner_lr`` applies to the head."""
 
 
@@ -30,7 +29,7 @@ def _part(params: Params, prefix: str) -> Params:
     return {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
 
 
-class ANIL(MAML):
+class ANIL(InnerLoopAgent):
     config: ANILConfig
 
     def inner_problem(self, params: Params, support_x: torch.Tensor, query_x: torch.Tensor,

@@ -15,29 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from metarl.inner_loop import InnerLoopAgent, InnerLoopConfig
-from metarl.supervised import FewShotBatch
 
 __all__ = ["MAML", "MAMLConfig"]
 
 
 @dataclass
 class MAMLConfig(InnerLoopConfig):
-    inner_steps: int = 1  # inner steps in meta-training (evaluation takes its own number of steps)
-    first_order: bool = False  # FOMAML: no second-order terms in the meta-gradient
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.inner_steps < 0:
-            raise ValueError(f"config field inner_steps must be >= 0, got {self.inner_steps!r}")
-        if self.inner_optimizer == "adam" and not self.first_order:
-            raise ValueError("inner_optimizer adam is first order only: set first_order: true")
+    """``inner_lr``, ``inner_steps`` (training), ``first_order`` (FOMAML), ``inner_optimizer``, ``vectorise``."""
 
 
 class MAML(InnerLoopAgent):
-    config: MAMLConfig
+    """The meta-objective (:meth:`InnerLoopAgent.loss`) and the inner loop are the shared ones, unchanged."""
 
-    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.post_adaptation_loss(batch, self.config.inner_steps, self.config.first_order)
+    config: MAMLConfig

@@ -6,7 +6,7 @@ element-wise product, so ``alpha`` sets each parameter's step size and sign), an
 meta-learned together on the query loss at ``theta'_i`` (its Algorithm 1). The learned rates are the
 per-parameter ``lr`` dict of the shared :func:`metarl.functional.sgd_step`; they start at ``inner_lr`` (the
 paper draws them at random in a range) and live in the model (``model["lr"]``), so the optimiser and
-checkpoints cover them. Everything else is MAML.
+checkpoints cover them. Everything else is MAML (the shared :class:`~metarl.inner_loop.InnerLoopAgent`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from metarl.agents.maml import MAML, MAMLConfig
 from torch import nn
 
 from metarl.functional import Params
+from metarl.inner_loop import InnerLoopAgent, InnerLoopConfig
 
 __all__ = ["MetaSGD", "MetaSGDConfig"]
 
 
 @dataclass
-class MetaSGDConfig(MAMLConfig):
+class MetaSGDConfig(InnerLoopConfig):
     """``inner_lr`` is the initial value of every learned step size."""
 
 
@@ -31,7 +31,7 @@ def _key(name: str) -> str:
     return name.replace(".", "/")  # a parameter's name as a ParameterDict key (no dots allowed there)
 
 
-class MetaSGD(MAML):
+class MetaSGD(InnerLoopAgent):
     config: MetaSGDConfig
 
     def build(self) -> nn.Module:

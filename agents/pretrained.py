@@ -12,21 +12,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from metarl.inner_loop import InnerLoopAgent, InnerLoopConfig
-from metarl.supervised import FewShotBatch
 
 __all__ = ["Pretrained", "PretrainedConfig"]
 
 
 @dataclass
 class PretrainedConfig(InnerLoopConfig):
-    """``inner_lr`` is the fine-tuning step size at evaluation."""
+    """``inner_lr`` is the fine-tuning step size at evaluation; training takes no inner step."""
+
+    inner_steps: int = 0
+    first_order: bool = True
 
 
 class Pretrained(InnerLoopAgent):
-    config: PretrainedConfig
+    """The shared objective with ``inner_steps: 0``: the query loss at the shared parameters."""
 
-    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.post_adaptation_loss(batch, steps=0, first_order=True)
+    config: PretrainedConfig

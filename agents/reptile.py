@@ -42,6 +42,7 @@ class ReptileConfig(InnerLoopConfig):
     inner_lr: float = 0.001
     inner_optimizer: str = "adam"
     inner_steps: int = 5  # inner steps in meta-training
+    first_order: bool = True  # Reptile never differentiates through its inner loop
     outer_optimizer: str = "sgd"  # "sgd": the paper's update; "adam": the direction handed to Adam
     anneal_iterations: int = 0  # epsilon decays linearly to 0 over this many iterations (0: constant)
 

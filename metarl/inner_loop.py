@@ -36,6 +36,8 @@ class InnerLoopConfig(FewShotConfig):
     """Hyperparameters of the learners that adapt by gradient steps on the support set."""
 
     inner_lr: float = 0.4  # alpha: Omniglot 0.4, the sinusoid 0.01 (Finn et al. 2017, section 5)
+    inner_steps: int = 1  # inner steps in meta-training (evaluation takes its own number of steps)
+    first_order: bool = False  # no second-order terms in the meta-gradient (first-order MAML)
     inner_optimizer: str = "sgd"  # "sgd" (eq. 1) or "adam" (first order only; Reptile)
     vectorise: bool = True  # all tasks at once (stacked parameters, vmap) or a plain loop over the tasks
 
@@ -43,6 +45,10 @@ class InnerLoopConfig(FewShotConfig):
         super().__post_init__()
         if self.inner_lr <= 0:
             raise ValueError(f"config field inner_lr must be > 0, got {self.inner_lr!r}")
+        if self.inner_steps < 0:
+            raise ValueError(f"config field inner_steps must be >= 0, got {self.inner_steps!r}")
+        if self.inner_optimizer == "adam" and not self.first_order:
+            raise ValueError("inner_optimizer adam is first order only: set first_order: true")
         if self.inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got {self.inner_optimizer!r}")
 
@@ -137,6 +143,10 @@ class InnerLoopAgent(FewShotAgent):
                                              batch.query_x, batch.query_y)
         score = episode_scores(predictions.detach(), batch.query_y, self.metric).mean()
         return losses.mean(), {self.metric: float(score)}
+
+    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """MAML's meta-objective: the query loss after ``inner_steps`` steps on the support set."""
+        return self.post_adaptation_loss(batch, self.config.inner_steps, self.config.first_order)
 
     def predict(self, batch: FewShotBatch, steps: int) -> list[torch.Tensor]:
         """Query predictions after 0..steps inner steps on each episode's support set (no meta-gradient)."""
