@@ -161,6 +161,8 @@ class MetaLSTM(FewShotAgent):
 
     def inner_loop(self, batch: FewShotBatch, steps: int) -> list[torch.Tensor]:
         """``theta_0 .. theta_steps``, each ``[B, P]``: the learner after 0..steps meta-learner updates."""
+        if self.metric == "accuracy" and batch.ways != self.outputs:
+            raise ValueError(f"the learner was built for {self.outputs}-way episodes, got a {batch.ways}-way batch")
         meta: MetaLearnerLSTM = self.model["meta"]
         theta = self.initial_theta(batch.size)
         state = meta.initial_state(theta.numel(), theta)

@@ -13,7 +13,7 @@ from metarl.agents.meta_lstm import MetaLearnerLSTM, preprocess
 from metarl.agents.snail import SnailNet
 
 import metarl
-from metarl.config import ConfigError, RunConfig, build_dataclass
+from metarl.config import ConfigError, RunConfig, build_dataclass, load_config
 from metarl.functional import sgd_step
 from metarl.trainer import Trainer
 
@@ -206,6 +206,18 @@ def test_bad_config_values_are_named(cls, values, field):
 def test_the_way_count_is_fixed_by_the_training_episodes(cls, config):
     with pytest.raises(ValueError, match="test_ways"):
         cls(toy_episodes(ways=3, test_ways=4), config)
+    agent, other = cls(toy_episodes(ways=3), config), toy_episodes(ways=4)
+    with pytest.raises(ValueError, match="3-way"):
+        agent.predict(other.batch(other.sample_tasks(1, seed=0)), 1)
+
+
+@pytest.mark.parametrize("name", ["snail_omniglot_5way1shot", "meta_lstm_omniglot_5way1shot"])
+def test_experiment_configs_build(name):
+    config = load_config(f"experiments/{name}.yaml")
+    agent_config = build_dataclass(AGENTS[config.agent][1], config.agent_config, "agent_config")
+    assert config.eval_tasks == 1000 and config.family_overrides["test_queries"] == 15
+    assert (config.family_overrides["ways"], config.family_overrides["shots"]) == (5, 1)
+    assert config.eval_steps == getattr(agent_config, "inner_steps", 0)
 
 
 def test_snail_refuses_regression_and_meta_lstm_fits_the_sinusoid():
