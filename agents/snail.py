@@ -23,7 +23,9 @@ embedding is the shared conv4 (ReLU, its 64 features used directly; the paper's 
 Each query is read as its own sequence ``(support..., query)`` (a query never sees another query). Because the
 layers are causal, the support steps' activations do not depend on the query, so they are computed once per
 episode and every query is evaluated as step ``T`` after that shared prefix: the ``M`` queries of an episode
-are ``M`` branches of one prefix, which gives exactly the outputs of ``M`` separate sequences.
+are ``M`` branches of one prefix, which gives exactly the outputs of ``M`` separate sequences. (In training the
+embedding's batch norm normalises with the statistics of the meta-batch's images, support and queries; in
+evaluation with its running averages, so that no query's prediction depends on another query.)
 """
 
 from __future__ import annotations
@@ -167,9 +169,9 @@ class Snail(FewShotAgent):
         if getattr(family, "test_ways", self.ways) != self.ways:
             raise ValueError(f"SNAIL's label inputs and logits are {self.ways}-way (the training episodes); "
                              f"test_ways must be the same, got {family.test_ways}")
-        shots = max(family.shots * self.ways, getattr(family, "test_shots", family.shots) * self.ways)
+        support = self.ways * max(family.shots, getattr(family, "test_shots", family.shots))
         embed = self.embedding()
-        net = SnailNet(self.features + self.ways, self.ways, shots + 1, c.key_sizes, c.value_sizes, c.tc_filters)
+        net = SnailNet(self.features + self.ways, self.ways, support + 1, c.key_sizes, c.value_sizes, c.tc_filters)
         return nn.ModuleDict({"embed": embed, "snail": net})
 
     def sequences(self, batch: FewShotBatch) -> tuple[torch.Tensor, torch.Tensor]:
