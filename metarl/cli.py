@@ -252,9 +252,10 @@ def _print_eval(run_dir: Path, name: str = "eval") -> None:
     report = json.loads((run_dir / f"{name}.json").read_text())
     print(f"{report['label']}: {report['num_tasks']} held-out tasks")
     print(f"  {report['x_label']}:")
+    supervised = report.get("metric", "return") != "return"  # few-shot: the points are inner steps
     for step in report["steps"]:
-        print(f"  {step['index']:3d} ({step['episodes_of_experience']:4d} episodes of experience): "
-              f"{step['mean_return']:10.2f} +- {step['ci95']:.2f}   gain over point 0: "
+        where = "" if supervised else f" ({step['episodes_of_experience']:4d} episodes of experience)"
+        print(f"  {step['index']:3d}{where}: {step['mean_return']:10.2f} +- {step['ci95']:.2f}   gain over point 0: "
               f"{step['gain']:+.2f} +- {step['gain_ci95']:.2f}")
     print(f"  written: {run_dir / f'{name}.json'}, {run_dir / f'{name}.png'}")
 
