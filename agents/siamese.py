@@ -10,10 +10,13 @@ the latter. Two losses (``loss=``):
   by Learning an Invariant Mapping", eq. 4) on the Euclidean distance ``d = ||h(x_1) - h(x_2)||``,
   ``L = y 1/2 d^2 + (1 - y) 1/2 max(0, m - d)^2`` with margin ``m`` (the paper writes ``Y = 0`` for similar
   pairs; here ``y = 1`` marks a same-class pair).
-* ``"verification"``: Koch et al.'s verification head (section 3.1), ``p = sigmoid(sum_j alpha_j
-  |h_j(x_1) - h_j(x_2)| + b)``, the probability that the pair shows the same class, trained with the binary
-  cross-entropy of section 3.2 (their layer-wise learning rates, momentum, L2 penalty and affine
-  distortions are not reproduced: Adam as for every few-shot learner here).
+* ``"verification"``: Koch et al.'s verification head (section 3.1), a weighted L1 distance of the embeddings
+  through a sigmoid, ``p = sigmoid(b - sum_j alpha_j |h_j(x_1) - h_j(x_2)|)``, the probability that the pair
+  shows the same class, trained with the binary cross-entropy of section 3.2 (their layer-wise learning rates,
+  momentum, L2 penalty and affine distortions are not reproduced: Adam as for every few-shot learner here).
+  Koch et al. leave the weights unconstrained (sign absorbed into ``alpha``); here ``alpha_j = softplus(w_j) >= 0``
+  keeps the head a distance: with free signs it learned to reward differences in some features and fitted the
+  training classes only (held-out accuracy 43-85% against 98-100% on the toy problem of the tests).
 
 Classification by the learned metric (Koch et al. section 4.3, one-shot: the support example with the highest
 similarity): a query's logit for class ``k`` is minus its mean dissimilarity to the support examples of ``k``
@@ -32,7 +35,7 @@ from torch import nn
 from metarl.nets import class_sum
 from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, query_accuracy
 
-__all__ = ["Siamese", "SiameseConfig", "balanced_pair_mean", "contrastive_loss", "euclidean_distance"]
+__all__ = ["Siamese", "SiameseConfig", "WeightedL1", "balanced_pair_mean", "contrastive_loss", "euclidean_distance"]
 
 LOSSES = ("contrastive", "verification")
 
@@ -67,13 +70,26 @@ def balanced_pair_mean(per_pair: torch.Tensor, same: torch.Tensor) -> torch.Tens
     return torch.stack(means).mean()
 
 
+class WeightedL1(nn.Module):
+    """Koch et al.'s verification head as a dissimilarity: ``sum_j alpha_j |a_j - b_j| - b`` (minus the logit of
+    ``p``), with ``alpha_j = softplus(w_j)``."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(features))  # alpha_j = softplus(0) = log 2 at the start
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).abs() @ F.softplus(self.weight) - self.bias
+
+
 class Siamese(FewShotAgent):
     config: SiameseConfig
 
     def build(self) -> nn.Module:
         modules = {"embed": self.embedding()}
         if self.config.loss == "verification":
-            modules["head"] = nn.Linear(self.features, 1)  # alpha_j and bias of Koch et al. section 3.1
+            modules["head"] = WeightedL1(self.features)
         return nn.ModuleDict(modules)
 
     def dissimilarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -81,7 +97,7 @@ class Siamese(FewShotAgent):
         minus the verification logit for Koch's head."""
         if self.config.loss == "contrastive":
             return euclidean_distance(a, b)
-        return -self.model["head"]((a - b).abs()).squeeze(-1)
+        return self.model["head"](a, b)
 
     def logits(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         """``[B, n_q, ways]``: minus the mean dissimilarity of each query to each class's support examples."""
