@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarl.nets import class_sum
 from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, query_accuracy
 
 __all__ = ["ProtoNet", "ProtoNetConfig", "prototype_logits"]
@@ -35,8 +36,7 @@ class ProtoNetConfig(FewShotConfig):
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int,
                      distance: str = "euclidean", scale: float = 10.0) -> torch.Tensor:
     """``[B, n_s, D], [B, n_s], [B, n_q, D] -> [B, n_q, ways]`` logits from the class prototypes."""
-    onehot = F.one_hot(support_y, ways).to(support.dtype)  # [B, n_s, ways]
-    prototypes = onehot.transpose(1, 2) @ support / onehot.sum(1).unsqueeze(-1)  # [B, ways, D]
+    prototypes = class_sum(support, support_y, ways, mean=True)  # [B, ways, D], eq. 1
     if distance == "euclidean":
         return -torch.cdist(query, prototypes).pow(2)
     return scale * F.normalize(query, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(1, 2)
