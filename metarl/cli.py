@@ -7,6 +7,8 @@
                                                        one independent run per seed (<run-dir>-seed<k>)
     metarl eval RUN_DIR [key=value ...] [--tasks N] [--steps S] [--name NAME]
                                                        adaptation on held-out tasks: eval.json, eval.png
+    metarl eval RUN_DIR --video [--video-tasks N] [--video-format gif|mp4]
+                                                       and videos/task<k>.gif: before | after adaptation
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
     metarl references RUN_DIR                          classic bandit / MDP strategies on the run's held-out tasks
     metarl report RUN_DIR ... [--out DIR] [--format html|md]
@@ -34,7 +36,7 @@ import yaml
 
 from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from metarl.config import ConfigError, RunConfig, build_dataclass, load_config
-from metarl.trainer import Trainer
+from metarl.trainer import EVAL_SEED_SALT, Trainer, derive_seed
 
 FEW_SHOT_SOURCES = ("Omniglot-v0", "Sinusoid-v0")  # built-in task sources without environments
 RESUME_OVERRIDABLE = {"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps"}
@@ -160,6 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer.train(resume=bool(args.resume), progress=not args.no_progress)
     print(f"run directory: {run_dir}")
     if config.evaluate:
+        _add_agent_info(agent, run_dir / "eval.json")
         _print_eval(run_dir)
     return 0
 
@@ -242,10 +245,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if path is None:
         raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
     family, agent, resolved = build_run(config)
+    if args.video:  # a family that cannot render is refused before the evaluation
+        from metarl.video import check_renderable
+
+        if args.video_tasks < 1:
+            raise ConfigError(f"--video-tasks must be >= 1, got {args.video_tasks}")
+        check_renderable(family, family.test_tasks[0])
     agent.load_state_dict(load_checkpoint(path)["agent"])
     Trainer(config, family, agent, run_dir, resolved).evaluate(args.tasks, args.steps, args.name)
+    _add_agent_info(agent, run_dir / f"{args.name}.json")
     _print_eval(run_dir, args.name)
+    if args.video:
+        from metarl.video import write_videos
+
+        held_out = family.test_tasks
+        tasks = [held_out[i % len(held_out)] for i in range(args.video_tasks)]
+        steps = config.eval_steps if args.steps is None else args.steps
+        paths = write_videos(agent, family, tasks, steps, derive_seed(config.seed, EVAL_SEED_SALT, 1),
+                             run_dir / "videos", args.video_format)
+        print(f"  videos (left: before adaptation, right: after): {', '.join(map(str, paths))}")
     return 0
+
+
+def _add_agent_info(agent: Any, path: Path) -> None:
+    """Add what the agent measured beside its curve (``agent.evaluation_info``, e.g. the scratch baseline's
+    large-budget reference) to the evaluation JSON."""
+    info = getattr(agent, "evaluation_info", None)
+    if info and path.is_file():
+        path.write_text(json.dumps({**json.loads(path.read_text()), **info}, indent=2))
 
 
 def _print_eval(run_dir: Path, name: str = "eval") -> None:
@@ -257,6 +284,11 @@ def _print_eval(run_dir: Path, name: str = "eval") -> None:
         where = "" if supervised else f" ({step['episodes_of_experience']:4d} episodes of experience)"
         print(f"  {step['index']:3d}{where}: {step['mean_return']:10.2f} +- {step['ci95']:.2f}   gain over point 0: "
               f"{step['gain']:+.2f} +- {step['gain_ci95']:.2f}")
+    ceiling = report.get("reference_ceiling")
+    if ceiling:
+        print(f"  reference after {ceiling['budgets']} budgets ({ceiling['env_steps_per_task']} env steps) on the first "
+              f"{ceiling['tasks']} tasks: {ceiling['mean_return']:.2f} +- {ceiling['ci95']:.2f} (last point on them: "
+              f"{ceiling['last_point_on_these_tasks']:.2f})")
     print(f"  written: {run_dir / f'{name}.json'}, {run_dir / f'{name}.png'}")
 
 
@@ -346,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, help="number of held-out tasks (default: the config's eval_tasks)")
     p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps)")
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
+    p.add_argument("--video", action="store_true",
+                   help="also render the policy before (left) and after (right) adaptation: RUN_DIR/videos/task<k>.gif")
+    p.add_argument("--video-tasks", type=int, default=3, metavar="N", help="held-out tasks to render (default 3)")
+    p.add_argument("--video-format", choices=("gif", "mp4"), default="gif",
+                   help="gif (default), or mp4 where imageio's ffmpeg plugin or PyAV is installed")
     p.set_defaults(run=cmd_eval)
     p = sub.add_parser("plot", help="plot the adaptation curves of several evaluated runs on one figure")
     p.add_argument("run_dirs", nargs="+")
@@ -365,7 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a positional list at the first option: key=value overrides placed after an option
+    # (``metarl eval RUN --tasks 300 family_overrides.test_ways=20``) arrive here and join the others.
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as err:

@@ -179,8 +179,9 @@ def test_cli_trains_and_evaluates_omniglot_per_setting(tmp_path, capsys):
     assert main(args) == 0
     report = json.loads((run / "eval.json").read_text())
     assert report["metric"] == "accuracy" and report["num_tasks"] == 20 and 20 <= report["steps"][0]["mean_return"] <= 100
-    assert main(["eval", str(run), "family_overrides.test_ways=20", "--name", "eval_20way"]) == 0
+    assert main(["eval", str(run), "--tasks", "10", "family_overrides.test_ways=20", "--name", "eval_20way"]) == 0
     wide = json.loads((run / "eval_20way.json").read_text())
     assert wide["family_overrides"]["test_ways"] == 20 and "20-way 1-shot" in wide["x_label"]
+    assert wide["num_tasks"] == 10
     assert main(["eval", str(run), "agent_config.lr=3"]) == 2
     assert "accepts only the overrides" in capsys.readouterr().err
