@@ -5,6 +5,9 @@ the negative Euclidean distance to the goal after the move, ``r = -|s' - g|_2``.
 (``Navigation2D-v0``): goals ~ U[-0.5, 0.5]^2, horizon 100, the episode terminates when both
 coordinates are within 0.01 of the goal. The PEARL convention (``Navigation2D-PEARL-v0``, oyster
 ``point_robot.py``): goals ~ U[-1, 1]^2, horizon 20, no early termination.
+
+``render_mode="rgb_array"`` draws the plane with numpy (256 x 256): the goal (green), the point (blue) and
+its path so far, in a square view of half-width 1.5 x the goal range (a point beyond it sits on the border).
 """
 
 from __future__ import annotations
@@ -21,16 +24,21 @@ from .registry import register
 
 
 class Navigation2DEnv(TaskEnv, gym.Env):
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     max_step = 0.1
+    render_size = 256
 
     def __init__(self, family: Navigation2D, task: Task, render_mode: str | None = None):
-        if render_mode is not None:
-            raise ValueError(f"Navigation2D has no render modes, got render_mode={render_mode!r}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"Navigation2D render_mode must be one of {self.metadata['render_modes']} or None, "
+                             f"got {render_mode!r}")
+        self.render_mode = render_mode
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-self.max_step, self.max_step, shape=(2,), dtype=np.float32)
         self.terminate_within = family.terminate_within
+        self.view_extent = family.view_extent
         self._state = np.zeros(2)
+        self._path = [self._state]
         self._init_task(family, task)
 
     def _apply_task(self, task: Task) -> None:
@@ -39,14 +47,47 @@ class Navigation2DEnv(TaskEnv, gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed, options=options)
         self._state = np.zeros(2)
+        self._path = [self._state]
         return self._state.astype(np.float32), {}
 
     def step(self, action: np.ndarray):
         self._state = self._state + np.clip(action, -self.max_step, self.max_step)
+        if self.render_mode is not None:
+            self._path.append(self._state)
         offset = self._state - self.goal
         reward = -float(np.sqrt(offset @ offset))
         terminated = self.terminate_within is not None and bool(np.all(np.abs(offset) < self.terminate_within))
         return self._state.astype(np.float32), reward, terminated, self._time_up(), {"distance": -reward}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("Navigation2D.render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        n = self.render_size
+        image = np.full((n, n, 3), 250, dtype=np.uint8)
+        origin = self._pixel(np.zeros(2))
+        image[origin[1], :] = image[:, origin[0]] = 215  # the axes
+        if self.terminate_within is not None:  # the square around the goal where an episode stops
+            (left, top), (right, bottom) = (self._pixel(self.goal + s * self.terminate_within * np.array([1, -1]))
+                                            for s in (-1, 1))
+            image[top:bottom + 1, left:right + 1] = (200, 235, 200)
+        rows, cols = np.mgrid[0:n, 0:n]
+        x, y = self._pixel(self.goal)
+        image[(cols - x) ** 2 + (rows - y) ** 2 <= 7**2] = (40, 160, 60)
+        path = np.array([self._pixel(p) for p in self._path])
+        for dx in (-1, 0, 1):  # the path so far, as 3 x 3 dots
+            for dy in (-1, 0, 1):
+                image[np.clip(path[:, 1] + dy, 0, n - 1), np.clip(path[:, 0] + dx, 0, n - 1)] = (150, 170, 220)
+        x, y = self._pixel(self._state)
+        image[(cols - x) ** 2 + (rows - y) ** 2 <= 5**2] = (30, 70, 200)
+        return image
+
+    def _pixel(self, point: np.ndarray) -> tuple[int, int]:
+        """(column, row) of a point of the plane; y points up; points outside the view sit on its border."""
+        n, extent = self.render_size, self.view_extent
+        col = int(np.clip(round((point[0] + extent) / (2 * extent) * (n - 1)), 0, n - 1))
+        row = int(np.clip(round((extent - point[1]) / (2 * extent) * (n - 1)), 0, n - 1))
+        return col, row
 
 
 @register("Navigation2D-v0")
@@ -67,6 +108,7 @@ class Navigation2D(TaskFamily):
         if terminate_within is not None and not terminate_within > 0:
             raise ValueError(f"terminate_within must be positive or None, got {terminate_within!r}")
         self.terminate_within = terminate_within
+        self.view_extent = 1.5 * max(abs(low), abs(high))  # half-width of the rendered view
         self._parameters: dict[str, Distribution] = {"goal": Uniform(low, high, shape=(2,))}
 
     def parameters(self) -> dict[str, Distribution]:
