@@ -37,6 +37,9 @@ class MetricsLogger:
             self._jsonl.write(json.dumps(row) + "\n")
         self._jsonl.flush()
         self._rows = kept
+        self._csv_keys: list[str] = []
+        self._csv = None
+        self._rewrite_csv()
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -47,21 +50,28 @@ class MetricsLogger:
         self._jsonl.write(json.dumps(row) + "\n")
         self._jsonl.flush()
         self._rows.append(row)
-        self._write_csv()
-        if self._writer is not None:
+        if all(k in self._csv_keys for k in row):
+            csv.DictWriter(self._csv, fieldnames=self._csv_keys).writerow(row)  # one appended line
+            self._csv.flush()
+        else:  # a new column: the header changes, so the file is written again (rare)
+            self._rewrite_csv()
+        if self._writer is not None:  # TensorBoard flushes on its own timer; the JSONL file is the record
             for key, value in row.items():
                 if key != "iteration" and isinstance(value, int | float):
                     self._writer.add_scalar(key, value, row["iteration"])
-            self._writer.flush()
 
-    def _write_csv(self) -> None:
-        keys = list(dict.fromkeys(k for row in self._rows for k in row))
-        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self._rows)
+    def _rewrite_csv(self) -> None:
+        if self._csv is not None:
+            self._csv.close()
+        self._csv_keys = list(dict.fromkeys(k for row in self._rows for k in row))
+        self._csv = open(self.run_dir / "metrics.csv", "w", newline="")
+        writer = csv.DictWriter(self._csv, fieldnames=self._csv_keys)
+        writer.writeheader()
+        writer.writerows(self._rows)
+        self._csv.flush()
 
     def close(self) -> None:
         self._jsonl.close()
+        self._csv.close()
         if self._writer is not None:
             self._writer.close()
