@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.nets import class_sum
-from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, query_accuracy
+from metarl.supervised import FewShotBatch, FewShotConfig, QueryClassifier
 
 __all__ = ["FullContextEmbedding", "MatchingNet", "MatchingNetConfig", "matching_attention", "matching_log_probs"]
 
@@ -91,7 +91,7 @@ class FullContextEmbedding(nn.Module):
         return g, h.view(b, n_q, d)
 
 
-class MatchingNet(FewShotAgent):
+class MatchingNet(QueryClassifier):
     config: MatchingNetConfig
 
     def build(self) -> nn.Module:
@@ -100,18 +100,10 @@ class MatchingNet(FewShotAgent):
             modules["fce"] = FullContextEmbedding(self.features, self.config.fce_steps)
         return nn.ModuleDict(modules)
 
-    def log_probs(self, batch: FewShotBatch) -> torch.Tensor:
-        """``[B, n_q, ways]``: the log of eq. 1's label distribution of every query."""
+    def logits(self, batch: FewShotBatch) -> torch.Tensor:
+        """``[B, n_q, ways]``: the log of eq. 1's label distribution of every query (normalised already, so the
+        shared cross-entropy is the negative log-likelihood of the true label)."""
         support, query = self.model["embed"](batch.support_x), self.model["embed"](batch.query_x)
         if self.config.fce:
             support, query = self.model["fce"](support, query)
         return matching_log_probs(support, batch.support_y, query, batch.ways, self.config.cosine_scale)
-
-    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        log_probs = self.log_probs(batch)
-        loss = F.nll_loss(log_probs.flatten(0, 1), batch.query_y.flatten())
-        return loss, {"accuracy": float(query_accuracy(log_probs, batch.query_y).mean())}
-
-    @torch.no_grad()
-    def predict(self, batch: FewShotBatch, steps: int) -> list[torch.Tensor]:
-        return [self.log_probs(batch)]

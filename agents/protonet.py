@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metarl.nets import class_sum
-from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, query_accuracy
+from metarl.supervised import FewShotBatch, FewShotConfig, QueryClassifier
 
 __all__ = ["ProtoNet", "ProtoNetConfig", "prototype_logits"]
 
@@ -42,22 +41,10 @@ def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torc
     return scale * F.normalize(query, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(1, 2)
 
 
-class ProtoNet(FewShotAgent):
+class ProtoNet(QueryClassifier):
     config: ProtoNetConfig
-
-    def build(self) -> nn.Module:
-        return self.embedding()
 
     def logits(self, batch: FewShotBatch) -> torch.Tensor:
         c = self.config
         return prototype_logits(self.model(batch.support_x), batch.support_y, self.model(batch.query_x), batch.ways,
                                 c.distance, c.cosine_scale)
-
-    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.logits(batch)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
-        return loss, {"accuracy": float(query_accuracy(logits, batch.query_y).mean())}
-
-    @torch.no_grad()
-    def predict(self, batch: FewShotBatch, steps: int) -> list[torch.Tensor]:
-        return [self.logits(batch)]

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, query_accuracy
+from metarl.supervised import FewShotBatch, FewShotConfig, QueryClassifier
 
 __all__ = ["AttentionBlock", "DenseBlock", "Snail", "SnailConfig", "SnailNet", "TCBlock"]
 
@@ -158,7 +158,7 @@ class SnailNet(nn.Module):
         return torch.cat([prefix, last], dim=1)
 
 
-class Snail(FewShotAgent):
+class Snail(QueryClassifier):
     config: SnailConfig
 
     def build(self) -> nn.Module:
@@ -193,12 +193,3 @@ class Snail(FewShotAgent):
         """``[B, M, N]``: each query's logits at the last step of its sequence."""
         _, query_logits = self.model["snail"](*self.sequences(batch))
         return query_logits
-
-    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.logits(batch)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
-        return loss, {"accuracy": float(query_accuracy(logits, batch.query_y).mean())}
-
-    @torch.no_grad()
-    def predict(self, batch: FewShotBatch, steps: int) -> list[torch.Tensor]:
-        return [self.logits(batch)]

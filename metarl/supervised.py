@@ -24,7 +24,7 @@ from torch import nn
 from metarl.nets import Conv4, mlp
 from metarl.task import Task
 
-__all__ = ["FewShotAgent", "FewShotBatch", "FewShotConfig", "episode_scores", "query_accuracy"]
+__all__ = ["FewShotAgent", "FewShotBatch", "FewShotConfig", "QueryClassifier", "episode_scores", "query_accuracy"]
 
 NETWORKS = ("conv4", "mlp")
 
@@ -185,3 +185,22 @@ class FewShotAgent(ABC):
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
 
+
+class QueryClassifier(FewShotAgent):
+    """A learner that scores every query against the support set in one pass (the metric learners and the
+    black-box sequence learner): ``logits(batch) -> [B, n_query, ways]``, trained by the query cross-entropy."""
+
+    @abstractmethod
+    def logits(self, batch: FewShotBatch) -> torch.Tensor: ...
+
+    def build(self) -> nn.Module:
+        return self.embedding()
+
+    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = self.logits(batch)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+        return loss, {"accuracy": float(query_accuracy(logits, batch.query_y).mean())}
+
+    @torch.no_grad()
+    def predict(self, batch: FewShotBatch, steps: int) -> list[torch.Tensor]:
+        return [self.logits(batch)]
