@@ -43,9 +43,9 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
-from torch import nn
 
 from metarl.evaluation import mean_ci
+from metarl.nets import ACTIVATIONS
 from metarl.sampler import Sampler
 from metarl.task import Task, TaskSource
 from metarl.video import FeedForward, VideoPolicies
@@ -54,7 +54,6 @@ from metarl.wrappers import TaskObservation, task_vector
 __all__ = ["SB3Oracle", "SB3OracleConfig", "SB3Pretrained", "SB3PretrainedConfig", "SB3Scratch", "SB3ScratchConfig"]
 
 ALGORITHMS = ("ppo", "sac")
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 def _seed(*keys: int) -> int:

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.functional import INNER_OPTIMIZERS, Params, call, detach, stack, trajectory
-from metarl.nets import Conv4
 from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, episode_scores
 
 __all__ = ["InnerLoopAgent", "InnerLoopConfig", "InnerProblem", "task_loss"]
@@ -73,13 +72,7 @@ class InnerLoopAgent(FewShotAgent):
 
     def network(self) -> nn.Sequential:
         """``body`` (Conv4 with batch statistics, or the MLP) then ``head`` (linear, ``ways`` or 1 outputs)."""
-        c = self.config
-        if c.network == "conv4":
-            shape = self._example_shape()
-            body: nn.Module = Conv4(shape[0], c.channels, image_size=shape[-1], running_stats=False)
-            self.features = body.out_features
-        else:
-            body = self.embedding()
+        body = self.embedding(running_stats=False)
         self.outputs = 1 if self.metric == "mse" else self.family.ways
         return nn.Sequential(OrderedDict(body=body, head=nn.Linear(self.features, self.outputs)))
 

@@ -15,23 +15,11 @@ import gymnasium as gym
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
-from torch.func import functional_call, vmap
 
-__all__ = ["CategoricalMLPPolicy", "GaussianMLPPolicy", "Policy", "make_policy", "mlp"]
+from metarl.functional import Params, call
+from metarl.nets import mlp
 
-Params = dict[str, torch.Tensor]
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
-
-
-def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
+__all__ = ["CategoricalMLPPolicy", "GaussianMLPPolicy", "Policy", "make_policy"]
 
 
 class Policy(nn.Module):
@@ -43,13 +31,7 @@ class Policy(nn.Module):
 
     def dist(self, obs: torch.Tensor, params: Params | None = None, stacked: bool = False) -> Distribution:
         """The action distribution at ``obs``; ``stacked`` params carry a leading task axis matching ``obs``."""
-        if params is None:
-            out = self(obs)
-        elif stacked:
-            out = vmap(lambda p, o: functional_call(self, p, (o,)))(params, obs)
-        else:
-            out = functional_call(self, params, (obs,))
-        return self.distribution(out)
+        return self.distribution(self(obs) if params is None else call(self, params, obs, stacked))
 
     def distribution(self, out: torch.Tensor | tuple[torch.Tensor, ...]) -> Distribution:
         raise NotImplementedError

@@ -116,15 +116,15 @@ class FewShotAgent(ABC):
     def parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters())
 
-    def embedding(self) -> nn.Module:
+    def embedding(self, running_stats: bool = True) -> nn.Module:
         """The network for the source's examples: conv4 for images, an MLP otherwise (its output size is
-        ``self.features``)."""
+        ``self.features``); ``running_stats=False``: batch norm on the current batch's statistics always."""
         c = self.config
         shape = self._example_shape()
         if c.network == "conv4":
             if len(shape) != 3:
                 raise ValueError(f"network conv4 needs image examples [C, H, W], {self.family.name} has {shape}")
-            net = Conv4(shape[0], c.channels, image_size=shape[-1])
+            net = Conv4(shape[0], c.channels, image_size=shape[-1], running_stats=running_stats)
             self.features = net.out_features
             return net
         sizes = [int(np.prod(shape)), *c.hidden_sizes]
