@@ -33,14 +33,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from metarl.functional import Params, flat, unflatten_like
-from metarl.nets import Conv4, mlp
 from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, episode_scores
 
 __all__ = ["MetaLSTM", "MetaLSTMConfig", "MetaLearnerLSTM", "preprocess"]
@@ -125,23 +123,11 @@ class MetaLSTM(FewShotAgent):
         if self.metric == "accuracy" and getattr(family, "test_ways", self.outputs) != self.outputs:
             raise ValueError(f"the learner's last layer is {self.outputs}-way (the training episodes); test_ways "
                              f"must be the same, got {family.test_ways}")
-        learner = nn.Sequential(self.learner_body(), nn.Linear(self.features, self.outputs))
+        learner = nn.Sequential(self.embedding(running_stats=False), nn.Linear(self.features, self.outputs))
         # c_0 is the learner's own parameters: the module keeps them, the optimiser updates them
         self.template = dict(learner.named_parameters())
         return nn.ModuleDict({"learner": learner,
                               "meta": MetaLearnerLSTM(self.config.hidden_size, self.config.preprocess_p)})
-
-    def learner_body(self) -> nn.Module:
-        """Conv4 normalising with the current batch's statistics (no running averages), or the MLP."""
-        c, shape = self.config, self._example_shape()
-        if c.network == "conv4":
-            if len(shape) != 3:
-                raise ValueError(f"network conv4 needs image examples [C, H, W], {self.family.name} has {shape}")
-            net = Conv4(shape[0], c.channels, image_size=shape[-1], running_stats=False)
-            self.features = net.out_features
-            return net
-        self.features = c.hidden_sizes[-1]
-        return nn.Sequential(nn.Flatten(-len(shape)), mlp([int(np.prod(shape)), *c.hidden_sizes]), nn.ReLU())
 
     # -- the learner, as a function of its flat parameter vector -------------------------------------------
     def learner_params(self, theta: torch.Tensor) -> Params:
