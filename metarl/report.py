@@ -346,22 +346,17 @@ def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html",
     out.mkdir(parents=True, exist_ok=True)
 
     figures: list[tuple[str, str, Path]] = []  # (section, title, file)
-    adaptive: dict[tuple[str, str], list[Method]] = {}
-    for m in methods:
-        if m.adaptation is not None:
-            adaptive.setdefault((m.adaptation["family"], m.adaptation["metric"]), []).append(m)
-    for (family, metric), group in adaptive.items():
-        path = out / f"adaptation_{_safe(family)}{'' if metric == 'return' else '_' + _safe(metric)}.png"
-        _plot_adaptation(group, path, family)
-        figures.append(("adaptation", family, path))
-    learners: dict[tuple[str, str], list[Method]] = {}
-    for m in methods:
-        if m.learning is not None:
-            learners.setdefault((m.learning["family"], m.learning["key"]), []).append(m)
-    for (family, key), group in learners.items():
-        path = out / f"learning_{_safe(family)}{'' if key in ('return_post', 'accuracy') else '_' + _safe(key)}.png"
-        _plot_learning(group, path, family)
-        figures.append(("learning", family, path))
+    for section, key, plain, plot in (("adaptation", "metric", ("return",), _plot_adaptation),
+                                      ("learning", "key", ("return_post", "accuracy"), _plot_learning)):
+        groups: dict[tuple[str, str], list[Method]] = {}  # one figure per family (and metric)
+        for m in methods:
+            data = getattr(m, section)
+            if data is not None:
+                groups.setdefault((data["family"], data[key]), []).append(m)
+        for (family, name), group in groups.items():
+            path = out / f"{section}_{_safe(family)}{'' if name in plain else '_' + _safe(name)}.png"
+            plot(group, path, family)
+            figures.append((section, family, path))
 
     summary = {"command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                "bootstrap": {"reps": REPS, "confidence": CONFIDENCE, "seed": BOOTSTRAP_SEED},

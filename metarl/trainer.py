@@ -91,7 +91,9 @@ class Trainer:
         c = self.config
         held_out, count = self.family.test_tasks, num_tasks or c.eval_tasks
         # A family with fewer held-out tasks than asked (HalfCheetahDir has two) is cycled through, each
-        # repetition sampled afresh, so the confidence interval still rests on ``count`` evaluations.
+        # repetition sampled afresh, so the confidence interval still rests on ``count`` evaluations. (Few-shot
+        # episodes are fixed data: a repetition scores the same episode again, so ask for at most
+        # ``num_test_tasks``.)
         tasks = [held_out[i % len(held_out)] for i in range(count)] if len(held_out) < count else held_out[:count]
         steps = c.eval_steps if steps is None else steps
         t0 = time.perf_counter()
