@@ -69,8 +69,8 @@ def trpo_step(theta: Params, objective: Callable[[Params, bool], tuple[torch.Ten
         return flat(torch.autograd.grad(kl_grads @ v, leaves, retain_graph=True)) + c.cg_damping * v
 
     direction = conjugate_gradient(hvp, -grads, c.cg_iters)
-    shs = 0.5 * direction @ hvp(direction)
-    full_step = direction * torch.sqrt(2 * c.max_kl / shs.clamp_min(1e-12)) if shs > 0 else direction * 0
+    xhx = direction @ hvp(direction)
+    full_step = direction * torch.sqrt(2 * c.max_kl / xhx) if xhx > 0 else direction * 0
 
     old = flat([t.detach() for t in leaves])
     loss_before = loss.item()

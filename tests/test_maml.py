@@ -10,7 +10,7 @@ from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
 import metarl
 from metarl.functional import flat, unflatten_like
 from metarl.meta_rl import MetaBatch
-from metarl.trpo import conjugate_gradient
+from metarl.trpo import TRPOConfig, conjugate_gradient, trpo_step
 
 
 def _double(batch: MetaBatch) -> MetaBatch:
@@ -103,6 +103,20 @@ def test_conjugate_gradient_solves_a_spd_system():
     b = torch.tensor(rng.normal(size=6))
     x = conjugate_gradient(lambda v: h @ v, b, iters=20)
     torch.testing.assert_close(h @ x, b)
+
+
+def test_trpo_full_step_lands_on_the_kl_boundary_of_a_quadratic_kl():
+    # A unit-variance Gaussian mean: KL(old || new) = |mu - mu_old|^2 / 2 exactly, so the first candidate,
+    # sqrt(2 max_kl / x^T H x) x, has KL = max_kl and is accepted at once.
+    mu = torch.zeros(3, requires_grad=True)
+    g = torch.tensor([1.0, -2.0, 0.5])
+
+    def objective(params, line_search):
+        return params["mu"] @ g, 0.5 * (params["mu"] ** 2).sum()
+
+    metrics = trpo_step({"mu": mu}, objective, TRPOConfig(max_kl=0.01, cg_damping=0.0))
+    assert metrics["line_search_steps"] == 1 and metrics["kl"] == pytest.approx(0.01, rel=1e-5)
+    assert torch.allclose(mu.detach(), -g / g.norm() * (2 * 0.01) ** 0.5, atol=1e-6)
 
 
 def test_trpo_step_respects_the_kl_bound_and_improves_the_surrogate():
