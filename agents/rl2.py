@@ -6,8 +6,13 @@ between trials (section 2.2): the hidden state is the fast learner. The slow lea
 expected total discounted reward of a whole trial, treated as one episode of the meta-MDP (eq. 1 of the
 paper's setting), on whole-trial sequences with GAE: by PPO (Schulman et al. 2017, eq. 7), as garage and
 Meta-World's baselines do, or (``outer: trpo``) by the paper's TRPO (Schulman et al. 2015), the trust-region
-step of ``metarl.trpo`` on the policy's parameters with the value head fitted by Adam on the fixed recurrent
-features, so that the value fit cannot move the policy out of the trust region.
+step of ``metarl.trpo`` on the policy's parameters, with the value function fitted by Adam afterwards.
+
+The value function is the policy's value head on the shared recurrent features (``critic: shared``, as in
+PPO implementations of RL^2), or a recurrent critic of its own (``critic: separate``). TRPO needs the separate
+critic: a value head fitted on features that only the policy gradient shapes learns whatever those features
+carry, and GAE's bias from that value then feeds back into the features. On bandits it drove the policy to
+one arm at random-level return after it had learned to explore.
 
 Trial returns reach tens to hundreds, so the value head learns normalised targets: running mean and standard
 deviation of the returns, with the head's weights rescaled whenever they change so that its outputs in
@@ -23,18 +28,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.recurrent import RecurrentActor, RecurrentPolicy
+from metarl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
 from metarl.returns import gae
 from metarl.sampler import Sampler
 from metarl.task import Task, TaskSource
 from metarl.trpo import TRPOConfig, trpo_step
 
 OUTER_LOOPS = ("ppo", "trpo")
+CRITICS = ("shared", "separate")
 
 
 @dataclass
 class RL2Config(TRPOConfig):
     outer: str = "ppo"  # "ppo" or "trpo" (the trust-region fields apply to "trpo")
+    critic: str = ""  # "shared" (value head on the policy's recurrent cell) or "separate"; default by outer
     meta_batch_size: int = 20  # tasks per meta-iteration
     trials_per_task: int = 1  # trials (hidden-state lifetimes) per task and iteration
     episodes_per_trial: int = 2  # K
@@ -60,6 +67,12 @@ class RL2Config(TRPOConfig):
                 raise ValueError(f"config field {name}={getattr(self, name)!r} is out of range")
         if self.outer not in OUTER_LOOPS:
             raise ValueError(f"outer must be one of {OUTER_LOOPS}, got {self.outer!r}")
+        self.critic = self.critic or ("separate" if self.outer == "trpo" else "shared")
+        if self.critic not in CRITICS:
+            raise ValueError(f"critic must be one of {CRITICS}, got {self.critic!r}")
+        if self.outer == "trpo" and self.critic == "shared":
+            raise ValueError("outer: trpo needs critic: separate (the trust-region step cannot also fit a value "
+                             "head on the recurrent features it moves)")
         if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
             raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in (0, 1] and [0, 1]")
 
@@ -71,7 +84,7 @@ class Trials:
     inputs: torch.Tensor  # [n, L, in]: what the network read at each step
     actions: torch.Tensor  # [n, L, ...]
     log_probs: torch.Tensor  # [n, L], recorded while sampling
-    values: torch.Tensor  # [n, L], recorded while sampling
+    values: torch.Tensor  # [n, L], the shared value head's, recorded while sampling
     rewards: torch.Tensor  # [n, L]
     mask: torch.Tensor  # [n, L]
     episode_returns: torch.Tensor  # [K, tasks, trials]
@@ -91,8 +104,12 @@ class RL2:
         self.policy = RecurrentPolicy(probe.observation_space, probe.action_space, config.hidden_size,
                                       config.cell, config.init_std)
         probe.close()
+        self.critic = None
+        trained = list(self.policy.parameters()) if config.outer == "ppo" else []
+        if config.critic == "separate":
+            self.critic = RecurrentCritic(self.policy.input_size, config.hidden_size, config.cell)
+            trained += list(self.critic.parameters())
         self.sampler = Sampler(family, config.trials_per_task)
-        trained = self.policy.parameters() if config.outer == "ppo" else self.policy.value.parameters()
         self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
         self.return_stats = torch.tensor([0.0, 1.0, 0.0])  # running mean, std and count of value targets
 
@@ -106,7 +123,7 @@ class RL2:
         var = (count * (std**2 if count else 0.0) + n * batch_var + (batch_mean - mean) ** 2 * count * n / total) / total
         new_std = max(var**0.5, 1e-4)
         with torch.no_grad():
-            head = self.policy.value
+            head = self.policy.value if self.critic is None else self.critic.value
             head.weight.mul_(std / new_std)
             head.bias.mul_(std).add_(mean - new_mean).div_(new_std)
         self.return_stats = torch.tensor([new_mean, new_std, total])
@@ -144,7 +161,12 @@ class RL2:
         c = self.config
         mask = trials.mask
         mean, std, _ = self.return_stats.tolist()
-        values = trials.values * std + mean  # the head predicts normalised returns
+        if self.critic is None:
+            values = trials.values
+        else:
+            with torch.no_grad():
+                values = self.critic(trials.inputs)
+        values = values * std + mean  # the value function predicts normalised returns
         last = torch.zeros(mask.shape[0])  # a trial ends the meta-episode
         adv = gae(trials.rewards, values, mask, last, c.gamma, c.gae_lambda)
         returns = (adv + values) * mask
@@ -164,6 +186,8 @@ class RL2:
             for mb in perm.chunk(min(c.minibatches, n)):
                 m = mask[mb]
                 dist, values, _ = self.policy.unroll(trials.inputs[mb], self.policy.initial_state(len(mb)))
+                if self.critic is not None:
+                    values = self.critic(trials.inputs[mb])
                 logp = dist.log_prob(trials.actions[mb])
                 ratio = torch.exp(logp - trials.log_probs[mb])
                 a = adv[mb]
@@ -174,12 +198,12 @@ class RL2:
                 entropy = (dist.entropy() * m).sum() / count
                 if c.outer == "ppo":
                     loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
-                else:  # the policy took its trust-region step: fit the value head
+                else:  # the policy took its trust-region step: fit the critic
                     loss = c.value_coef * value_loss
-                self.policy.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.max_grad_norm)
-                self.optimizer.step()  # with TRPO it holds the value head only
+                self.optimizer.step()  # with TRPO it holds the critic only
                 stats["policy_loss"].append(policy_loss.item())
                 stats["value_loss"].append(value_loss.item())
                 stats["entropy"].append(entropy.item())
@@ -198,7 +222,8 @@ class RL2:
             dist, _, _ = torch.func.functional_call(self.policy, params, (trials.inputs, state))
             ratio = torch.exp(dist.log_prob(trials.actions) - trials.log_probs)
             kl = torch.distributions.kl_divergence(old, dist)
-            return -(ratio * adv * mask).sum() / count, (kl * mask).sum() / count
+            surrogate = ((ratio * adv + self.config.entropy_coef * dist.entropy()) * mask).sum() / count
+            return -surrogate, (kl * mask).sum() / count
 
         return trpo_step(theta, objective, self.config)
 
@@ -224,10 +249,15 @@ class RL2:
         return "episode of the trial", list(range(points))
 
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "return_stats": self.return_stats.clone()}
+        state = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "return_stats": self.return_stats.clone()}
+        if self.critic is not None:
+            state["critic"] = self.critic.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.return_stats = state["return_stats"].clone()

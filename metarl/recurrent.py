@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-__all__ = ["RecurrentActor", "RecurrentPolicy"]
+__all__ = ["RecurrentActor", "RecurrentCritic", "RecurrentPolicy"]
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -84,6 +84,19 @@ class RecurrentPolicy(nn.Module):
             return torch.multinomial(probs, 1, generator=generator).reshape(dist.probs.shape[:-1])
         base = dist.base_dist
         return base.loc + base.scale * torch.randn(base.loc.shape, generator=generator)
+
+
+class RecurrentCritic(nn.Module):
+    """A value network with its own recurrent cell, reading the policy's inputs from a zero state."""
+
+    def __init__(self, input_size: int, hidden_size: int, cell: str = "gru"):
+        super().__init__()
+        self.rnn = CELLS[cell](input_size, hidden_size, batch_first=True)
+        self.value = nn.Linear(hidden_size, 1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Values ``[n, L]`` of ``inputs [n, L, in]``."""
+        return self.value(self.rnn(inputs)[0]).squeeze(-1)
 
 
 class RecurrentActor:

@@ -5,8 +5,8 @@ shared by MAML-TRPO and RL²'s TRPO outer loop.
 
 The step direction solves ``H x = -g`` by conjugate gradient on Hessian-vector products of the mean KL
 (``H`` its Hessian at the current parameters, ``g`` the gradient of ``L``); it is scaled to the KL boundary,
-``sqrt(2 max_kl / x^T H x) x``, and shrunk by backtracking until the KL bound holds and the loss improves;
-if no candidate does, the parameters stay as they were.
+``sqrt(2 max_kl / x^T H x) x``, and shrunk by backtracking until the parameters are finite, the KL bound holds
+and the loss improves; if no candidate does, the parameters stay as they were.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def trpo_step(theta: Params, objective: Callable[[Params, bool], tuple[torch.Ten
         candidate = unflatten_like(old + c.ls_backtrack_ratio**i * full_step, theta)
         with torch.enable_grad():
             new_loss, new_kl = objective(candidate, True)
-        if new_kl.item() <= c.max_kl and new_loss.item() < loss_before:
+        finite = all(torch.isfinite(t).all() for t in candidate.values())
+        if finite and new_kl.item() <= c.max_kl and new_loss.item() < loss_before:
             accepted, kl_after, loss_after = True, new_kl.item(), new_loss.item()
             break
     if accepted:

@@ -63,10 +63,12 @@ def test_rl2_learns_to_prefer_the_better_arm_on_a_tiny_bandit():
     assert after > before + 0.5  # random play earns 5 of 10 on average; learning moves it up
 
 
-def test_rl2_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("outer", ["ppo", "trpo"])  # trpo: the separate critic is checkpointed too
+def test_rl2_resume_reproduces_the_uninterrupted_run(tmp_path, outer):
     config = {
         "family": "Bandit-v0", "family_overrides": {"arms": 3, "horizon": 5}, "agent": "rl2",
-        "agent_config": {"meta_batch_size": 4, "trials_per_task": 2, "episodes_per_trial": 2, "hidden_size": 8},
+        "agent_config": {"meta_batch_size": 4, "trials_per_task": 2, "episodes_per_trial": 2, "hidden_size": 8,
+                         "outer": outer},
         "seed": 1, "iterations": 2, "checkpoint_every": 2, "evaluate": False,
     }
     path = tmp_path / "c.yaml"
@@ -106,17 +108,22 @@ def test_reference_strategies_rank_as_expected():
     assert np.isfinite(out["random"]).all()
 
 
-def test_value_normalisation_preserves_the_heads_outputs_and_tracks_the_returns():
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_value_normalisation_preserves_the_heads_outputs_and_tracks_the_returns(critic):
     family = metarl.envs.make("Bandit-v0", arms=3, horizon=5)
-    agent = RL2(family, RL2Config(meta_batch_size=2, hidden_size=8), seed=0)
+    agent = RL2(family, RL2Config(meta_batch_size=2, hidden_size=8, critic=critic), seed=0)
     x = torch.randn(4, 6, agent.policy.input_size)
-    _, before, _ = agent.policy.unroll(x, agent.policy.initial_state(4))
+
+    def values() -> torch.Tensor:
+        return agent.policy.unroll(x, agent.policy.initial_state(4))[1] if agent.critic is None else agent.critic(x)
+
+    before = values()
     old_mean, old_std, _ = agent.return_stats.tolist()
     returns = torch.tensor([10.0, 20.0, 30.0, 40.0])
     agent._update_return_stats(returns)
     mean, std, count = agent.return_stats.tolist()
     assert (mean, count) == (25.0, 4.0) and std == pytest.approx(returns.std(unbiased=False).item())
-    _, after, _ = agent.policy.unroll(x, agent.policy.initial_state(4))
+    after = values()
     torch.testing.assert_close(after * std + mean, before * old_std + old_mean)  # same values in return units
     agent._update_return_stats(torch.tensor([50.0, 60.0]))
     mean, std, count = agent.return_stats.tolist()
@@ -141,7 +148,7 @@ def test_rl2_trpo_step_keeps_the_kl_bound_and_improves_the_surrogate():
                        max_kl=0.01)
     agent = RL2(family, config, seed=0)
     trials = agent.collect(family.sample_tasks(16, seed=0), seed=0)
-    value_before = agent.policy.value.weight.detach().clone()
+    critic_before = agent.critic.value.weight.detach().clone()
     state = agent.policy.initial_state(trials.mask.shape[0])
     with torch.no_grad():
         old, _, _ = agent.policy.unroll(trials.inputs, state)
@@ -153,9 +160,14 @@ def test_rl2_trpo_step_keeps_the_kl_bound_and_improves_the_surrogate():
     assert metrics["line_search_accepted"] == 1.0
     assert 0 < kl.item() <= config.max_kl * 1.0001 and abs(kl.item() - metrics["kl"]) < 1e-5
     assert metrics["loss_after"] < metrics["loss_before"]
-    assert not torch.equal(value_before, agent.policy.value.weight)  # the value head is fitted afterwards
+    assert not torch.equal(critic_before, agent.critic.value.weight)  # the critic is fitted afterwards
     with pytest.raises(ValueError, match="outer"):
         RL2Config(outer="sgd")
+    assert config.critic == "separate" and RL2Config().critic == "shared"
+    with pytest.raises(ValueError, match="critic: separate"):
+        RL2Config(outer="trpo", critic="shared")
+    with pytest.raises(ValueError, match="critic must be one of"):
+        RL2Config(critic="own")
 
 
 def test_rl2_trpo_learns_to_prefer_the_better_arm_on_a_tiny_bandit():
