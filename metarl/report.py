@@ -1,6 +1,7 @@
 """Reports over several runs and seeds (``metarl report``): one HTML or Markdown page with figures and tables.
 
-Runs whose ``config.yaml`` differ only in ``seed`` are one *method*, labelled by the run directory's name
+Runs whose ``config.yaml`` differ only in ``seed`` (once the agent's current defaults fill in fields a run saved by an
+earlier version lacks) are one *method*, labelled by the run directory's name
 without a trailing ``-seed<k>``. For each method the report shows
 
 * the adaptation curve on held-out tasks, read from each seed's ``eval.json`` (``per_task_returns``): at each
@@ -17,6 +18,7 @@ around, while the Markdown page links them. ``summary.json`` holds every number 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import re
@@ -28,11 +30,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from metarl.config import ConfigError, build_dataclass
 from metarl.evaluation import curve_axis, metric_name
 from metarl.logger import read_metrics
 from metarl.statistics import aggregate
 
-__all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_label"]
+__all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_label", "with_agent_defaults"]
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 LEARNING_KEYS = ("return_post", "accuracy", "mse", "loss")  # the first one every run of a method logs
@@ -73,11 +76,26 @@ def method_label(run_dir: str | Path) -> str:
     return SEED_SUFFIX.sub("", Path(run_dir).resolve().name)
 
 
+def with_agent_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with every field of its agent's config dataclass present, so that a run saved before a field
+    existed compares equal to one saved after with that field at its default. Unknown agents or fields that no
+    longer validate leave the config as saved."""
+    from metarl.agents import AGENTS
+
+    if config.get("agent") not in AGENTS:
+        return config
+    try:
+        agent_config = build_dataclass(AGENTS[config["agent"]][1], config.get("agent_config") or {}, "agent_config")
+    except (ConfigError, TypeError):
+        return config
+    return {**config, "agent_config": dataclasses.asdict(agent_config)}
+
+
 def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a run directory (no config.yaml)")
-    config = yaml.safe_load((path / "config.yaml").read_text())
+    config = with_agent_defaults(yaml.safe_load((path / "config.yaml").read_text()))
     evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
     metrics = read_metrics(path)
     return Run(path, config, evaluation, metrics)
@@ -136,8 +154,15 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
                              seed=BOOTSTRAP_SEED)
             row["gain_mean"], row["gain_mean_ci"] = gain["mean"], gain["mean_ci"]
         rows.append(row)
-    return {"x_label": first["x_label"], "metric": first.get("metric", "return"), "family": method.config["family"],
-            "seeds": [run.seed for run in evaluated], "num_tasks": tasks, "points": rows}
+    result = {"x_label": first["x_label"], "metric": first.get("metric", "return"), "family": method.config["family"],
+              "seeds": [run.seed for run in evaluated], "num_tasks": tasks, "points": rows}
+    ceilings = [r["reference_ceiling"] for r in reports if "reference_ceiling" in r]
+    if ceilings:  # a from-scratch baseline trained on with a large budget (sb3_scratch's ceiling_budgets)
+        per_seed = [float(c["mean_return"]) for c in ceilings]
+        result["ceiling"] = {"mean": float(np.mean(per_seed)), "per_seed": per_seed,
+                             "budgets": int(ceilings[0]["budgets"]), "tasks": int(ceilings[0]["tasks"]),
+                             "env_steps_per_task": int(ceilings[0]["env_steps_per_task"])}
+    return result
 
 
 def _learning(method: Method) -> dict[str, Any] | None:
@@ -174,7 +199,7 @@ def _plot_adaptation(methods: list[Method], path: Path, title: str) -> None:
 
     x_key, x_label = curve_axis([m.adaptation for m in methods])
     metric = metric_name(methods[0].adaptation["metric"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 3.8), dpi=110, sharey=True)
     for ax, stat, name in ((axes[0], "iqm", "IQM"), (axes[1], "mean", "mean")):
         for i, method in enumerate(methods):
             points = method.adaptation["points"]
@@ -188,14 +213,24 @@ def _plot_adaptation(methods: list[Method], path: Path, title: str) -> None:
                 ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
                 if len(points) == 1:
                     ax.errorbar(x, y, yerr=[y - low, high - y], color=color, capsize=4)
+            if "ceiling" in method.adaptation:
+                c = method.adaptation["ceiling"]
+                ax.axhline(c["mean"], color=color, linestyle="--", linewidth=1,
+                           label=f"{method.label}: {c['budgets']} budgets ({_count(c['env_steps_per_task'])} steps)")
         ax.set_xlabel(x_label)
         ax.set_title(f"{name} over seeds x tasks")
         ax.grid(alpha=0.3)
         if x_key == "index":
             ax.set_xticks(range(max(len(m.adaptation["points"]) for m in methods)))
+        positive = [p[x_key] for m in methods for p in m.adaptation["points"] if p[x_key] > 0]
+        if x_key != "index" and positive and max(positive) >= 10 * min(positive):  # 1 episode beside 60
+            ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+            ticks = sorted({0, *positive})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.set_xlim(-0.2, max(positive) * 1.15)
     bands = any(len(m.adaptation["seeds"]) > 1 for m in methods)
     axes[0].set_ylabel(f"{metric} (95% stratified-bootstrap CI)" if bands else metric)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{title}: held-out tasks")
     fig.tight_layout()
     fig.savefig(path)
@@ -301,6 +336,12 @@ def _curve_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
         for p in m.adaptation["points"]:
             rows.append([m.label, str(p["index"]), str(p["episodes_of_experience"]), _ci(p, "iqm", runs),
                          _ci(p, "mean", runs), f"{p['runs']} x {p['tasks']}"])
+        if "ceiling" in m.adaptation:
+            c = m.adaptation["ceiling"]
+            rows.append([m.label, f"ceiling: {c['budgets']} budgets",
+                         f"{_count(c['env_steps_per_task'])} env steps", "—",
+                         f"{_spread(c['per_seed'], _num)} (first {c['tasks']} tasks)",
+                         f"{len(c['per_seed'])} x {c['tasks']}"])
     return header, rows
 
 
@@ -323,7 +364,9 @@ EXPLANATION = (
     "middle 50% of all scores) and the mean are shown with 95% stratified-bootstrap percentile intervals "
     f"({REPS} resamples, seeds drawn with replacement within each task; Agarwal et al. 2021), which measure how "
     "much the number would move with new seeds on the same tasks. A method with one seed has no such interval. "
-    "The gain is the paired improvement of the last point over point 0. Learning curves show the mean over "
+    "The gain is the paired improvement of the last point over point 0. A from-scratch baseline trained on "
+    "with a large budget shows that ceiling as a dashed line (mean over seeds, on the first held-out tasks). "
+    "Learning curves show the mean over "
     "seeds and the band between the lowest and the highest seed; wall-clock and env steps are per seed, mean "
     "(min to max).")
 

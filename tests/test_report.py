@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metarl.cli import main
-from metarl.report import Run, group_runs, method_label
+from metarl.report import Run, group_runs, load_run, method_label
 from metarl.statistics import aggregate
 
 torch.set_num_threads(1)
@@ -97,3 +97,40 @@ def test_report_refuses_what_is_not_a_run_and_duplicate_seeds(tmp_path, capsys):
     c = Run(tmp_path / "a-seed1", {**config, "agent": "rl2", "seed": 1}, None, [])
     labels = [m.label for m in group_runs([a, c])]
     assert labels == ["a", "a (2)"]  # different configs under one name are told apart
+
+
+def test_a_run_saved_before_a_field_existed_groups_with_runs_that_save_it_at_its_default(runs, tmp_path):
+    import shutil
+
+    import yaml
+
+    old = tmp_path / "tiny-seed2"
+    shutil.copytree(runs / "tiny-seed1", old)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    config["seed"] = 2
+    del config["agent_config"]["max_kl"]  # as if saved before the field existed; its default is what seed 1 saved
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    assert load_run(old).config["agent_config"]["max_kl"] == load_run(runs / "tiny-seed1").config["agent_config"]["max_kl"]
+    methods = group_runs([load_run(runs / "tiny-seed0"), load_run(runs / "tiny-seed1"), load_run(old)])
+    assert [(m.label, m.seeds) for m in methods] == [("tiny", [0, 1, 2])]
+    config["agent_config"]["max_kl"] = 0.5  # a value other than the default is a different method
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    assert len(group_runs([load_run(runs / "tiny-seed0"), load_run(old)])) == 2
+
+
+def test_a_large_budget_ceiling_is_reported_as_the_mean_over_seeds(runs, tmp_path):
+    import shutil
+
+    for seed, value in ((0, -8.0), (1, -6.0)):
+        run = tmp_path / f"scratch-seed{seed}"
+        shutil.copytree(runs / f"tiny-seed{seed}", run)
+        report = json.loads((run / "eval.json").read_text())
+        report["reference_ceiling"] = {"budgets": 50, "tasks": 5, "env_steps_per_task": 100000, "mean_return": value}
+        (run / "eval.json").write_text(json.dumps(report))
+    page = main(["report", str(tmp_path / "scratch-seed0"), str(tmp_path / "scratch-seed1"),
+                 "--out", str(tmp_path / "r"), "--format", "md"])
+    assert page == 0
+    ceiling = json.loads((tmp_path / "r" / "summary.json").read_text())["methods"][0]["adaptation"]["ceiling"]
+    assert ceiling["mean"] == pytest.approx(-7.0) and ceiling["per_seed"] == [-8.0, -6.0]
+    assert "| scratch | ceiling: 50 budgets | 100k env steps | — | -7.00 (-8.00 to -6.00) (first 5 tasks) | 2 x 5 |" in \
+        (tmp_path / "r" / "report.md").read_text()
