@@ -2,11 +2,13 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from metarl.cli import main
 from metarl.report import Run, group_runs, load_run, method_label
@@ -100,10 +102,6 @@ def test_report_refuses_what_is_not_a_run_and_duplicate_seeds(tmp_path, capsys):
 
 
 def test_a_run_saved_before_a_field_existed_groups_with_runs_that_save_it_at_its_default(runs, tmp_path):
-    import shutil
-
-    import yaml
-
     old = tmp_path / "tiny-seed2"
     shutil.copytree(runs / "tiny-seed1", old)
     config = yaml.safe_load((old / "config.yaml").read_text())
@@ -119,17 +117,14 @@ def test_a_run_saved_before_a_field_existed_groups_with_runs_that_save_it_at_its
 
 
 def test_a_large_budget_ceiling_is_reported_as_the_mean_over_seeds(runs, tmp_path):
-    import shutil
-
     for seed, value in ((0, -8.0), (1, -6.0)):
         run = tmp_path / f"scratch-seed{seed}"
         shutil.copytree(runs / f"tiny-seed{seed}", run)
         report = json.loads((run / "eval.json").read_text())
         report["reference_ceiling"] = {"budgets": 50, "tasks": 5, "env_steps_per_task": 100000, "mean_return": value}
         (run / "eval.json").write_text(json.dumps(report))
-    page = main(["report", str(tmp_path / "scratch-seed0"), str(tmp_path / "scratch-seed1"),
-                 "--out", str(tmp_path / "r"), "--format", "md"])
-    assert page == 0
+    assert main(["report", str(tmp_path / "scratch-seed0"), str(tmp_path / "scratch-seed1"),
+                 "--out", str(tmp_path / "r"), "--format", "md"]) == 0
     ceiling = json.loads((tmp_path / "r" / "summary.json").read_text())["methods"][0]["adaptation"]["ceiling"]
     assert ceiling["mean"] == pytest.approx(-7.0) and ceiling["per_seed"] == [-8.0, -6.0]
     assert "| scratch | ceiling: 50 budgets | 100k env steps | — | -7.00 (-8.00 to -6.00) (first 5 tasks) | 2 x 5 |" in \
