@@ -86,7 +86,7 @@ def with_agent_defaults(config: dict[str, Any]) -> dict[str, Any]:
         return config
     try:
         agent_config = build_dataclass(AGENTS[config["agent"]][1], config.get("agent_config") or {}, "agent_config")
-    except (ConfigError, TypeError):
+    except ConfigError:  # build_dataclass reports every invalid field as one
         return config
     return {**config, "agent_config": dataclasses.asdict(agent_config)}
 
