@@ -12,7 +12,10 @@ The value function is the policy's value head on the shared recurrent features (
 PPO implementations of RL^2), or a recurrent critic of its own (``critic: separate``). TRPO needs the separate
 critic: a value head fitted on features that only the policy gradient shapes learns whatever those features
 carry, and GAE's bias from that value then feeds back into the features. On bandits it drove the policy to
-one arm at random-level return after it had learned to explore.
+one arm at random-level return after it had learned to explore. With PPO the separate critic can be worth its
+cost (about 1.5x the time per iteration) on long trials too: on HalfCheetahVel (2 episodes of 100 steps) the
+second episode stayed worse than the first with the shared head, and is better with a critic of its own
+(``experiments/rl2_halfcheetah_vel.yaml``).
 
 Trial returns reach tens to hundreds, so the value head learns normalised targets: running mean and standard
 deviation of the returns, with the head's weights rescaled whenever they change so that its outputs in
