@@ -1,27 +1,35 @@
 """Locomotion task families on gymnasium's MuJoCo robots (HalfCheetah-v5, Ant-v5, Humanoid-v5).
 
-Each environment is the gymnasium robot (same model, observation, reset and costs) with the forward
-reward replaced by the task's term. With ``p`` the tracked planar position (HalfCheetah: root x;
-Ant: torso xy; Humanoid: centre of mass xy) and ``v = (p_after - p_before) / dt``:
+Each environment is the gymnasium robot (same model, observation, reset and cost terms) with the forward
+reward replaced by the task's term and the constants of the reference implementation each family names.
+With ``p`` the tracked planar position (HalfCheetah: root x; Ant: torso xy; Humanoid: centre of mass xy),
+``v = (p_after - p_before) / dt``, ``a`` the control and ``F`` the external contact forces ``cfrc_ext``:
 
-=================  ==========================  ==============================================
-family             task parameter              reward per step
-=================  ==========================  ==============================================
-HalfCheetahVel     velocity v* ~ U[low, high]  -|v_x - v*| - 0.05 |a|^2
-HalfCheetahDir     direction d in {-1, +1}     d v_x - 0.05 |a|^2
-AntVel             velocity v* ~ U[0, 3]       -|v_x - v*| + survive - ctrl - contact
-AntDir             direction d in {-1, +1}     d v_x + survive - ctrl - contact
-AntDir2D           angle t ~ U[0, 2 pi]        (cos t, sin t) . v + survive - ctrl - contact
-AntGoal            goal g uniform in disk r=3  -|p - g|_1 + survive - ctrl - contact
-HumanoidDir        angle t ~ U[0, 2 pi]        1.25 (cos t, sin t) . v + alive - ctrl - contact
-=================  ==========================  ==============================================
+==============  ===========================  ====================================================  ===========
+family          task parameter               reward per step                                       terminates
+==============  ===========================  ====================================================  ===========
+HalfCheetahVel  velocity v* ~ U[0, 2]        -|v_x - v*| - 0.05 |a|^2                              never
+HalfCheetahDir  direction d in {-1, +1}      d v_x - 0.05 |a|^2                                    never
+AntVel          velocity v* ~ U[0, 3]        -|v_x - v*| + 1.05 - 0.005 |a|^2 - 5e-4 |clip(F)|^2  z < 0.2, z > 1
+AntDir          direction d in {-1, +1}      d v_x + 1 - 0.5 |a|^2 - 5e-4 |clip(F)|^2             z < 0, z > 1
+AntDir2D        angle t ~ U[0, 2 pi]         (cos t, sin t) . v + 1 - 0.5 |a|^2 - 5e-4 |clip(F)|^2  z < 0, z > 1
+AntGoal         goal g uniform in disk r=3   -|p - g|_1 - 0.1 |a|^2 - 5e-4 |clip(F)|^2            never
+HumanoidDir     angle t ~ U[0, 2 pi]         1.25 (cos t, sin t) . v + 5 - 0.1 |a|^2               z < 1, z > 2
+                                             - min(5e-7 |F|^2, 10)
+==============  ===========================  ====================================================  ===========
 
-Survive, ctrl and contact terms and termination are gymnasium v5's (Ant: 1.0, 0.5|a|^2,
-5e-4|clip(cfrc_ext)|^2, which equal ProMP's; Humanoid: 5.0, 0.1|a|^2, 5e-7|cfrc_ext|^2 capped at 10,
-which equal PEARL's humanoid-dir). Deviations from the mujoco-py originals: gymnasium v5 observations
-(HalfCheetah 17-d without the torso COM of MAML's 20-d version; Ant 105-d with contact forces), and
-AntGoal does not terminate on an unhealthy state (as ProMP and PEARL). Pass ``env_kwargs`` to change
-any gymnasium constructor argument (e.g. ``{"terminate_when_unhealthy": False}``).
+``clip(F)`` clips each force component to [-1, 1]; ``z`` is the torso height (termination also on a
+non-finite state for Ant). The survive term (1.05, 1 or 5) is paid on every step, the terminating one
+included, as in every reference (gymnasium v5 pays it only while healthy). Each family's docstring names
+its reference file. Where we differ from those mujoco-py originals: observations are gymnasium v5's
+(HalfCheetah 17-d without the torso position of pytorch-maml-rl's 20-d; Ant 105-d, AntGoal 107-d with the
+torso xy as the references keep it; Humanoid v5's), and we simulate MuJoCo 3 where they ran MuJoCo 1.5.
+
+``action_scale=s`` makes the policy act in ``[-s, s]``, mapped linearly onto the robot's control range
+(pytorch-maml-rl's ``NormalizedActionWrapper(scale)`` and ProMP's ``normalize``, both ``s = 10`` in
+their MuJoCo experiments); the control cost is on the mapped control, as there. The default (None) acts in
+the control range itself. Pass ``env_kwargs`` to change any gymnasium constructor argument (e.g. PEARL's
+ant-dir terminates below z = 0.2: ``{"healthy_z_range": (0.2, 1.0)}``).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
@@ -51,7 +60,21 @@ class LocomotionEnv(TaskEnv):
 
     def __init__(self, family: LocomotionFamily, task: Task, render_mode: str | None = None, **env_kwargs: Any):
         super().__init__(render_mode=render_mode, **env_kwargs)
+        self.control_low, self.control_high = self.model.actuator_ctrlrange.T.copy()
+        self.action_scale = family.action_scale
+        if self.action_scale is not None:
+            s = self.action_scale
+            self.action_space = gym.spaces.Box(-s, s, shape=self.control_low.shape, dtype=np.float32)
         self._init_task(family, task)
+
+    def to_control(self, action: np.ndarray) -> np.ndarray:
+        """The robot's control for a policy action (one ``[d]`` or a batch ``[n, d]``): the action itself,
+        or with ``action_scale = s``, ``[-s, s]`` mapped linearly onto the control range."""
+        s = self.action_scale
+        if s is None:
+            return action
+        low, high = self.control_low, self.control_high
+        return np.clip(low + (np.clip(action, -s, s) + s) * (high - low) / (2 * s), low, high)
 
     def _apply_task(self, task: Task) -> None:
         self.params = {k: task.array(k) for k in task.keys()}
@@ -59,18 +82,19 @@ class LocomotionEnv(TaskEnv):
     def _position(self) -> np.ndarray:
         raise NotImplementedError
 
-    def _robot_terms(self, action: np.ndarray) -> tuple[float, bool, dict[str, float]]:
+    def _robot_terms(self, control: np.ndarray) -> tuple[float, bool, dict[str, float]]:
         """(survive - ctrl - contact, terminated, info) after a step; the default is HalfCheetah's ctrl cost."""
-        ctrl = self._ctrl_cost_weight * float(np.square(action).sum())
+        ctrl = self._ctrl_cost_weight * float(np.square(control).sum())
         return -ctrl, False, {"reward_ctrl": -ctrl}
 
     def step(self, action: np.ndarray):
+        control = self.to_control(action)
         before = self._position()
-        self.do_simulation(action, self.frame_skip)
+        self.do_simulation(control, self.frame_skip)
         position = self._position()
         velocity = (position - before) / self.dt
         task_reward = self.family.task_reward(self.params, position, velocity)
-        robot_reward, terminated, info = self._robot_terms(action)
+        robot_reward, terminated, info = self._robot_terms(control)
         if self.render_mode == "human":
             self.render()
         info.update(reward_task=task_reward, x_position=position[0], x_velocity=velocity[0])
@@ -78,10 +102,11 @@ class LocomotionEnv(TaskEnv):
 
 
 class _LeggedTerms:
-    """Survive reward, control and contact costs, and unhealthy termination of Ant-v5 / Humanoid-v5."""
+    """Survive reward, control and contact costs, and unhealthy termination of Ant-v5 / Humanoid-v5, with
+    the survive reward ``_healthy_reward`` paid on every step, as the references pay it (v5: while healthy)."""
 
-    def _robot_terms(self, action: np.ndarray) -> tuple[float, bool, dict[str, float]]:
-        survive, ctrl, contact = self.healthy_reward, self.control_cost(action), self.contact_cost
+    def _robot_terms(self, control: np.ndarray) -> tuple[float, bool, dict[str, float]]:
+        survive, ctrl, contact = self._healthy_reward, self.control_cost(control), self.contact_cost
         terminated = (not self.is_healthy) and self._terminate_when_unhealthy
         info = {"reward_survive": survive, "reward_ctrl": -ctrl, "reward_contact": -contact}
         return survive - ctrl - contact, terminated, info
@@ -111,7 +136,7 @@ class HalfCheetahBatch:
     def __init__(self, envs: Sequence[HalfCheetahTaskEnv]):
         first = envs[0]
         self.envs, self.family, self.frame_skip, self.dt = list(envs), first.family, first.frame_skip, first.dt
-        self.ctrl_cost_weight, self.horizon = first._ctrl_cost_weight, first.horizon
+        self.ctrl_cost_weight, self.horizon, self.to_control = first._ctrl_cost_weight, first.horizon, first.to_control
         self.nq, self.nv, self.models = first.model.nq, first.model.nv, [e.model for e in envs]
         size = mujoco.mj_stateSize(first.model, self.SPEC)
         self.state = np.empty((len(envs), size))
@@ -127,6 +152,7 @@ class HalfCheetahBatch:
     def step(self, idx: np.ndarray, actions: np.ndarray):
         """Advance environments ``idx`` by one env-step; (obs, rewards, terminated, truncated) for them."""
         x_before = self.state[idx, 1]
+        actions = self.to_control(actions)
         control = np.repeat(actions[:, None, :], self.frame_skip, axis=1)
         states, _ = self._pool.rollout([self.models[i] for i in idx], self.datas, self.state[idx], control,
                                        nstep=self.frame_skip)
@@ -165,8 +191,18 @@ class LocomotionFamily(TaskFamily):
     base_id: ClassVar[str]  # the gymnasium id the robot derives from
     robot_defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, *, horizon: int = 200, env_kwargs: dict[str, Any] | None = None, **common: Any):
+    def __init__(
+        self,
+        *,
+        horizon: int = 200,
+        action_scale: float | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+        **common: Any,
+    ):
         super().__init__(horizon=horizon, **common)
+        if action_scale is not None and not action_scale > 0:
+            raise ValueError(f"action_scale must be positive or None, got {action_scale!r}")
+        self.action_scale = None if action_scale is None else float(action_scale)
         self.env_kwargs = {**self.robot_defaults, **(env_kwargs or {})}
 
     def _make_env(self, task: Task, render_mode: str | None) -> LocomotionEnv:
@@ -221,51 +257,91 @@ class _Angle(LocomotionFamily):
 @register("HalfCheetahVel-v0")
 @register("HalfCheetahVel-PEARL-v0", high=3.0)
 class HalfCheetahVel(_Velocity):
-    """HalfCheetah running at a target velocity (MAML: U[0, 2]; PEARL preset: U[0, 3])."""
+    """HalfCheetah running at a target velocity (MAML: U[0, 2]; PEARL preset: U[0, 3]).
+
+    Reference: tristandeleu/pytorch-maml-rl ``maml_rl/envs/mujoco/half_cheetah.py`` (HalfCheetahVelEnv);
+    the PEARL preset katerakelly/oyster ``rlkit/envs/half_cheetah_vel.py`` (same reward, U[0, 3]).
+    """
 
     robot, base_id, robot_defaults = HalfCheetahTaskEnv, "HalfCheetah-v5", {"ctrl_cost_weight": 0.05}
 
 
 @register("HalfCheetahDir-v0")
 class HalfCheetahDir(_Direction):
-    """HalfCheetah running forward or backward."""
+    """HalfCheetah running forward or backward.
+
+    Reference: tristandeleu/pytorch-maml-rl ``maml_rl/envs/mujoco/half_cheetah.py`` (HalfCheetahDirEnv);
+    jonasrothfuss/ProMP ``meta_policy_search/envs/mujoco_envs/half_cheetah_rand_direc.py`` and
+    katerakelly/oyster ``rlkit/envs/half_cheetah_dir.py`` define the same reward.
+    """
 
     robot, base_id, robot_defaults = HalfCheetahTaskEnv, "HalfCheetah-v5", {"ctrl_cost_weight": 0.05}
 
 
 @register("AntVel-v0", high=3.0)
 class AntVel(_Velocity):
-    """Ant running along x at a target velocity in U[0, 3]."""
+    """Ant running along x at a target velocity in U[0, 3].
+
+    Reference: tristandeleu/pytorch-maml-rl ``maml_rl/envs/mujoco/ant.py`` (AntVelEnv; cbfinn/maml_rl
+    ``rllab/envs/mujoco/ant_env_rand.py`` has the same constants): forward term -|v_x - v*| + 1.0, survive
+    0.05 (paid together here as a survive reward of 1.05), control 0.005 |a|^2, contact 5e-4 |clip(F)|^2.
+    """
 
     robot, base_id = AntTaskEnv, "Ant-v5"
+    robot_defaults = {"healthy_reward": 1.05, "ctrl_cost_weight": 0.005}
 
 
 @register("AntDir-v0")
 class AntDir(_Direction):
-    """Ant running forward or backward along x."""
+    """Ant running forward or backward along x.
 
-    robot, base_id = AntTaskEnv, "Ant-v5"
+    Reference: jonasrothfuss/ProMP ``meta_policy_search/envs/mujoco_envs/ant_rand_direc.py`` (survive 1.0,
+    control 0.5 |a|^2, contact 5e-4 |clip(F)|^2, terminates outside 0 <= z <= 1).
+    """
+
+    robot, base_id, robot_defaults = AntTaskEnv, "Ant-v5", {"healthy_z_range": (0.0, 1.0)}
 
 
 @register("AntDir2D-v0")
 class AntDir2D(_Angle):
-    """Ant running in a planar direction of angle U[0, 2 pi]."""
+    """Ant running in a planar direction of angle U[0, 2 pi].
 
-    robot, base_id = AntTaskEnv, "Ant-v5"
+    Reference: jonasrothfuss/ProMP ``meta_policy_search/envs/mujoco_envs/ant_rand_direc_2d.py`` (a direction
+    uniform on the circle; the constants and termination of AntDir). katerakelly/oyster
+    ``rlkit/envs/ant_dir.py`` is the same with termination below z = 0.2.
+    """
+
+    robot, base_id, robot_defaults = AntTaskEnv, "Ant-v5", {"healthy_z_range": (0.0, 1.0)}
 
 
 @register("HumanoidDir-v0")
 class HumanoidDir(_Angle):
-    """Humanoid running in a planar direction of angle U[0, 2 pi] (PEARL's humanoid-dir)."""
+    """Humanoid running in a planar direction of angle U[0, 2 pi] (PEARL's humanoid-dir).
+
+    Reference: katerakelly/oyster ``rlkit/envs/humanoid_dir.py``: 0.25 (cos t, sin t) . dp / timestep, which
+    is 1.25 (cos t, sin t) . v with 5 substeps; alive 5.0, control 0.1 |a|^2, contact min(5e-7 |F|^2, 10),
+    terminates outside 1 <= z <= 2 (all gymnasium Humanoid-v5's constants).
+    """
 
     robot, base_id, forward_weight = HumanoidTaskEnv, "Humanoid-v5", 1.25
 
 
 @register("AntGoal-v0")
 class AntGoal(LocomotionFamily):
-    """Ant walking to a goal drawn uniformly in a disk (PEARL/ProMP ant-goal)."""
+    """Ant walking to a goal drawn uniformly in a disk (PEARL/ProMP ant-goal).
 
-    robot, base_id, robot_defaults = AntTaskEnv, "Ant-v5", {"terminate_when_unhealthy": False}
+    Reference: jonasrothfuss/ProMP ``meta_policy_search/envs/mujoco_envs/ant_rand_goal.py``, copied by
+    katerakelly/oyster ``rlkit/envs/ant_goal.py``: -|p - g|_1, no survive reward, control 0.1 |a|^2,
+    contact 5e-4 |clip(F)|^2, never terminates; the observation keeps the torso xy. ``metric="l2"`` is ours.
+    """
+
+    robot, base_id = AntTaskEnv, "Ant-v5"
+    robot_defaults = {
+        "healthy_reward": 0.0,
+        "ctrl_cost_weight": 0.1,
+        "terminate_when_unhealthy": False,
+        "exclude_current_positions_from_observation": False,
+    }
 
     def __init__(self, *, radius: float = 3.0, metric: str = "l1", **common: Any):
         super().__init__(**common)
