@@ -39,6 +39,11 @@ class MetaRLConfig:
     inner_estimator: str = "vpg"  # "vpg": log-likelihood (MAML); "lvc": low-variance curvature (ProMP)
     gamma: float = 0.99
     gae_lambda: float = 1.0
+    # The value beyond the time limit (an episode cut at the horizon H, not terminated). False: 0, since the
+    # objective is the H-step return and H is part of the task (MAML-RL as in cbfinn/maml_rl, rllab and
+    # pytorch-maml-rl). True: the linear baseline's prediction at the state after the last step, which treats
+    # the limit as an interruption of an unending task (Pardo et al. 2018). Terminations have value 0 either way.
+    bootstrap_time_limit: bool = False
     normalize_advantages: bool = True
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
@@ -100,15 +105,19 @@ class MetaRLAgent(ABC):
 
     # -- advantages and the inner loss --------------------------------------------------------
     def advantages(self, episodes: Episodes) -> torch.Tensor:
-        """GAE with the linear baseline fitted per task on these episodes; truncated ends bootstrap."""
+        """GAE with the linear baseline fitted per task on these episodes' returns; the value after an
+        episode's last step is 0, or the baseline's at a time limit with ``bootstrap_time_limit``."""
         c = self.config
         obs, mask = episodes.obs.double(), episodes.mask.double()
         rewards = episodes.rewards.double()
         self.baseline.fit(obs, discounted_returns(rewards, mask, c.gamma), mask)
         steps = torch.arange(obs.shape[-2]).expand(obs.shape[:-1])
         values = self.baseline.predict(obs, steps)
-        last = self.baseline.predict(episodes.last_obs.double(), episodes.lengths)
-        last = last * (~episodes.terminated).double()
+        if c.bootstrap_time_limit:
+            last = self.baseline.predict(episodes.last_obs.double(), episodes.lengths)
+            last = last * (~episodes.terminated).double()
+        else:
+            last = torch.zeros_like(rewards[..., 0])
         adv = gae(rewards, values, mask, last, c.gamma, c.gae_lambda)
         if c.normalize_advantages:
             mean = masked_mean(adv, mask)[:, None, None]

@@ -10,6 +10,8 @@ from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
 import metarl
 from metarl.functional import flat, unflatten_like
 from metarl.meta_rl import MetaBatch
+from metarl.sampler import Episodes
+from metarl.task import Task
 from metarl.trpo import TRPOConfig, conjugate_gradient, trpo_step
 
 
@@ -39,6 +41,59 @@ def tiny():
     batch = agent.collect(family.sample_tasks(2, seed=0), seed=0)
     agent.policy.double()
     return agent, _double(batch)
+
+
+def _hand_advantages(episodes: Episodes, gamma: float, lam: float, bootstrap: bool, normalize: bool) -> np.ndarray:
+    """Advantages by loops over numpy arrays: per task, the rllab linear baseline fitted by ridge regression
+    to the returns-to-go, then GAE with the value after the last step 0 (termination, or the time limit when
+    not ``bootstrap``) or the baseline's prediction (time limit with ``bootstrap``)."""
+    obs, rewards, mask = (getattr(episodes, f).double().numpy() for f in ("obs", "rewards", "mask"))
+    last_obs, terminated = episodes.last_obs.double().numpy(), episodes.terminated.numpy()
+
+    def features(o: np.ndarray, t: int) -> np.ndarray:
+        o, a = np.clip(o, -10, 10), t / 100
+        return np.concatenate([o, o**2, [a, a**2, a**3, 1.0]])
+
+    out = np.zeros_like(rewards)
+    for k in range(rewards.shape[0]):
+        lengths = [int(m.sum()) for m in mask[k]]
+        rows, targets = [], []
+        for e, length in enumerate(lengths):
+            to_go = 0.0
+            for t in reversed(range(length)):
+                to_go = rewards[k, e, t] + gamma * to_go
+                rows.append(features(obs[k, e, t], t))
+                targets.append(to_go)
+        f, g = np.array(rows), np.array(targets)
+        coeffs = np.linalg.solve(f.T @ f + 1e-5 * np.eye(f.shape[1]), f.T @ g)
+        for e, length in enumerate(lengths):
+            beyond = features(last_obs[k, e], length) @ coeffs if bootstrap and not terminated[k, e] else 0.0
+            values = [features(obs[k, e, t], t) @ coeffs for t in range(length)] + [beyond]
+            running = 0.0
+            for t in reversed(range(length)):
+                running = rewards[k, e, t] + gamma * values[t + 1] - values[t] + gamma * lam * running
+                out[k, e, t] = running
+        if normalize:
+            valid = np.concatenate([out[k, e, :length] for e, length in enumerate(lengths)])
+            out[k] = (out[k] - valid.mean()) / (valid.std() + 1e-8) * mask[k]
+    return out
+
+
+@pytest.mark.parametrize("bootstrap, lam, normalize", [(False, 1.0, False), (False, 0.9, True), (True, 0.95, False)])
+def test_advantages_of_a_sampled_batch_equal_a_hand_computation(bootstrap, lam, normalize):
+    family = metarl.envs.make("Navigation2D-v0", horizon=8, terminate_within=0.1)
+    config = MAMLTRPOConfig(meta_batch_size=2, episodes_per_task=4, hidden_sizes=[5], gae_lambda=lam,
+                            bootstrap_time_limit=bootstrap, normalize_advantages=normalize)
+    agent = MAMLTRPO(family, config, seed=0)
+    tasks = [Task("Navigation2D-v0", {"goal": (0.05, 0.05)}), Task("Navigation2D-v0", {"goal": (-0.3, 0.2)})]
+    episodes = agent.sampler.sample(tasks, agent.policy, seed=0)
+    assert episodes.terminated.any() and not episodes.terminated.all()  # both ends occur in this batch
+    expected = _hand_advantages(episodes, config.gamma, lam, bootstrap, normalize)
+    np.testing.assert_allclose(agent.advantages(episodes).double().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_maml_rl_agents_end_the_return_at_the_horizon_by_default():
+    assert not MAMLTRPOConfig().bootstrap_time_limit and not ProMPConfig().bootstrap_time_limit
 
 
 def _outer(agent, theta, batch, first_order=False):
