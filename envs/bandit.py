@@ -1,6 +1,7 @@
 """Multi-armed Bernoulli bandits (Duan et al. 2016, RL^2, section 4.1).
 
-A task is the vector of arm success probabilities ``p ~ U[0, 1]^k``. An episode is ``horizon`` pulls;
+Reference: tristandeleu/pytorch-maml-rl ``maml_rl/envs/bandit.py`` (BernoulliBanditEnv), which follows the
+paper. A task is the vector of arm success probabilities ``p ~ U[0, 1]^k``. An episode is ``horizon`` pulls;
 pulling arm ``a`` pays 1 with probability ``p_a``, else 0. The observation is a constant (a bandit has
 one state); the agent learns from its action and reward history. ``info`` carries the expected reward
 ``p_a`` and the per-pull regret ``max p - p_a``.

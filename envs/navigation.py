@@ -1,10 +1,14 @@
-"""2D navigation (Finn et al. 2017, section 5.2; cbfinn/maml_rl ``point_env_randgoal.py``).
+"""2D navigation (Finn et al. 2017, section 5.2).
 
-A point starts at the origin and moves by its action, clipped to [-0.1, 0.1] per axis. The reward is
-the negative Euclidean distance to the goal after the move, ``r = -|s' - g|_2``. The MAML convention
-(``Navigation2D-v0``): goals ~ U[-0.5, 0.5]^2, horizon 100, the episode terminates when both
-coordinates are within 0.01 of the goal. The PEARL convention (``Navigation2D-PEARL-v0``, oyster
-``point_robot.py``): goals ~ U[-1, 1]^2, horizon 20, no early termination.
+A point moves by its action, clipped to [-0.1, 0.1] per axis. The reward is the negative Euclidean
+distance to the goal after the move, ``r = -|s' - g|_2``.
+
+- ``Navigation2D-v0``, the MAML convention (tristandeleu/pytorch-maml-rl ``maml_rl/envs/navigation.py``,
+  from cbfinn/maml_rl ``maml_examples/point_env_randgoal.py``): start at the origin, goals ~ U[-0.5, 0.5]^2,
+  horizon 100, the episode terminates when both coordinates are within 0.01 of the goal.
+- ``Navigation2D-PEARL-v0`` (katerakelly/oyster ``rlkit/envs/point_robot.py``, ``configs/point-robot.json``):
+  start uniform in [-1, 1]^2 (``random_start``), goals ~ U[-1, 1]^2, horizon 20, no early termination.
+  PEARL's policy acts in [-1, 1], scaled to [-0.1, 0.1] by ``NormalizedBoxEnv``; ours acts in [-0.1, 0.1].
 
 ``render_mode="rgb_array"`` draws the plane with numpy (256 x 256): the goal (green), the point (blue) and
 its path so far, in a square view of half-width 1.5 x the goal range (a point beyond it sits on the border).
@@ -36,6 +40,7 @@ class Navigation2DEnv(TaskEnv, gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-self.max_step, self.max_step, shape=(2,), dtype=np.float32)
         self.terminate_within = family.terminate_within
+        self.start_range = family.start_range
         self.view_extent = family.view_extent
         self._state = np.zeros(2)
         self._path = [self._state]
@@ -46,7 +51,7 @@ class Navigation2DEnv(TaskEnv, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed, options=options)
-        self._state = np.zeros(2)
+        self._state = np.zeros(2) if self.start_range is None else self.np_random.uniform(*self.start_range, size=2)
         self._path = [self._state]
         return self._state.astype(np.float32), {}
 
@@ -91,9 +96,15 @@ class Navigation2DEnv(TaskEnv, gym.Env):
 
 
 @register("Navigation2D-v0")
-@register("Navigation2D-PEARL-v0", low=-1.0, high=1.0, horizon=20, terminate_within=None)
+@register("Navigation2D-PEARL-v0", low=-1.0, high=1.0, horizon=20, terminate_within=None, random_start=True)
 class Navigation2D(TaskFamily):
-    """A point moving to a goal in the plane."""
+    """A point moving to a goal in the plane.
+
+    Args:
+        low, high: goals are drawn from ``U[low, high]^2``.
+        terminate_within: end the episode once both coordinates are this close to the goal (None: never).
+        random_start: start each episode uniformly in ``[low, high]^2`` instead of at the origin.
+    """
 
     def __init__(
         self,
@@ -101,6 +112,7 @@ class Navigation2D(TaskFamily):
         low: float = -0.5,
         high: float = 0.5,
         terminate_within: float | None = 0.01,
+        random_start: bool = False,
         horizon: int = 100,
         **common: Any,
     ):
@@ -108,6 +120,7 @@ class Navigation2D(TaskFamily):
         if terminate_within is not None and not terminate_within > 0:
             raise ValueError(f"terminate_within must be positive or None, got {terminate_within!r}")
         self.terminate_within = terminate_within
+        self.start_range = (float(low), float(high)) if random_start else None
         self.view_extent = 1.5 * max(abs(low), abs(high))  # half-width of the rendered view
         self._parameters: dict[str, Distribution] = {"goal": Uniform(low, high, shape=(2,))}
 

@@ -1,9 +1,17 @@
 """Randomised physics: any gymnasium MuJoCo environment as a task family over its model fields.
 
 A task multiplies chosen fields of the MuJoCo model by per-element scales ``base ** u`` with
-``u ~ U[-limit, limit]``, relative to the model's original values (rand_param_envs, used by ProMP
-and PEARL: ``base=1.5``, ``limit=3`` over body_mass, body_inertia, dof_damping and geom_friction).
+``u ~ U[-limit, limit]``, relative to the model's original values. The default is rand_param_envs'
+(dennisl88/rand_param_envs ``rand_param_envs/base.py``, used by ProMP and PEARL): ``limit=3`` over
+body_mass, body_inertia, dof_damping and geom_friction, with base 1.5, except 1.3 for dof_damping;
+``base`` may be one number for every field or a mapping from field to base.
 The reward, observation and termination are the gymnasium environment's own.
+
+``HopperRandParams-v0`` and ``Walker2DRandParams-v0`` follow rand_param_envs ``hopper_rand_params.py``
+and ``walker_rand_params.py`` (Walker2D: 5 substeps and gymnasium's original ``walker2d.xml``, feet
+friction 0.9 / 1.9). Two differences remain: gymnasium v5 pays the alive bonus only while healthy, so the
+terminating step earns 1.0 less than in rand_param_envs; and after scaling we recompute MuJoCo's derived
+constants (``mj_setConst``), which mujoco-py's field assignment in rand_param_envs did not.
 
 Fields and the shape of their scales:
 
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import mujoco
@@ -49,6 +57,7 @@ _FIELDS: dict[str, Callable[[mujoco.MjModel], np.ndarray]] = {
 }
 PHYSICS_FIELDS: tuple[str, ...] = tuple(_FIELDS)
 RAND_PARAM_ENVS_FIELDS = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
+RAND_PARAM_ENVS_BASES: dict[str, float] = {field: 1.3 if field == "dof_damping" else 1.5 for field in PHYSICS_FIELDS}
 
 
 def _scale_shape(model: mujoco.MjModel, field: str) -> tuple[int, ...]:
@@ -70,10 +79,17 @@ def check_fields(fields: Sequence[str]) -> tuple[str, ...]:
 
 
 def physics_distributions(
-    model: mujoco.MjModel, fields: Sequence[str], base: float = 1.5, limit: float = 3.0
+    model: mujoco.MjModel,
+    fields: Sequence[str],
+    base: float | Mapping[str, float] = RAND_PARAM_ENVS_BASES,
+    limit: float = 3.0,
 ) -> dict[str, Distribution]:
-    """Log-uniform scale distributions for the given fields of ``model``."""
-    return {f: LogUniform(base, limit, _scale_shape(model, f)) for f in check_fields(fields)}
+    """Log-uniform scale distributions for the given fields of ``model``; ``base`` for all, or per field."""
+    bases = base if isinstance(base, Mapping) else dict.fromkeys(PHYSICS_FIELDS, base)
+    missing = [f for f in check_fields(fields) if f not in bases]
+    if missing:
+        raise ValueError(f"base gives no value for the fields {missing}")
+    return {f: LogUniform(bases[f], limit, _scale_shape(model, f)) for f in fields}
 
 
 class PhysicsScaler:
@@ -129,16 +145,17 @@ def _task_env_class(env_class: type[MujocoEnv]) -> type[PhysicsTaskEnv]:
 
 @register("RandParams-v0", env_id="HalfCheetah-v5")
 @register("HopperRandParams-v0", env_id="Hopper-v5")
-@register("Walker2DRandParams-v0", env_id="Walker2d-v5")
 class RandParams(TaskFamily):
     """Any gymnasium MuJoCo env with log-uniformly scaled physics (rand_param_envs' Hopper/Walker2D)."""
+
+    env_defaults: ClassVar[dict[str, Any]] = {}  # constructor arguments under the user's env_kwargs
 
     def __init__(
         self,
         *,
         env_id: str,
         fields: Sequence[str] = RAND_PARAM_ENVS_FIELDS,
-        base: float = 1.5,
+        base: float | Mapping[str, float] = RAND_PARAM_ENVS_BASES,
         limit: float = 3.0,
         horizon: int = 200,
         env_kwargs: dict[str, Any] | None = None,
@@ -148,8 +165,8 @@ class RandParams(TaskFamily):
         env_class, spec_kwargs = _mujoco_class(env_id)
         self.env_id, self.fields = env_id, check_fields(fields)
         self.env_class = _task_env_class(env_class)
-        self.description = f"{env_id} with physics scaled by {base:g}^U[-{limit:g}, {limit:g}] per element"
-        self.env_kwargs = {**spec_kwargs, **(env_kwargs or {})}
+        self.description = f"{env_id} with physics scaled by base^U[-{limit:g}, {limit:g}] per element (see parameters)"
+        self.env_kwargs = {**spec_kwargs, **self.env_defaults, **(env_kwargs or {})}
         probe = env_class(**self.env_kwargs)
         self._parameters = physics_distributions(probe.model, self.fields, base, limit)
         probe.close()
@@ -166,3 +183,10 @@ class RandParams(TaskFamily):
 
     def _make_env(self, task: Task, render_mode: str | None) -> PhysicsTaskEnv:
         return self.env_class(self, task, render_mode=render_mode, **self.env_kwargs)
+
+
+@register("Walker2DRandParams-v0", env_id="Walker2d-v5")
+class Walker2DRandParams(RandParams):
+    """Walker2d with log-uniformly scaled physics, on rand_param_envs' model: 5 substeps, feet friction 0.9 / 1.9."""
+
+    env_defaults = {"xml_file": "walker2d.xml", "frame_skip": 5}

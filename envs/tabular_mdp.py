@@ -1,10 +1,11 @@
 """Random tabular MDPs (Duan et al. 2016, RL^2, section 4.2).
 
+Reference: tristandeleu/pytorch-maml-rl ``maml_rl/envs/mdp.py`` (TabularMDPEnv), which follows the paper.
 A task is an MDP with ``states`` states and ``actions`` actions: mean rewards ``mu(s, a) ~ N(1, 1)``
 and transition rows ``P(. | s, a) ~ Dirichlet(1)``. Taking ``a`` in ``s`` pays ``r ~ N(mu(s, a), 1)``
-and moves to ``s' ~ P(. | s, a)``. Episodes start in state 0 (as pytorch-maml-rl; the paper does not
-say) and last ``horizon`` steps. Observations are one-hot states. ``info["expected_reward"]`` is
-``mu(s, a)``.
+and moves to ``s' ~ P(. | s, a)``. Episodes start in state 0 (as pytorch-maml-rl, quoting the paper) and
+last ``horizon`` steps. Observations are one-hot states (pytorch-maml-rl: the state index).
+``info["expected_reward"]`` is ``mu(s, a)``.
 """
 
 from __future__ import annotations

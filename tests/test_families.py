@@ -2,6 +2,7 @@
 
 import pickle
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -134,3 +135,62 @@ def test_gymnasium_make_reaches_every_family():
     assert env.action_space.n == 10 and env.unwrapped.task == metarl.envs.make("Bandit-v0", arms=10).train_tasks[0]
     for name in FAMILIES:
         assert (f"metarl/{name}" in gym.registry) == (name not in FEW_SHOT)
+
+
+def _assert_uniform(draws: np.ndarray, low: float, high: float) -> None:
+    """Draws inside [low, high] whose deciles lie within 3% of the range of U[low, high]'s."""
+    draws = np.asarray(draws, dtype=float).ravel()
+    assert draws.min() >= low and draws.max() <= high
+    q = np.linspace(0.1, 0.9, 9)
+    np.testing.assert_allclose(np.quantile(draws, q), low + q * (high - low), atol=0.03 * (high - low))
+
+
+def _draws(name: str, key: str, n: int = 4000, **overrides) -> np.ndarray:
+    return np.stack([t.array(key) for t in metarl.envs.make(name, **overrides).sample_tasks(n, seed=0)])
+
+
+def test_task_distributions_are_the_references():
+    """Each family's tasks against the sampler of the reference it names, its bounds written as there."""
+    _assert_uniform(_draws("HalfCheetahVel-v0", "velocity"), 0.0, 2.0)  # pytorch-maml-rl half_cheetah.py
+    _assert_uniform(_draws("HalfCheetahVel-PEARL-v0", "velocity"), 0.0, 3.0)  # oyster half_cheetah_vel.py
+    _assert_uniform(_draws("AntVel-v0", "velocity"), 0.0, 3.0)  # pytorch-maml-rl ant.py
+    for name in ("HalfCheetahDir-v0", "AntDir-v0"):  # 2 * binomial(1, 0.5) - 1; ProMP: choice((-1.0, 1.0))
+        assert sorted(t["direction"] for t in metarl.envs.make(name).all_tasks()) == [-1, 1]
+    # ProMP ant_rand_direc_2d.py: a normalised Gaussian, i.e. a uniform angle; oyster humanoid_dir.py: U[0, 2 pi]
+    _assert_uniform(_draws("AntDir2D-v0", "angle"), 0.0, 2 * np.pi)
+    _assert_uniform(_draws("HumanoidDir-v0", "angle"), 0.0, 2 * np.pi)
+    goals = _draws("AntGoal-v0", "goal")  # ProMP ant_rand_goal.py: a = 2 pi u1, r = 3 u2 ** 0.5
+    _assert_uniform((np.linalg.norm(goals, axis=1) / 3) ** 2, 0.0, 1.0)
+    _assert_uniform(np.arctan2(goals[:, 1], goals[:, 0]) % (2 * np.pi), 0.0, 2 * np.pi)
+    _assert_uniform(_draws("Navigation2D-v0", "goal"), -0.5, 0.5)  # pytorch-maml-rl navigation.py
+    _assert_uniform(_draws("Navigation2D-PEARL-v0", "goal"), -1.0, 1.0)  # oyster point_robot.py
+    _assert_uniform(_draws("Bandit-v0", "probs", arms=5), 0.0, 1.0)  # pytorch-maml-rl bandit.py: rand(k)
+    means = _draws("TabularMDP-v0", "mean_rewards", n=400)  # pytorch-maml-rl mdp.py: normal(1.0, 1.0)
+    assert abs(means.mean() - 1.0) < 0.03 and abs(means.std() - 1.0) < 0.03
+    rows = _draws("TabularMDP-v0", "transitions", n=400)  # dirichlet(ones(10)): each entry ~ Beta(1, 9)
+    np.testing.assert_allclose(rows.sum(-1), 1.0)
+    assert abs(rows.var() - 9 / (100 * 11)) < 4e-4
+    for name in ("HopperRandParams-v0", "Walker2DRandParams-v0"):  # rand_param_envs base.py, log_scale_limit 3
+        for field, base in (("body_mass", 1.5), ("body_inertia", 1.5), ("dof_damping", 1.3), ("geom_friction", 1.5)):
+            _assert_uniform(np.log(_draws(name, field, n=400)) / np.log(base), -3.0, 3.0)
+
+
+def test_walker_rand_params_runs_rand_param_envs_model():
+    """rand_param_envs walker_rand_params.py: RandomEnv(3.0, 'walker2d.xml', 5), gym's model (feet 0.9 / 1.9)."""
+    fam = metarl.envs.make("Walker2DRandParams-v0")
+    ones = Task("Walker2DRandParams-v0", {k: np.ones(d.shape) for k, d in fam.parameters().items()})
+    u = fam.make_env(ones).unwrapped
+    assert u.frame_skip == 5
+    assert u.model.geom("foot_geom").friction[0] == 0.9 and u.model.geom("foot_left_geom").friction[0] == 1.9
+
+
+def test_halfcheetah_configs_act_at_their_references_scale():
+    """pytorch-maml-rl's HalfCheetah configs set normalization_scale: 10; ProMP's normalize() defaults to 10."""
+    from metarl.config import load_config
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    for name in ("maml_trpo_halfcheetah_vel", "maml_trpo_halfcheetah_dir", "promp_halfcheetah_vel", "promp_halfcheetah_dir"):
+        config = load_config(experiments / f"{name}.yaml")
+        family = metarl.envs.make(config.family, **config.family_overrides)
+        env = family.make_env(family.train_tasks[0])
+        assert env.action_space.high.tolist() == [10.0] * 6, name

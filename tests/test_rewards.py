@@ -1,4 +1,8 @@
-"""Rewards against their formulas, computed independently from a copy of the simulator state."""
+"""Rewards and terminations against the reference implementations each family names.
+
+Every expected value is computed from a copy of the simulator state with the reference's own constants,
+written out here as the reference writes them (never read from our code), so a changed constant fails.
+"""
 
 import copy
 
@@ -6,27 +10,32 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
+from metarl.envs.locomotion import HalfCheetahBatch
 
 import metarl
 from metarl import Task
+from metarl.sampler import stepper_for
 
 
-def _start(name: str, params: dict, qvel_overrides: dict[int, float] | None = None, **overrides):
-    """An env of ``name`` on the given task, reset, with some velocities set by hand."""
+def _start(name: str, params: dict, qvel: dict[int, float] | None = None, qpos: dict[int, float] | None = None,
+           **overrides):
+    """An env of ``name`` on the given task, reset, with some positions and velocities set by hand."""
     env = metarl.envs.make(name, **overrides).make_env(Task(name, params))
     env.reset(seed=0)
     u = env.unwrapped
-    qvel = u.data.qvel.copy()
-    for i, v in (qvel_overrides or {}).items():
-        qvel[i] = v
-    u.set_state(u.data.qpos.copy(), qvel)
+    new_qpos, new_qvel = u.data.qpos.copy(), u.data.qvel.copy()
+    for i, v in (qpos or {}).items():
+        new_qpos[i] = v
+    for i, v in (qvel or {}).items():
+        new_qvel[i] = v
+    u.set_state(new_qpos, new_qvel)
     return env, u
 
 
-def _step_by_hand(u, action: np.ndarray) -> mujoco.MjData:
+def _step_by_hand(u, control: np.ndarray) -> mujoco.MjData:
     """What the simulator does for one env step, on a copy of the data."""
     d = copy.deepcopy(u.data)
-    d.ctrl[:] = action
+    d.ctrl[:] = control
     mujoco.mj_step(u.model, d, nstep=u.frame_skip)
     mujoco.mj_rnePostConstraint(u.model, d)
     return d
@@ -36,74 +45,124 @@ def _mass_center_xy(model, data) -> np.ndarray:
     return (model.body_mass[:, None] * data.xipos).sum(0)[:2] / model.body_mass.sum()
 
 
+# pytorch-maml-rl maml_rl/envs/mujoco/half_cheetah.py: forward -|v - v*| or d v, ctrl_cost = 0.5 * 1e-1 * |a|^2.
+# With normalization_scale 10 (its configs; utils/normalized_env.py) the env receives lb + (a + 10)(ub - lb) / 20.
 @pytest.mark.parametrize("target,direction", [(1.3, None), (None, -1), (None, 1)])
-def test_half_cheetah_velocity_and_direction_rewards(target, direction):
+@pytest.mark.parametrize("scale", [None, 10.0])
+def test_half_cheetah_velocity_and_direction_rewards(target, direction, scale):
     name, params = ("HalfCheetahVel-v0", {"velocity": target}) if target else ("HalfCheetahDir-v0", {"direction": direction})
-    env, u = _start(name, params, {0: 2.0})  # moving forward at 2 m/s, set by hand
-    action = np.linspace(-0.8, 0.9, 6)
+    env, u = _start(name, params, {0: 2.0}, action_scale=scale)  # moving forward at 2 m/s, set by hand
+    action = np.linspace(-0.8, 0.9, 6) * (1 if scale is None else 12.0)  # the scaled one exceeds 10: clipped
+    lb, ub = -1.0, 1.0  # HalfCheetah's control range
+    control = action if scale is None else lb + (np.clip(action, -10.0, 10.0) + 10.0) * (ub - lb) / (2 * 10.0)
     x0 = u.data.qpos[0]
-    d = _step_by_hand(u, action)
+    d = _step_by_hand(u, control)
     v = (d.qpos[0] - x0) / u.dt
     assert v > 1.0  # the hand-set velocity carries over
-    task_term = -abs(v - target) if target else direction * v
-    expected = task_term - 0.05 * np.sum(action**2)
+    forward = -1.0 * abs(v - target) if target else direction * v
+    expected = forward - 0.5 * 1e-1 * np.sum(np.square(control))
     _, reward, terminated, _, info = env.step(action)
     assert reward == pytest.approx(expected, abs=1e-9)
     assert info["x_velocity"] == pytest.approx(v, abs=1e-9) and not terminated
+    assert env.action_space.high.max() == (1.0 if scale is None else 10.0)
 
 
-def _ant_costs(u, d, action) -> float:
-    healthy = float(np.isfinite(d.qpos).all() and 0.2 <= d.qpos[2] <= 1.0)
-    ctrl = 0.5 * np.sum(action**2)
-    contact = 5e-4 * np.sum(np.clip(d.cfrc_ext, -1.0, 1.0) ** 2)
-    return healthy * 1.0 - ctrl - contact
+def test_action_scale_maps_through_the_batched_half_cheetah_step():
+    family = metarl.envs.make("HalfCheetahVel-v0", action_scale=10.0)
+    tasks = family.sample_tasks(3, seed=0)
+    envs = [family.make_env(t) for t in tasks]
+    twins = [family.make_env(t) for t in tasks]
+    for i, (env, twin) in enumerate(zip(envs, twins, strict=True)):
+        env.reset(seed=i)
+        twin.reset(seed=i)
+    stepper = stepper_for(envs)
+    assert isinstance(stepper, HalfCheetahBatch)
+    actions = np.random.default_rng(0).uniform(-10, 10, (3, 6))
+    obs, rewards, _, _ = stepper.step(np.arange(3), actions)
+    for i, twin in enumerate(twins):
+        o, r, *_ = twin.step(actions[i])
+        np.testing.assert_allclose(obs[i], o, rtol=0, atol=1e-9)
+        assert rewards[i] == pytest.approx(r, abs=1e-9)
 
 
-@pytest.mark.parametrize(
-    "name,params,term",
-    [
-        ("AntVel-v0", {"velocity": 0.7}, lambda p, v: -abs(v[0] - 0.7)),
-        ("AntDir-v0", {"direction": -1}, lambda p, v: -v[0]),
-        ("AntDir2D-v0", {"angle": 2.0}, lambda p, v: np.cos(2.0) * v[0] + np.sin(2.0) * v[1]),
-        ("AntGoal-v0", {"goal": (1.0, -2.0)}, lambda p, v: -(abs(p[0] - 1.0) + abs(p[1] + 2.0))),
-    ],
-)
-def test_ant_rewards(name, params, term):
-    env, u = _start(name, params, {0: 1.0, 1: -0.5})
+# The reference's terms per Ant family: forward term of (torso xy after the step, torso xy velocity), survive,
+# ctrl and contact weights, and the healthy torso heights (None: never terminates).
+ANT_REFERENCES = {
+    # pytorch-maml-rl maml_rl/envs/mujoco/ant.py AntVelEnv (= cbfinn/maml_rl rllab/envs/mujoco/ant_env_rand.py)
+    "AntVel-v0": ({"velocity": 0.7}, lambda p, v: -1.0 * abs(v[0] - 0.7) + 1.0, 0.05, 0.5 * 1e-2, 0.5 * 1e-3,
+                  (0.2, 1.0)),
+    # ProMP meta_policy_search/envs/mujoco_envs/ant_rand_direc.py
+    "AntDir-v0": ({"direction": -1}, lambda p, v: -1 * v[0], 1.0, 0.5, 0.5 * 1e-3, (0.0, 1.0)),
+    # ProMP meta_policy_search/envs/mujoco_envs/ant_rand_direc_2d.py
+    "AntDir2D-v0": ({"angle": 2.0}, lambda p, v: np.cos(2.0) * v[0] + np.sin(2.0) * v[1], 1.0, 0.5, 0.5 * 1e-3,
+                    (0.0, 1.0)),
+    # ProMP meta_policy_search/envs/mujoco_envs/ant_rand_goal.py (= oyster rlkit/envs/ant_goal.py)
+    "AntGoal-v0": ({"goal": (1.0, -2.0)}, lambda p, v: -np.sum(np.abs(p - np.array([1.0, -2.0]))), 0.0, 0.1,
+                   0.5 * 1e-3, None),
+}
+
+
+@pytest.mark.parametrize("name", list(ANT_REFERENCES))
+@pytest.mark.parametrize("height", [None, 1.3])  # as reset, or thrown above the healthy range
+def test_ant_rewards_and_termination(name, height):
+    params, forward, survive, ctrl_weight, contact_weight, healthy_z = ANT_REFERENCES[name]
+    qpos = {} if height is None else {2: height}
+    env, u = _start(name, params, {0: 1.0, 1: -0.5, 2: 0.0 if height is None else 2.0}, qpos)
     action = np.linspace(-1.0, 1.0, 8)
     p0 = u.data.body("torso").xpos[:2].copy()
     d = _step_by_hand(u, action)
     p1 = d.body("torso").xpos[:2].copy()
     v = (p1 - p0) / u.dt
     assert np.abs(v).max() > 0.2
-    _, reward, _, _, _ = env.step(action)
-    assert reward == pytest.approx(term(p1, v) + _ant_costs(u, d, action), abs=1e-9)
+    expected = (forward(p1, v) + survive - ctrl_weight * np.sum(np.square(action))
+                - contact_weight * np.sum(np.square(np.clip(d.cfrc_ext, -1, 1))))
+    state = np.concatenate([d.qpos, d.qvel])
+    done = healthy_z is not None and not (np.isfinite(state).all() and healthy_z[0] <= state[2] <= healthy_z[1])
+    assert done == (height is not None and healthy_z is not None)  # the case tests what it means to
+    _, reward, terminated, _, _ = env.step(action)
+    assert reward == pytest.approx(expected, abs=1e-9)  # survive is paid on the terminating step too
+    assert terminated == done
 
 
-def test_ant_goal_l2_metric():
+@pytest.mark.parametrize("name,floor", [("AntVel-v0", 0.2), ("AntDir-v0", 0.0), ("AntDir2D-v0", 0.0)])
+def test_ant_termination_floor(name, floor):
+    """The torso cannot stay below 0.25 (its radius), so the floor is checked on a set state, not a step."""
+    _, u = _start(name, ANT_REFERENCES[name][0], qpos={2: 0.1})
+    assert u.is_healthy == (floor <= 0.1)
+
+
+def test_ant_goal_observes_the_torso_position_and_l2_metric():
     env, u = _start("AntGoal-v0", {"goal": (0.5, 0.5)}, metric="l2")
     action = np.zeros(8)
     d = _step_by_hand(u, action)
     p1 = d.body("torso").xpos[:2]
-    _, reward, _, _, _ = env.step(action)
-    assert reward == pytest.approx(-np.linalg.norm(p1 - 0.5) + _ant_costs(u, d, action), abs=1e-9)
+    obs, reward, _, _, _ = env.step(action)
+    np.testing.assert_allclose(obs[:2], d.qpos[:2])  # ProMP/PEARL observe qpos.flat, x and y included
+    contact = 0.5 * 1e-3 * np.sum(np.square(np.clip(d.cfrc_ext, -1, 1)))
+    assert reward == pytest.approx(-np.linalg.norm(p1 - 0.5) - contact, abs=1e-9)
 
 
-def test_humanoid_direction_reward():
-    env, u = _start("HumanoidDir-v0", {"angle": 4.0}, {0: -1.0, 1: -1.5})
+# oyster rlkit/envs/humanoid_dir.py: 0.25 (cos, sin) . dp / timestep + 5.0 - 0.1 |ctrl|^2 - min(.5e-6 |F|^2, 10);
+# done when z < 1.0 or z > 2.0.
+@pytest.mark.parametrize("height", [None, 2.3])
+def test_humanoid_direction_reward_and_termination(height):
+    qpos = {} if height is None else {2: height}
+    env, u = _start("HumanoidDir-v0", {"angle": 4.0}, {0: -1.0, 1: -1.5, 2: 0.0 if height is None else 2.0}, qpos)
     action = np.linspace(-0.4, 0.4, 17)
     c0 = _mass_center_xy(u.model, u.data)
     d = _step_by_hand(u, action)
-    v = (_mass_center_xy(u.model, d) - c0) / u.dt
-    healthy = float(1.0 <= d.qpos[2] <= 2.0)
+    c1 = _mass_center_xy(u.model, d)
     expected = (
-        1.25 * (np.cos(4.0) * v[0] + np.sin(4.0) * v[1])
-        + 5.0 * healthy
-        - 0.1 * np.sum(action**2)
-        - min(5e-7 * np.sum(d.cfrc_ext**2), 10.0)
+        0.25 * np.sum(np.array([np.cos(4.0), np.sin(4.0)]) * (c1 - c0)) / u.model.opt.timestep
+        + 5.0
+        - 0.1 * np.square(d.ctrl).sum()
+        - min(0.5e-6 * np.square(d.cfrc_ext).sum(), 10)
     )
-    _, reward, _, _, _ = env.step(action)
+    done = bool((d.qpos[2] < 1.0) or (d.qpos[2] > 2.0))
+    assert done == (height is not None)
+    _, reward, terminated, _, _ = env.step(action)
     assert reward == pytest.approx(expected, abs=1e-9)
+    assert terminated == done
 
 
 def test_navigation_reward_clipping_and_termination():
@@ -116,10 +175,20 @@ def test_navigation_reward_clipping_and_termination():
     env.unwrapped.set_task(Task("Navigation2D-v0", {"goal": (0.2, -0.045)}))
     _, reward, terminated, _, _ = env.step(np.array([0.1, 0.0]))
     assert terminated and reward == pytest.approx(-0.005)
-    pearl = metarl.envs.make("Navigation2D-PEARL-v0")
-    env = pearl.make_env(Task("Navigation2D-PEARL-v0", {"goal": (0.0, 0.0)}))
-    env.reset(seed=0)
-    assert env.step(np.zeros(2))[2] is False  # PEARL's point robot never terminates
+
+
+
+def test_pearl_point_robot_starts_anywhere_in_the_square_and_never_terminates():
+    """oyster rlkit/envs/point_robot.py: reset to U[-1, 1]^2, reward -|s - g|_2, done = False."""
+    env = metarl.envs.make("Navigation2D-PEARL-v0").make_env(Task("Navigation2D-PEARL-v0", {"goal": (0.0, 0.0)}))
+    starts = np.array([env.reset(seed=s)[0] for s in range(400)])
+    assert np.abs(starts).max() <= 1.0 and np.abs(starts).max(0).min() > 0.95
+    assert np.abs(starts.mean(0)).max() < 0.1 and len(np.unique(starts[:, 0])) == 400
+    start, _ = env.reset(seed=3)
+    obs, reward, terminated, _, _ = env.step(np.array([0.05, -0.3]))
+    np.testing.assert_allclose(obs, start + np.array([0.05, -0.1]), atol=1e-6)
+    assert reward == pytest.approx(-np.linalg.norm(start.astype(np.float64) + [0.05, -0.1]), abs=1e-6)
+    assert terminated is False
 
 
 def test_bandit_rewards_follow_the_arm_probabilities():
