@@ -11,11 +11,9 @@ step of ``metarl.trpo`` on the policy's parameters, with the value function fitt
 The value function is the policy's value head on the shared recurrent features (``critic: shared``, as in
 PPO implementations of RL^2), or a recurrent critic of its own (``critic: separate``). TRPO needs the separate
 critic: a value head fitted on features that only the policy gradient shapes learns whatever those features
-carry, and GAE's bias from that value then feeds back into the features. On bandits it drove the policy to
-one arm at random-level return after it had learned to explore. With PPO the separate critic can be worth its
-cost (about 1.5x the time per iteration) on long trials too: on HalfCheetahVel (2 episodes of 100 steps) the
-second episode stayed worse than the first with the shared head, and is better with a critic of its own
-(``experiments/rl2_halfcheetah_vel.yaml``).
+carry, and GAE's bias from that value then feeds back into the features. With PPO the separate critic, which
+costs more time per iteration, can be worth it on long trials too (``experiments/rl2_halfcheetah_vel.yaml``
+uses it). The README's RL² results say what each choice did in our runs.
 
 Trial returns reach tens to hundreds, so the value head learns normalised targets: running mean and standard
 deviation of the returns, with the head's weights rescaled whenever they change so that its outputs in

@@ -15,8 +15,8 @@ the latter. Two losses (``loss=``):
   shows the same class, trained with the binary cross-entropy of section 3.2 (their layer-wise learning rates,
   momentum, L2 penalty and affine distortions are not reproduced: Adam as for every few-shot learner here).
   Koch et al. leave the weights unconstrained (sign absorbed into ``alpha``); here ``alpha_j = softplus(w_j) >= 0``
-  keeps the head a distance: with free signs it learned to reward differences in some features and fitted the
-  training classes only (held-out accuracy 43-85% against 98-100% on the toy problem of the tests).
+  keeps the head a distance: with free signs it can reward differences in some features and fit the training
+  classes only.
 
 Classification by the learned metric (Koch et al. section 4.3, one-shot: the support example with the highest
 similarity): a query's logit for class ``k`` is minus its mean dissimilarity to the support examples of ``k``

@@ -11,7 +11,7 @@ Environments: 39-d observations with the goal hidden (the ML setting), 4-d actio
 ``set_task`` switches class and goal in place (reusing one simulator per class); as in Meta-World, a
 new goal takes effect at the next ``reset``.
 
-Building ML10/ML45 task lists takes Meta-World 7 s / 25 s here, so they are cached as JSON under
+Building ML10/ML45 task lists takes Meta-World many seconds (README), so they are cached as JSON under
 ``$METARL_CACHE_DIR`` (default ``~/.cache/metarl``), keyed by Meta-World version, benchmark and seed.
 """
 
