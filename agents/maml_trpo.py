@@ -5,30 +5,58 @@ Inner loop (eq. 1): ``theta'_i = theta - alpha grad_theta L_Ti(f_theta)`` on sup
 a trust-region problem (Schulman et al. 2015):
 
     min_theta  L(theta) = mean_i  -E_{query_i} [ pi_theta'_i(a|s) / pi_old_i(a|s) A ]
-    s.t.       mean_i  E_{query_i} [ KL(pi_old_i || pi_theta'_i) ] <= max_kl
+    s.t.       KL(theta) = mean_i  E_{query_i} [ KL(pi_old_i || pi_theta'_i) ] <= max_kl
 
-where ``theta'_i`` depends on ``theta`` through the inner step (second order unless ``first_order``).
-The step direction solves ``H x = -g`` by conjugate gradient on Hessian-vector products of the mean KL;
-it is scaled to the KL boundary and shrunk by backtracking until the KL bound holds and the surrogate
-improves (else the step is rejected).
+where ``theta'_i`` depends on ``theta`` through the inner step (second order unless ``first_order``). The
+meta-gradient is always the exact gradient of ``L``. The step direction solves ``G x = -g`` by conjugate
+gradient with one of three metrics ``G`` (``metric``), all positive semi-definite:
+
+- ``hvp``: the exact Hessian of ``KL(theta)``, by Hessian-vector products through the inner step (the
+  reference implementations' choice; each product differentiates the second-order graph twice more);
+- ``gauss_newton``: the same matrix, computed as ``mean_i P_i^T D_i^T M D_i P_i`` with ``P_i = d theta'_i / d
+  theta = prod_s (I - alpha H_i,s)`` (``H_i,s`` the Hessian of the inner loss), ``D_i`` the Jacobian of the
+  policy's outputs on the query steps and ``M`` the action distribution's Fisher information. At the sampling
+  parameters the KL and its gradient vanish, so its Hessian *is* this Gauss-Newton matrix; each product costs
+  two inner-loss Hessian-vector products per inner step and a forward- and a reverse-mode pass on the queries;
+- ``fisher``: ``mean_i D_i^T M D_i``, the Fisher information of the adapted policies, leaving the inner
+  step's curvature out of the metric (``P_i = I``); one forward- and one reverse-mode pass on the queries.
+
+``metric_subsample`` evaluates the metric on that fraction of the query time steps, evenly spaced. The line
+search always checks the exact KL bound, so the metric changes the direction and the first candidate's length,
+never the trust region.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.distributions import Distribution, kl_divergence
 
-from metarl.functional import Params
+from metarl.functional import Params, detach, flat, stack, unflatten_like
 from metarl.meta_rl import MetaBatch, MetaRLAgent, MetaRLConfig, masked_mean
 from metarl.task import TaskSource
-from metarl.trpo import TRPOConfig, trpo_step
+from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
+
+METRICS = ("hvp", "gauss_newton", "fisher")
 
 
 @dataclass
 class MAMLTRPOConfig(MetaRLConfig, TRPOConfig):
-    """MetaRLConfig and the trust region (``max_kl``, ``cg_iters``, ``cg_damping``, ``ls_max_steps``,
-    ``ls_backtrack_ratio``)."""
+    """MetaRLConfig, the trust region (``max_kl``, ``cg_iters``, ``cg_damping``, ``ls_max_steps``,
+    ``ls_backtrack_ratio``) and the conjugate-gradient metric."""
+
+    metric: str = "fisher"  # "hvp" (exact KL Hessian), "gauss_newton" (the same, factored) or "fisher"
+    metric_subsample: float = 0.2  # fraction of the query time steps the metric is evaluated on
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if not 0 < self.metric_subsample <= 1:
+            raise ValueError(f"metric_subsample must be in (0, 1], got {self.metric_subsample!r}")
 
 
 class MAMLTRPO(MetaRLAgent):
@@ -37,18 +65,70 @@ class MAMLTRPO(MetaRLAgent):
     def __init__(self, family: TaskSource, config: MAMLTRPOConfig, seed: int = 0):
         super().__init__(family, config, seed)
 
+    def outer_terms(self, adapted: Params, batch: MetaBatch,
+                    old: Distribution | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outer loss ``L`` and the mean KL to the sampling policies ``old`` (their query-step distributions;
+        computed when not given) for the adapted parameters, from one evaluation of the policy."""
+        q = batch.query
+        if old is None:
+            old = self.sampling_distribution(batch)
+        dist = self.policy.dist(q.obs, adapted, stacked=True)
+        ratio = torch.exp(dist.log_prob(q.actions) - q.log_probs)
+        loss = -masked_mean(ratio * batch.query_advantages, q.mask).mean()
+        return loss, masked_mean(kl_divergence(old, dist), q.mask).mean()
+
+    def sampling_distribution(self, batch: MetaBatch) -> Distribution:
+        """The query steps' action distributions under the parameters that sampled them."""
+        with torch.no_grad():
+            return self.policy.dist(batch.query.obs, batch.query_params, stacked=True)
+
     def surrogate_and_kl(self, theta: Params, batch: MetaBatch,
                          first_order: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The outer loss ``L(theta)`` and the mean KL of the adapted policies to the sampling ones."""
-        adapted = self.adapted(theta, batch, first_order)[-1]
-        q = batch.query
-        ratio = torch.exp(self.log_probs(adapted, q) - q.log_probs)
-        loss = -masked_mean(ratio * batch.query_advantages, q.mask).mean()
-        kl = self.kl_from(batch.query_params, adapted, q).mean()
-        return loss, kl
+        return self.outer_terms(self.adapted(theta, batch, first_order)[-1], batch)
+
+    def _line_search_values(self, theta: Params, batch: MetaBatch, old: Distribution) -> tuple[torch.Tensor,
+                                                                                                 torch.Tensor]:
+        """``L`` and the KL at a candidate: the adapted parameters' values need only a first-order inner step."""
+        adapted = detach(self.adapted(theta, batch, first_order=True)[-1])
+        with torch.no_grad():
+            return self.outer_terms(adapted, batch, old)
+
+    def metric_product(self, theta: Params, batch: MetaBatch, adapted: list[Params],
+                       kl: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``v -> G v`` on flat vectors at ``theta``, for the configured metric; ``adapted`` is
+        :meth:`adapted`'s output at ``theta`` and ``kl`` the mean KL there, both with their graphs."""
+        c, q, leaves = self.config, batch.query, list(theta.values())
+        if c.metric == "hvp":
+            return kl_hessian_product(kl, leaves)
+        steps = q.obs.shape[-2]
+        idx = (torch.arange(math.ceil(steps * c.metric_subsample)) / c.metric_subsample).long()
+        mask = q.mask[..., idx]
+        weights = mask / mask.sum((-2, -1), keepdim=True).clamp_min(1.0) / len(batch.tasks)
+        fisher = self.policy.fisher_product(q.obs[..., idx, :], detach(adapted[-1]), weights, stacked=True)
+        k = len(batch.tasks)
+
+        def through_inner_steps(u: Params, order: range) -> Params:
+            """Apply ``I - alpha H_s`` (symmetric: the inner step's Jacobian) for the inner steps in ``order``."""
+            for s in order:
+                u = dict(zip(u, torch.autograd.grad(list(adapted[s + 1].values()), list(adapted[s].values()),
+                                                    list(u.values()), retain_graph=True), strict=True))
+            return u
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            u = stack(unflatten_like(v, theta), k)
+            if c.metric == "gauss_newton":
+                u = through_inner_steps(u, range(len(adapted) - 1))
+                return flat(torch.autograd.grad(list(adapted[-1].values()), leaves, list(fisher(u).values()),
+                                                retain_graph=True))
+            return flat([g.sum(0) for g in fisher(u).values()])
+
+        return product
 
     def update(self, batch: MetaBatch) -> dict[str, float]:
-        # line-search candidates are only evaluated: their inner step needs no second-order graph
-        return trpo_step(self.policy.params(),
-                         lambda theta, line_search: self.surrogate_and_kl(theta, batch, True if line_search else None),
+        theta, old = self.policy.params(), self.sampling_distribution(batch)
+        adapted = self.adapted(theta, batch)
+        loss, kl = self.outer_terms(adapted[-1], batch, old)
+        metric = self.metric_product(theta, batch, adapted, kl)
+        return trpo_step(theta, loss, metric, lambda candidate: self._line_search_values(candidate, batch, old),
                          self.config)

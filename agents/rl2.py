@@ -33,7 +33,7 @@ from metarl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
 from metarl.returns import gae
 from metarl.sampler import Sampler
 from metarl.task import Task, TaskSource
-from metarl.trpo import TRPOConfig, trpo_step
+from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
 
 OUTER_LOOPS = ("ppo", "trpo")
 CRITICS = ("shared", "separate")
@@ -219,14 +219,19 @@ class RL2:
             old, _, _ = self.policy.unroll(trials.inputs, state)
         theta = {k: p for k, p in self.policy.named_parameters() if not k.startswith("value.")}
 
-        def objective(params: dict[str, torch.Tensor], line_search: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        def objective(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
             dist, _, _ = torch.func.functional_call(self.policy, params, (trials.inputs, state))
             ratio = torch.exp(dist.log_prob(trials.actions) - trials.log_probs)
             kl = torch.distributions.kl_divergence(old, dist)
             surrogate = ((ratio * adv + self.config.entropy_coef * dist.entropy()) * mask).sum() / count
             return -surrogate, (kl * mask).sum() / count
 
-        return trpo_step(theta, objective, self.config)
+        def evaluate(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad():
+                return objective(params)
+
+        loss, kl = objective(theta)
+        return trpo_step(theta, loss, kl_hessian_product(kl, list(theta.values())), evaluate, self.config)
 
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
         trials = self.collect(tasks, seed)

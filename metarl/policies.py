@@ -9,7 +9,7 @@ policy in one ``torch.func.vmap`` call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import torch
@@ -19,7 +19,9 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from metarl.functional import Params, call
 from metarl.nets import mlp
 
-__all__ = ["CategoricalMLPPolicy", "GaussianMLPPolicy", "Policy", "make_policy"]
+__all__ = ["CategoricalMLPPolicy", "GaussianMLPPolicy", "Outputs", "Policy", "make_policy"]
+
+Outputs = torch.Tensor | tuple[torch.Tensor, ...]  # what ``forward`` returns: the distribution's parameters
 
 
 class Policy(nn.Module):
@@ -35,6 +37,30 @@ class Policy(nn.Module):
 
     def distribution(self, out: torch.Tensor | tuple[torch.Tensor, ...]) -> Distribution:
         raise NotImplementedError
+
+    def output_fisher(self, out: Outputs, tangent: Outputs) -> Outputs:
+        """``M u``: the Fisher information of the distribution in the parameterisation ``forward`` gives (the
+        Hessian of ``KL(pi_out || pi_out')`` at ``out' = out``), applied to an output-shaped ``tangent``."""
+        raise NotImplementedError
+
+    def fisher_product(self, obs: torch.Tensor, params: Params, weights: torch.Tensor,
+                       stacked: bool = False) -> Callable[[Params], Params]:
+        """``u -> J^T (weights * M J u)``: the weighted Fisher information of the action distributions at
+        ``obs`` w.r.t. ``params`` as a Gauss-Newton product (``J`` the Jacobian of ``forward``'s outputs, ``M``
+        :meth:`output_fisher`). With ``weights`` the mask over the number of steps it equals the Hessian of the
+        mean ``KL(pi_params || pi_p)`` at ``p = params``. One forward-mode and one reverse-mode pass per product."""
+        def outputs(p: Params) -> Outputs:
+            return call(self, p, obs, stacked)
+
+        out, pullback = torch.func.vjp(outputs, params)
+
+        def product(u: Params) -> Params:
+            _, ju = torch.func.jvp(outputs, (params,), (u,))
+            mju = self.output_fisher(out, ju)
+            w = weights.unsqueeze(-1)
+            return pullback(tuple(m * w for m in mju) if isinstance(mju, tuple) else mju * w)[0]
+
+        return product
 
     def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
         """Draw actions with an explicit generator, so sampling is reproducible without global state."""
@@ -58,6 +84,11 @@ class GaussianMLPPolicy(Policy):
         mean, log_std = out
         return Independent(Normal(mean, log_std.exp()), 1)
 
+    def output_fisher(self, out: Outputs, tangent: Outputs) -> Outputs:
+        """Per action dimension, ``diag(1 / sigma^2, 2)`` in (mean, log std)."""
+        (_, log_std), (d_mean, d_log_std) = out, tangent
+        return d_mean * torch.exp(-2 * log_std), 2 * d_log_std
+
     def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
         base = dist.base_dist
         noise = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype)
@@ -76,6 +107,11 @@ class CategoricalMLPPolicy(Policy):
 
     def distribution(self, out: torch.Tensor) -> Distribution:
         return Categorical(logits=out)
+
+    def output_fisher(self, out: Outputs, tangent: Outputs) -> Outputs:
+        """``diag(p) - p p^T`` in the logits."""
+        p = torch.softmax(out, -1)
+        return p * tangent - p * (p * tangent).sum(-1, keepdim=True)
 
     def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
         probs = dist.probs.reshape(-1, dist.probs.shape[-1])

@@ -1,5 +1,6 @@
 """MAML-RL mathematics: meta-gradients against finite differences, the TRPO step's KL bound, ProMP."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -9,10 +10,10 @@ from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
 
 import metarl
 from metarl.functional import flat, unflatten_like
-from metarl.meta_rl import MetaBatch
+from metarl.meta_rl import MetaBatch, MetaRLConfig, masked_mean
 from metarl.sampler import Episodes
 from metarl.task import Task
-from metarl.trpo import TRPOConfig, conjugate_gradient, trpo_step
+from metarl.trpo import TRPOConfig, conjugate_gradient, kl_hessian_product, trpo_step
 
 
 def _double(batch: MetaBatch) -> MetaBatch:
@@ -137,18 +138,66 @@ def test_first_order_meta_gradient_is_the_post_adaptation_gradient(tiny):
     assert not torch.allclose(fo, second, rtol=1e-3)  # the second-order terms are really there
 
 
-def test_lvc_inner_gradient_equals_the_policy_gradient_at_the_sampling_parameters(tiny):
+def test_lvc_inner_loss_has_the_policy_gradient_and_the_lower_variance_curvature(tiny):
+    # At the sampling parameters, ProMP's LVC objective mean(pi / pi_old A) has the gradient of MAML's
+    # mean(log pi A), and its Hessian is MAML's plus mean(A grad log pi grad log pi^T) (Rothfuss et al. 2019,
+    # eq. 10-11; the tasks' losses are summed, so each task's block is its own).
     agent, batch = tiny
-    theta = agent.policy.params()
-    stacked = {k: v.detach().clone().requires_grad_() for k, v in batch.support_params[0].items()}
-    grads = {}
-    for est in ("vpg", "lvc"):
-        agent.config.inner_estimator = est
-        loss = agent.inner_loss(stacked, batch.support[0], batch.support_advantages[0])
-        grads[est] = flat(torch.autograd.grad(loss, list(stacked.values())))
-    agent.config.inner_estimator = "vpg"
-    torch.testing.assert_close(grads["vpg"], grads["lvc"])
-    assert theta  # the agent is unchanged
+    episodes, adv = batch.support[0], batch.support_advantages[0]
+    params = {k: v.detach().clone().requires_grad_() for k, v in batch.support_params[0].items()}
+    leaves = list(params.values())
+    v = [torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(leaves)]
+    grads, curvature = {}, {}
+    for estimator in ("vpg", "lvc"):
+        variant = copy.copy(agent)
+        variant.config = dataclasses.replace(agent.config, inner_estimator=estimator)
+        grad = torch.autograd.grad(variant.inner_loss(params, episodes, adv), leaves, create_graph=True)
+        grads[estimator] = flat(grad)
+        curvature[estimator] = flat(torch.autograd.grad(flat(grad) @ flat(v), leaves))
+    torch.testing.assert_close(grads["lvc"], grads["vpg"])
+
+    def log_probs(*values: torch.Tensor) -> torch.Tensor:
+        return agent.log_probs(dict(zip(params, values, strict=True)), episodes)
+
+    logp, directional = torch.func.jvp(log_probs, tuple(p.detach() for p in leaves), tuple(v))  # grad log pi . v
+    outer_product = torch.autograd.grad(masked_mean(adv * directional * log_probs(*leaves), episodes.mask).sum(), leaves)
+    torch.testing.assert_close(curvature["lvc"] - curvature["vpg"], -flat(outer_product), rtol=1e-5, atol=1e-6)
+    assert (curvature["lvc"] - curvature["vpg"]).norm() > 0.1 * curvature["vpg"].norm()  # not a negligible term
+
+
+@pytest.mark.parametrize("estimator", ["vpg", "lvc"])
+def test_one_inner_step_moves_towards_each_goal_and_raises_the_return(estimator):
+    # Navigation2D from the origin to a goal in each quadrant: the return grows as the point moves towards the
+    # goal, so the policy gradient at the origin points at it. One inner step must move the mean action there
+    # towards the goal and raise the mean return; a sign error in the inner loss (or in LVC's ratio) reverses both.
+    family = metarl.envs.make("Navigation2D-v0", horizon=20)
+    goals = torch.tensor([(0.4, 0.4), (-0.4, 0.4), (-0.4, -0.4), (0.4, -0.4)])
+    tasks = [Task("Navigation2D-v0", {"goal": tuple(g.tolist())}) for g in goals]
+    config = MAMLTRPOConfig(meta_batch_size=4, episodes_per_task=50, hidden_sizes=[16], inner_estimator=estimator)
+    agent = MAMLTRPO(family, config, seed=0)
+    batch = agent.collect(tasks, seed=0, steps=1)
+    origin = torch.zeros(4, 1, 1, 2)
+    before, after = (agent.policy.dist(origin, params, stacked=True).mean.reshape(4, 2).detach()
+                     for params in (batch.support_params[0], batch.query_params))
+    towards = ((after - before) * goals).sum(-1) / goals.norm(dim=-1)
+    assert (towards > 0.02).all(), towards  # each about 0.05-0.1
+    gain = batch.query.episode_returns().mean() - batch.support[0].episode_returns().mean()
+    assert gain > 0.3  # +1.06 here; -1.65 with the inner loss's sign reversed
+
+
+def test_promp_outer_gradient_at_the_sampling_parameters_is_maml_trpos(tiny):
+    # At theta = theta_old the adapted policies are the sampling ones: the ratio is 1 (so the clipping is inactive)
+    # and the inner KL penalty is at its minimum, so ProMP's outer gradient is the MAML surrogate's (with the same
+    # inner estimator), whose ratio the finite-difference tests above check. A sign error in ProMP's ratio flips it.
+    agent, batch = tiny
+    shared = {f.name: getattr(agent.config, f.name) for f in dataclasses.fields(MetaRLConfig)}  # vpg inner step
+    promp = ProMP(agent.family, ProMPConfig(**shared), seed=0)
+    promp.policy.double()
+    promp.policy.load_state_dict(agent.policy.state_dict())
+    theta = promp.policy.params()
+    expected = flat(torch.autograd.grad(_outer(agent, agent.policy.params(), batch), list(agent.policy.params().values())))
+    actual = flat(torch.autograd.grad(promp.objective(batch)[0], list(theta.values())))
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-9)
 
 
 def test_conjugate_gradient_solves_a_spd_system():
@@ -166,10 +215,12 @@ def test_trpo_full_step_lands_on_the_kl_boundary_of_a_quadratic_kl():
     mu = torch.zeros(3, requires_grad=True)
     g = torch.tensor([1.0, -2.0, 0.5])
 
-    def objective(params, line_search):
+    def objective(params):
         return params["mu"] @ g, 0.5 * (params["mu"] ** 2).sum()
 
-    metrics = trpo_step({"mu": mu}, objective, TRPOConfig(max_kl=0.01, cg_damping=0.0))
+    loss, kl = objective({"mu": mu})
+    metrics = trpo_step({"mu": mu}, loss, kl_hessian_product(kl, [mu]), objective,
+                        TRPOConfig(max_kl=0.01, cg_damping=0.0))
     assert metrics["line_search_steps"] == 1 and metrics["kl"] == pytest.approx(0.01, rel=1e-5)
     assert torch.allclose(mu.detach(), -g / g.norm() * (2 * 0.01) ** 0.5, atol=1e-6)
 
