@@ -225,7 +225,10 @@ class FewShotEpisodes:
 class Sinusoid:
     """Sinusoid regression of Finn et al. 2017 (section 5.1): ``y = A sin(x - phi)``, ``A ~ U[0.1, 5]``,
     ``phi ~ U[0, pi]``, ``x ~ U[-5, 5]``; K support and ``queries`` query points per task (MAML trains with
-    K=10 for both). A task holds its amplitude, phase and the seed of its inputs."""
+    K=10 for both). A task holds its amplitude, phase and the seed of its inputs.
+
+    Reference: cbfinn/maml ``data_generator.py`` (``generate_sinusoid_batch``: amp_range [0.1, 5.0],
+    phase_range [0, pi], input_range [-5.0, 5.0])."""
 
     metric: ClassVar[str] = "mse"
     description: ClassVar[str] = "sinusoid regression y = A sin(x - phase) (MAML)"
