@@ -5,8 +5,8 @@ earlier version lacks) are one *method*, labelled by the run directory's name
 without a trailing ``-seed<k>``. For each method the report shows
 
 * the adaptation curve on held-out tasks, read from each seed's ``eval.json`` (``per_task_returns``): at each
-  point, the interquartile mean and the mean over the matrix ``scores[seed, task]`` with stratified-bootstrap
-  95% intervals (:mod:`metarl.statistics`); all methods of a task family share a figure;
+  point, each seed's interquartile mean and mean over its held-out tasks, averaged over seeds, with 95%
+  bootstrap intervals over seeds (:mod:`metarl.statistics`); all methods of a task family share a figure;
 * the learning curve over meta-training (``return_post``, or ``accuracy`` for few-shot runs, per iteration):
   the mean over seeds and the band between the lowest and the highest seed;
 * a table of final numbers, wall-clock time (``elapsed_s``) and environment steps (``total_env_steps``).
@@ -153,6 +153,7 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
             gain = aggregate(scores - np.stack([curve[0] for curve in curves]), reps=REPS, confidence=CONFIDENCE,
                              seed=BOOTSTRAP_SEED)
             row["gain_mean"], row["gain_mean_ci"] = gain["mean"], gain["mean_ci"]
+            row["gain_per_seed_mean"] = gain["per_seed_mean"]
         rows.append(row)
     result = {"x_label": first["x_label"], "metric": first.get("metric", "return"), "family": method.config["family"],
               "seeds": [run.seed for run in evaluated], "num_tasks": tasks, "points": rows}
@@ -218,7 +219,7 @@ def _plot_adaptation(methods: list[Method], path: Path, title: str) -> None:
                 ax.axhline(c["mean"], color=color, linestyle="--", linewidth=1,
                            label=f"{method.label}: {c['budgets']} budgets ({_count(c['env_steps_per_task'])} steps)")
         ax.set_xlabel(x_label)
-        ax.set_title(f"{name} over seeds x tasks")
+        ax.set_title(f"{name} of each seed's held-out tasks, mean over seeds")
         ax.grid(alpha=0.3)
         if x_key == "index":
             ax.set_xticks(range(max(len(m.adaptation["points"]) for m in methods)))
@@ -229,7 +230,7 @@ def _plot_adaptation(methods: list[Method], path: Path, title: str) -> None:
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.set_xlim(-0.2, max(positive) * 1.15)
     bands = any(len(m.adaptation["seeds"]) > 1 for m in methods)
-    axes[0].set_ylabel(f"{metric} (95% stratified-bootstrap CI)" if bands else metric)
+    axes[0].set_ylabel(f"{metric} (95% bootstrap CI over seeds)" if bands else metric)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{title}: held-out tasks")
     fig.tight_layout()
@@ -303,21 +304,26 @@ def _spread(values: list[float], show: Any) -> str:
     return f"{show(float(np.mean(values)))} ({low} to {high})"
 
 
+def _per_seed(values: list[float], sign: bool = False) -> str:
+    return ", ".join(f"{'+' if sign and v >= 0 else ''}{_num(v)}" for v in values)
+
+
 def _final_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
     header = ["method", "family", "agent", "seeds", "held-out tasks", "final point", "IQM [95% CI]",
-              "mean [95% CI]", "gain over point 0 [95% CI]", "final training metric", "iterations",
+              "mean [95% CI]", "gain over point 0 [95% CI]", "gain per seed", "final training metric", "iterations",
               "wall-clock per seed", "env steps per seed"]
     rows = []
     for m in methods:
         a, lc = m.adaptation, m.learning
         row = [m.label, m.config.get("family", ""), m.config.get("agent", ""), ", ".join(map(str, m.seeds))]
         if a is None:
-            row += ["—", "not evaluated", "—", "—", "—"]
+            row += ["—", "not evaluated", "—", "—", "—", "—"]
         else:
             last, runs = a["points"][-1], len(a["seeds"])
             row += [str(a["num_tasks"]), f"{last['index']} ({_plural(last['episodes_of_experience'], 'episode')})",
                     _ci(last, "iqm", runs), _ci(last, "mean", runs),
-                    _ci(last, "gain_mean", runs, sign=True) if "gain_mean" in last else "—"]
+                    _ci(last, "gain_mean", runs, sign=True) if "gain_mean" in last else "—",
+                    _per_seed(last["gain_per_seed_mean"], sign=True) if "gain_mean" in last else "—"]
         if lc is None:
             row += ["—", "—", "—", "—"]
         else:
@@ -329,18 +335,19 @@ def _final_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
 
 
 def _curve_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "point", "episodes of experience", "IQM [95% CI]", "mean [95% CI]", "seeds x tasks"]
+    header = ["method", "point", "episodes of experience", "IQM [95% CI]", "mean [95% CI]", "mean per seed",
+              "seeds x tasks"]
     rows = []
     for m in methods:
         runs = len(m.adaptation["seeds"])
         for p in m.adaptation["points"]:
             rows.append([m.label, str(p["index"]), str(p["episodes_of_experience"]), _ci(p, "iqm", runs),
-                         _ci(p, "mean", runs), f"{p['runs']} x {p['tasks']}"])
+                         _ci(p, "mean", runs), _per_seed(p["per_seed_mean"]), f"{p['runs']} x {p['tasks']}"])
         if "ceiling" in m.adaptation:
             c = m.adaptation["ceiling"]
             rows.append([m.label, f"ceiling: {c['budgets']} budgets",
                          f"{_count(c['env_steps_per_task'])} env steps", "—",
-                         f"{_spread(c['per_seed'], _num)} (first {c['tasks']} tasks)",
+                         f"{_spread(c['per_seed'], _num)} (first {c['tasks']} tasks)", _per_seed(c["per_seed"]),
                          f"{len(c['per_seed'])} x {c['tasks']}"])
     return header, rows
 
@@ -360,15 +367,18 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 EXPLANATION = (
     "Each method is the set of runs whose configs differ only in the seed. At each point of the adaptation "
-    "curve the scores form a matrix [seed, held-out task] (from each seed's eval.json); the IQM (mean of the "
-    "middle 50% of all scores) and the mean are shown with 95% stratified-bootstrap percentile intervals "
-    f"({REPS} resamples, seeds drawn with replacement within each task; Agarwal et al. 2021), which measure how "
-    "much the number would move with new seeds on the same tasks. A method with one seed has no such interval. "
-    "The gain is the paired improvement of the last point over point 0. A from-scratch baseline trained on "
-    "with a large budget shows that ceiling as a dashed line (mean over seeds, on the first held-out tasks). "
-    "Learning curves show the mean over "
-    "seeds and the band between the lowest and the highest seed; wall-clock and env steps are per seed, mean "
-    "(min to max).")
+    "curve, each seed is first summarised over its held-out tasks (from its eval.json): the IQM (mean of the "
+    "middle 50% of its tasks' scores) and the mean; the numbers shown are these per-seed values averaged over "
+    "the seeds (the per-seed means are listed too). The seed is the independent unit (one seed's policy "
+    "produces all its tasks' scores), so the 95% intervals are percentile intervals of a bootstrap over seeds "
+    f"({REPS} resamples of the seeds with replacement; Agarwal et al. 2021): they measure how much the number "
+    "would move with new training seeds on the same held-out tasks, not the spread over tasks. Each method is "
+    "trained on one family, so the seeds are resampled within it. With few seeds such an interval is coarse "
+    "(with 3 seeds it cannot reach beyond the lowest and highest seed); a method with one seed has none. The "
+    "gain is the paired improvement of the last point over point 0, per seed and averaged over seeds. A "
+    "from-scratch baseline trained on with a large budget shows that ceiling as a dashed line (mean over seeds, "
+    "on the first held-out tasks). Learning curves show the mean over seeds and the band between the lowest and "
+    "the highest seed; wall-clock and env steps are per seed, mean (min to max).")
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html", command: str = "") -> Path:
@@ -402,7 +412,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html",
             figures.append((section, family, path))
 
     summary = {"command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "bootstrap": {"reps": REPS, "confidence": CONFIDENCE, "seed": BOOTSTRAP_SEED},
+               "bootstrap": {"unit": "seed", "reps": REPS, "confidence": CONFIDENCE, "seed": BOOTSTRAP_SEED},
                "methods": [{"label": m.label, "runs": [str(r.path) for r in m.runs], "seeds": m.seeds,
                             "family": m.config.get("family"), "agent": m.config.get("agent"),
                             "adaptation": m.adaptation, "learning": m.learning, "notes": m.notes} for m in methods]}

@@ -12,7 +12,6 @@ import yaml
 
 from metarl.cli import main
 from metarl.report import Run, group_runs, load_run, method_label
-from metarl.statistics import aggregate
 
 torch.set_num_threads(1)
 
@@ -35,10 +34,6 @@ def _scores(run_dirs: list[Path], point: int) -> np.ndarray:
     return np.array([json.loads((d / "eval.json").read_text())["per_task_returns"][point] for d in run_dirs])
 
 
-def _plain(stats: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in stats.items()}
-
-
 def test_html_report_groups_seeds_and_shows_the_statistics_of_metarl_statistics(runs, tmp_path, capsys):
     out = tmp_path / "report"
     dirs = [runs / "tiny-seed0", runs / "tiny-seed1", runs / "other-seed0"]
@@ -58,15 +53,23 @@ def test_html_report_groups_seeds_and_shows_the_statistics_of_metarl_statistics(
     assert len(tiny["adaptation"]["points"]) == 2 and len(other["adaptation"]["points"]) == 3  # may differ
     assert other["adaptation"]["num_tasks"] == 3 and tiny["adaptation"]["num_tasks"] == 4
     for point in range(2):
+        # By hand: each seed's mean and IQM over its 4 tasks (the middle two of the sorted scores), averaged
+        # over the 2 seeds; a bootstrap over 2 seeds puts a quarter of its mass on each seed alone, so the 95%
+        # interval runs from one seed's value to the other's.
         scores = _scores(dirs[:2], point)
-        expected = _plain(aggregate(scores))
+        means = scores.mean(1)
+        iqms = np.sort(scores, axis=1)[:, 1:3].mean(1)
         shown = tiny["adaptation"]["points"][point]
-        assert {k: shown[k] for k in expected} == expected
-        assert expected["runs"] == 2 and expected["tasks"] == 4
-        iqm, (low, high) = expected["iqm"], expected["iqm_ci"]
-        assert f"<td>{iqm:.2f} [{low:.2f}, {high:.2f}]</td>" in page
-    gain = aggregate(_scores(dirs[:2], 1) - _scores(dirs[:2], 0))
-    assert tiny["adaptation"]["points"][1]["gain_mean"] == gain["mean"]
+        assert (shown["runs"], shown["tasks"]) == (2, 4)
+        np.testing.assert_allclose(shown["per_seed_mean"], means)
+        np.testing.assert_allclose([shown["mean"], *shown["mean_ci"]], [means.mean(), means.min(), means.max()])
+        np.testing.assert_allclose([shown["iqm"], *shown["iqm_ci"]], [iqms.mean(), iqms.min(), iqms.max()])
+        assert f"<td>{iqms.mean():.2f} [{iqms.min():.2f}, {iqms.max():.2f}]</td>" in page
+        assert f"<td>{means[0]:.2f}, {means[1]:.2f}</td>" in page  # the per-seed means beside them
+    gains = (_scores(dirs[:2], 1) - _scores(dirs[:2], 0)).mean(1)
+    final = tiny["adaptation"]["points"][1]
+    np.testing.assert_allclose([final["gain_mean"], *final["gain_mean_ci"]], [gains.mean(), gains.min(), gains.max()])
+    np.testing.assert_allclose(final["gain_per_seed_mean"], gains)
 
     learning = tiny["learning"]
     rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in dirs[:2]]
@@ -127,5 +130,6 @@ def test_a_large_budget_ceiling_is_reported_as_the_mean_over_seeds(runs, tmp_pat
                  "--out", str(tmp_path / "r"), "--format", "md"]) == 0
     ceiling = json.loads((tmp_path / "r" / "summary.json").read_text())["methods"][0]["adaptation"]["ceiling"]
     assert ceiling["mean"] == pytest.approx(-7.0) and ceiling["per_seed"] == [-8.0, -6.0]
-    assert "| scratch | ceiling: 50 budgets | 100k env steps | — | -7.00 (-8.00 to -6.00) (first 5 tasks) | 2 x 5 |" in \
-        (tmp_path / "r" / "report.md").read_text()
+    row = ("| scratch | ceiling: 50 budgets | 100k env steps | — | -7.00 (-8.00 to -6.00) (first 5 tasks) | -8.00, -6.00 "
+           "| 2 x 5 |")
+    assert row in (tmp_path / "r" / "report.md").read_text()
