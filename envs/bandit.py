@@ -9,6 +9,7 @@ one state); the agent learns from its action and reward history. ``info`` carrie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -16,7 +17,7 @@ import numpy as np
 
 from metarl.task import Task
 
-from .base import Distribution, TaskEnv, TaskFamily, Uniform
+from .base import BatchStepper, Distribution, TaskEnv, TaskFamily, Uniform
 from .registry import register
 
 
@@ -43,6 +44,26 @@ class BanditEnv(TaskEnv, gym.Env):
         reward = float(self.np_random.random() < p)
         info = {"expected_reward": p, "regret": self.probs.max() - p}
         return self._obs.copy(), reward, False, self._time_up(), info
+
+    @staticmethod
+    def batch_stepper(envs: Sequence[BanditEnv]) -> BanditBatch:
+        return BanditBatch(envs)
+
+
+class BanditBatch(BatchStepper):
+    """Steps bandit environments as arrays (arm probabilities ``[n, k]``); each draw comes from its
+    environment's own generator, as in ``env.step``."""
+
+    def __init__(self, envs: Sequence[BanditEnv]):
+        super().__init__(envs)
+        self.probs = np.stack([e.probs for e in envs])
+        self.obs = envs[0]._obs
+
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        draws = np.array([self.envs[i].np_random.random() for i in idx.tolist()])
+        reward = (draws < self.probs[idx, actions.astype(np.int64)]).astype(np.float64)
+        obs = np.repeat(self.obs[None], len(idx), axis=0)
+        return obs, reward, np.zeros(len(idx), dtype=bool), self._time_up(idx)
 
 
 @register("Bandit-v0")

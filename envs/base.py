@@ -22,6 +22,7 @@ __all__ = [
     "Choice",
     "Dirichlet",
     "Disk",
+    "BatchStepper",
     "Distribution",
     "LogUniform",
     "Normal",
@@ -329,3 +330,32 @@ class TaskEnv:
 
 def _rebuild_env(family: TaskFamily, task: Task, render_mode: str | None) -> gym.Env:
     return family.make_env(task, render_mode=render_mode)
+
+
+class BatchStepper:
+    """Base of a family's batch stepper: steps many of its environments (bare task environments of one
+    family, already reset) as arrays, with the results of ``env.step`` on each.
+
+    An environment class offers one through a ``batch_stepper(envs)`` class- or staticmethod, which the
+    sampler uses when it can. Subclasses implement ``step`` with :meth:`_time_up` for truncation, and
+    write what they keep as arrays back into the environments in ``close``.
+    """
+
+    def __init__(self, envs: Sequence[TaskEnv]):
+        self.envs = list(envs)
+        self.horizon = self.envs[0].horizon
+        self.elapsed = np.array([e._elapsed for e in self.envs], dtype=np.int64)
+
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Advance environments ``idx`` by one step; (observations, rewards, terminated, truncated) for them."""
+        raise NotImplementedError
+
+    def _time_up(self, idx: np.ndarray) -> np.ndarray:
+        """Count one step of environments ``idx``; True where the horizon is reached (``TaskEnv._time_up``)."""
+        self.elapsed[idx] += 1
+        return self.elapsed[idx] >= self.horizon
+
+    def close(self) -> None:
+        """Hand the environments back, with their step counts."""
+        for env, steps in zip(self.envs, self.elapsed, strict=True):
+            env._elapsed = int(steps)

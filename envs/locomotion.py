@@ -34,22 +34,20 @@ ant-dir terminates below z = 0.2: ``{"healthy_z_range": (0.2, 1.0)}``).
 
 from __future__ import annotations
 
-import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv, mass_center
-from mujoco import rollout
 
 from metarl.task import Task
 
 from .base import Choice, Disk, Distribution, TaskEnv, TaskFamily, Uniform
+from .mujoco_batch import DataBatch, MujocoBatch, RobotRules, stack_params
 from .registry import register
 
 
@@ -69,15 +67,21 @@ class LocomotionEnv(TaskEnv):
 
     def to_control(self, action: np.ndarray) -> np.ndarray:
         """The robot's control for a policy action (one ``[d]`` or a batch ``[n, d]``): the action itself,
-        or with ``action_scale = s``, ``[-s, s]`` mapped linearly onto the control range."""
+        or with ``action_scale = s``, ``[-s, s]`` mapped linearly onto the control range; in float64, as
+        MuJoCo's controls (a float32 action would make the costs, and with them the rewards, float32)."""
         s = self.action_scale
         if s is None:
-            return action
+            return np.asarray(action, dtype=np.float64)
         low, high = self.control_low, self.control_high
         return np.clip(low + (np.clip(action, -s, s) + s) * (high - low) / (2 * s), low, high)
 
     def _apply_task(self, task: Task) -> None:
         self.params = {k: task.array(k) for k in task.keys()}
+
+    @classmethod
+    def batch_stepper(cls, envs: Sequence[LocomotionEnv]) -> MujocoBatch:
+        """The environments stepped together, the step's formulas as array operations."""
+        return MujocoBatch(envs, LocomotionRules(envs), to_control=envs[0].to_control)
 
     def _position(self) -> np.ndarray:
         raise NotImplementedError
@@ -112,66 +116,24 @@ class _LeggedTerms:
         return survive - ctrl - contact, terminated, info
 
 
+class LocomotionRules(RobotRules):
+    """:meth:`LocomotionEnv.step` on a batch: the task's reward in place of the robot's forward reward, and
+    the survive reward on every step."""
+
+    def __init__(self, envs: Sequence[LocomotionEnv]):
+        super().__init__(envs)
+        self.family, self.params = envs[0].family, stack_params(envs)
+
+    def reward(self, data: DataBatch, position: np.ndarray, velocity: np.ndarray, healthy: np.ndarray,
+               controls: np.ndarray) -> np.ndarray:
+        params = {k: v[data.idx] for k, v in self.params.items()}
+        task_reward = self.family.task_reward(params, position, velocity)
+        return task_reward + (self.robot.healthy_reward - self.robot.costs(data, controls))
+
+
 class HalfCheetahTaskEnv(LocomotionEnv, HalfCheetahEnv):
     def _position(self) -> np.ndarray:
         return self.data.qpos[:1].copy()
-
-    @staticmethod
-    def batch_stepper(envs: Sequence[HalfCheetahTaskEnv]) -> HalfCheetahBatch:
-        return HalfCheetahBatch(envs)
-
-
-class HalfCheetahBatch:
-    """Steps many HalfCheetah task envs together: physics for all of them in ``mujoco.rollout``'s
-    thread pool, observations and rewards as array operations on the stacked physics states.
-
-    The same model, controls and formulas as :meth:`LocomotionEnv.step`; the one difference is MuJoCo's
-    solver warm start, which rollout does not carry from one call to the next (the trajectories agree to
-    about 1e-9). ``close`` writes the states back into the environments.
-    """
-
-    SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    _pool: ClassVar[rollout.Rollout | None] = None
-
-    def __init__(self, envs: Sequence[HalfCheetahTaskEnv]):
-        first = envs[0]
-        self.envs, self.family, self.frame_skip, self.dt = list(envs), first.family, first.frame_skip, first.dt
-        self.ctrl_cost_weight, self.horizon, self.to_control = first._ctrl_cost_weight, first.horizon, first.to_control
-        self.nq, self.nv, self.models = first.model.nq, first.model.nv, [e.model for e in envs]
-        size = mujoco.mj_stateSize(first.model, self.SPEC)
-        self.state = np.empty((len(envs), size))
-        for i, e in enumerate(envs):
-            mujoco.mj_getState(e.model, e.data, self.state[i], self.SPEC)
-        self.params = {k: np.stack([e.params[k] for e in envs]) for k in first.params}
-        threads = os.cpu_count() or 1  # each environment's physics is independent: results do not depend on it
-        if HalfCheetahBatch._pool is None:
-            HalfCheetahBatch._pool = rollout.Rollout(nthread=threads)
-        self.datas = [mujoco.MjData(first.model) for _ in range(threads)]
-        self.elapsed = np.array([e._elapsed for e in envs], dtype=np.int64)
-
-    def step(self, idx: np.ndarray, actions: np.ndarray):
-        """Advance environments ``idx`` by one env-step; (obs, rewards, terminated, truncated) for them."""
-        x_before = self.state[idx, 1]
-        actions = self.to_control(actions)
-        control = np.repeat(actions[:, None, :], self.frame_skip, axis=1)
-        states, _ = self._pool.rollout([self.models[i] for i in idx], self.datas, self.state[idx], control,
-                                       nstep=self.frame_skip)
-        self.state[idx] = states[:, -1]
-        qpos = self.state[idx, 1 : 1 + self.nq]
-        qvel = self.state[idx, 1 + self.nq : 1 + self.nq + self.nv]
-        velocity = ((qpos[:, 0] - x_before) / self.dt)[:, None]
-        params = {k: v[idx] for k, v in self.params.items()}
-        rewards = self.family.task_reward(params, qpos[:, :1], velocity)
-        rewards = rewards - self.ctrl_cost_weight * np.square(actions).sum(-1)
-        self.elapsed[idx] += 1
-        obs = np.concatenate([qpos[:, 1:], qvel], axis=1)
-        return obs, rewards, np.zeros(len(idx), dtype=bool), self.elapsed[idx] >= self.horizon
-
-    def close(self) -> None:
-        for e, state, steps in zip(self.envs, self.state, self.elapsed, strict=True):
-            mujoco.mj_setState(e.model, e.data, state, self.SPEC)
-            mujoco.mj_forward(e.model, e.data)
-            e._elapsed = int(steps)
 
 
 class AntTaskEnv(_LeggedTerms, LocomotionEnv, AntEnv):

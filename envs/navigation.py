@@ -16,6 +16,7 @@ its path so far, in a square view of half-width 1.5 x the goal range (a point be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -23,7 +24,7 @@ import numpy as np
 
 from metarl.task import Task
 
-from .base import Distribution, TaskEnv, TaskFamily, Uniform
+from .base import BatchStepper, Distribution, TaskEnv, TaskFamily, Uniform
 from .registry import register
 
 
@@ -64,6 +65,10 @@ class Navigation2DEnv(TaskEnv, gym.Env):
         terminated = self.terminate_within is not None and bool(np.all(np.abs(offset) < self.terminate_within))
         return self._state.astype(np.float32), reward, terminated, self._time_up(), {"distance": -reward}
 
+    @staticmethod
+    def batch_stepper(envs: Sequence[Navigation2DEnv]) -> Navigation2DBatch:
+        return Navigation2DBatch(envs)
+
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("Navigation2D.render() called without a render_mode; pass render_mode='rgb_array'")
@@ -93,6 +98,35 @@ class Navigation2DEnv(TaskEnv, gym.Env):
         col = int(np.clip(round((point[0] + extent) / (2 * extent) * (n - 1)), 0, n - 1))
         row = int(np.clip(round((extent - point[1]) / (2 * extent) * (n - 1)), 0, n - 1))
         return col, row
+
+
+class Navigation2DBatch(BatchStepper):
+    """Steps Navigation2D environments as arrays: states ``[n, 2]``, goals ``[n, 2]``."""
+
+    def __init__(self, envs: Sequence[Navigation2DEnv]):
+        super().__init__(envs)
+        self.state = np.stack([e._state for e in envs])
+        self.goal = np.stack([e.goal for e in envs])
+        self.max_step, self.terminate_within = envs[0].max_step, envs[0].terminate_within
+        self.drawn = [i for i, e in enumerate(envs) if e.render_mode is not None]  # they keep their paths
+
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        state = self.state[idx] + np.clip(actions, -self.max_step, self.max_step)
+        self.state[idx] = state
+        for i in np.intersect1d(idx, self.drawn):
+            self.envs[i]._path.append(self.state[i].copy())
+        offset = state - self.goal[idx]
+        reward = -np.sqrt(np.einsum("ij,ij->i", offset, offset))
+        if self.terminate_within is None:
+            terminated = np.zeros(len(idx), dtype=bool)
+        else:
+            terminated = np.all(np.abs(offset) < self.terminate_within, axis=1)
+        return state.astype(np.float32), reward, terminated, self._time_up(idx)
+
+    def close(self) -> None:
+        super().close()
+        for env, state in zip(self.envs, self.state, strict=True):
+            env._state = state.copy()
 
 
 @register("Navigation2D-v0")

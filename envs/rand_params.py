@@ -45,6 +45,7 @@ from gymnasium.envs.registration import load_env_creator
 from metarl.task import Task
 
 from .base import Distribution, LogUniform, TaskEnv, TaskFamily
+from .mujoco_batch import MujocoBatch, RobotRules, ThreadedStepper, robot_for
 from .registry import register
 
 _FIELDS: dict[str, Callable[[mujoco.MjModel], np.ndarray]] = {
@@ -120,6 +121,12 @@ class PhysicsTaskEnv(TaskEnv):
 
     def _apply_task(self, task: Task) -> None:
         self.scaler.apply({f: task.array(f) for f in self.scaler.fields})
+
+    @classmethod
+    def batch_stepper(cls, envs: Sequence[PhysicsTaskEnv]) -> MujocoBatch | ThreadedStepper:
+        """The environments stepped together (each on its own scaled model): the robot's formulas as array
+        operations for gymnasium's v5 locomotion robots, the environments' own ``step`` otherwise."""
+        return MujocoBatch(envs, RobotRules(envs)) if robot_for(cls) else ThreadedStepper(envs)
 
     def step(self, action: np.ndarray):
         obs, reward, terminated, truncated, info = super().step(action)

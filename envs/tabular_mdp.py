@@ -10,6 +10,7 @@ last ``horizon`` steps. Observations are one-hot states (pytorch-maml-rl: the st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -17,7 +18,7 @@ import numpy as np
 
 from metarl.task import Task
 
-from .base import Dirichlet, Distribution, Normal, TaskEnv, TaskFamily
+from .base import BatchStepper, Dirichlet, Distribution, Normal, TaskEnv, TaskFamily
 from .registry import register
 
 
@@ -49,6 +50,38 @@ class TabularMDPEnv(TaskEnv, gym.Env):
         cdf = self.cumulative[s, a]
         self._state = min(int(np.searchsorted(cdf, self.np_random.random() * cdf[-1], side="right")), len(cdf) - 1)
         return self._eye[self._state].copy(), reward, False, self._time_up(), {"expected_reward": mean}
+
+    @staticmethod
+    def batch_stepper(envs: Sequence[TabularMDPEnv]) -> TabularMDPBatch:
+        return TabularMDPBatch(envs)
+
+
+class TabularMDPBatch(BatchStepper):
+    """Steps tabular MDP environments as arrays (states ``[n]``, mean rewards ``[n, S, A]``, transition
+    CDFs ``[n, S, A, S]``); each draw comes from its environment's own generator, as in ``env.step``."""
+
+    def __init__(self, envs: Sequence[TabularMDPEnv]):
+        super().__init__(envs)
+        self.state = np.array([e._state for e in envs])
+        self.mean_rewards = np.stack([e.mean_rewards for e in envs])
+        self.cumulative = np.stack([e.cumulative for e in envs])
+        self.eye = envs[0]._eye
+
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rngs = [self.envs[i].np_random for i in idx.tolist()]
+        noise, uniform = np.array([(rng.standard_normal(), rng.random()) for rng in rngs]).reshape(-1, 2).T
+        state, action = self.state[idx], actions.astype(np.int64)
+        reward = self.mean_rewards[idx, state, action] + noise  # normal(mean, 1) is mean + 1 * standard_normal
+        cdf = self.cumulative[idx, state, action]
+        # searchsorted(cdf, u cdf[-1], side="right") on each row: the count of entries <= u cdf[-1]
+        below = (cdf <= (uniform * cdf[:, -1])[:, None]).sum(axis=1)
+        self.state[idx] = np.minimum(below, cdf.shape[1] - 1)
+        return self.eye[self.state[idx]], reward, np.zeros(len(idx), dtype=bool), self._time_up(idx)
+
+    def close(self) -> None:
+        super().close()
+        for env, state in zip(self.envs, self.state.tolist(), strict=True):
+            env._state = state
 
 
 @register("TabularMDP-v0")

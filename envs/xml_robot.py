@@ -10,6 +10,7 @@ freely. The README walks through :data:`CRAWLER_XML`, a four-legged robot shippe
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +23,7 @@ from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from metarl.task import Task
 
 from .base import Distribution, TaskEnv, TaskFamily
+from .mujoco_batch import DataBatch, MujocoBatch, stack_params
 from .rand_params import PHYSICS_FIELDS, PhysicsScaler, physics_distributions
 
 CRAWLER_XML = str(resources.files("metarl.envs") / "assets" / "crawler.xml")
@@ -51,6 +53,11 @@ class XmlRobotEnv(TaskEnv, MujocoEnv):
         if self.scaler is not None:
             self.scaler.apply(self.params)
 
+    @classmethod
+    def batch_stepper(cls, envs: Sequence[XmlRobotEnv]) -> MujocoBatch:
+        """The environments stepped together, through the family's ``batch_*`` hooks."""
+        return MujocoBatch(envs, HookRules(envs), to_control=_float64)
+
     def reset_model(self) -> np.ndarray:
         noise = self.family.reset_noise_scale
         qpos = self.init_qpos + self.np_random.uniform(-noise, noise, size=self.model.nq)
@@ -59,12 +66,26 @@ class XmlRobotEnv(TaskEnv, MujocoEnv):
         return self.family.observation(self.data)
 
     def step(self, action: np.ndarray):
+        action = np.asarray(action, dtype=np.float64)  # as MuJoCo applies it (a policy's may be float32)
         self.do_simulation(action, self.frame_skip)
-        reward = self.family.reward(self.params, self.data, np.asarray(action))
+        reward = self.family.reward(self.params, self.data, action)
         terminated = self.family.terminated(self.params, self.data)
         if self.render_mode == "human":
             self.render()
         return self.family.observation(self.data), float(reward), bool(terminated), self._time_up(), {}
+
+
+class HookRules:
+    """A :class:`MujocoTaskFamily`'s hooks after the physics of a batched step."""
+
+    def __init__(self, envs: Sequence[XmlRobotEnv]):
+        self.family, self.params = envs[0].family, stack_params(envs)
+
+    def evaluate(self, data: DataBatch, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        params = {k: v[data.idx] for k, v in self.params.items()}
+        family = self.family
+        return (family.batch_observation(data), family.batch_reward(params, data, controls),
+                family.batch_terminated(params, data))
 
 
 class MujocoTaskFamily(TaskFamily):
@@ -73,6 +94,10 @@ class MujocoTaskFamily(TaskFamily):
     Optional hooks: ``observation`` (default: qpos without the root's x, y, then qvel), ``terminated``
     (default: never), class attributes ``frame_skip`` and ``reset_noise_scale``. ``physics(fields)``
     gives log-uniform scale parameters for physics fields of the model.
+
+    The sampler steps all environments of a meta-batch together and calls the ``batch_*`` versions of the
+    hooks, which by default call the hooks on each environment (the default observation and termination
+    are array operations already); override them with array operations on a :class:`DataBatch` for speed.
     """
 
     xml_file: ClassVar[str]
@@ -94,10 +119,40 @@ class MujocoTaskFamily(TaskFamily):
         """Reward after a step, from the task parameters, the simulator state and the action."""
 
     def observation(self, data: mujoco.MjData) -> np.ndarray:
-        return np.concatenate([data.qpos[2:], data.qvel])
+        """The observation after a step; the default, written on the last axis, serves a DataBatch too."""
+        return np.concatenate([data.qpos[..., 2:], data.qvel], axis=-1)
 
     def terminated(self, params: dict[str, np.ndarray], data: mujoco.MjData) -> bool:
         return False
 
+    def batch_reward(self, params: dict[str, np.ndarray], data: DataBatch, actions: np.ndarray) -> np.ndarray:
+        """Rewards ``[n]`` of a batch of environments after a step: ``params`` stacked per environment,
+        ``data.qpos`` of shape ``[n, nq]`` and so on, ``actions`` ``[n, nu]`` (float64, as ``reward`` gets
+        them). By default ``reward`` on each environment."""
+        rows = _rows(params, len(data))
+        return np.array([float(self.reward(p, d, a)) for p, d, a in zip(rows, data.datas, actions, strict=True)])
+
+    def batch_observation(self, data: DataBatch) -> np.ndarray:
+        """Observations ``[n, obs_dim]`` of a batch; by default ``observation`` on each environment."""
+        if type(self).observation is MujocoTaskFamily.observation:
+            return self.observation(data)  # type: ignore[arg-type]
+        return np.stack([self.observation(d) for d in data.datas])
+
+    def batch_terminated(self, params: dict[str, np.ndarray], data: DataBatch) -> np.ndarray:
+        """Terminated flags ``[n]`` of a batch; by default ``terminated`` on each environment."""
+        if type(self).terminated is MujocoTaskFamily.terminated:
+            return np.zeros(len(data), dtype=bool)
+        rows = _rows(params, len(data))
+        return np.array([bool(self.terminated(p, d)) for p, d in zip(rows, data.datas, strict=True)])
+
     def _make_env(self, task: Task, render_mode: str | None) -> XmlRobotEnv:
         return XmlRobotEnv(self, task, render_mode)
+
+
+def _float64(actions: np.ndarray) -> np.ndarray:
+    return np.asarray(actions, dtype=np.float64)
+
+
+def _rows(params: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
+    """Stacked parameters as one dict per environment."""
+    return [{k: v[i] for k, v in params.items()} for i in range(n)]

@@ -83,15 +83,26 @@ class MLPActor:
         pass
 
 
+class Stepper(Protocol):
+    """Steps the environments of a sampling call (all reset before it is made)."""
+
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Advance environments ``idx``; (obs, rewards, terminated, truncated) for them, as ``env.step`` gives."""
+        ...
+
+    def close(self) -> None:
+        """Hand the environments back (in the state ``env.step`` would have left them)."""
+        ...
+
+
 class LoopStepper:
     """Steps environments one by one (any gymnasium env). A family's env class can offer a faster
-    ``batch_stepper(envs)`` with the same ``step``/``close`` contract; the sampler then uses it."""
+    ``batch_stepper(envs)`` (see :class:`metarl.envs.base.BatchStepper`); the sampler then uses it."""
 
     def __init__(self, envs: list[gym.Env]):
         self.envs = envs
 
-    def step(self, idx: np.ndarray, actions: np.ndarray):
-        """Advance environments ``idx``; return (obs, rewards, terminated, truncated) for them."""
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         out = [self.envs[i].step(a) for i, a in zip(idx, actions, strict=True)]
         obs, rewards, terminated, truncated, _ = zip(*out, strict=True)
         return np.stack(obs), np.asarray(rewards), np.asarray(terminated), np.asarray(truncated)
@@ -100,11 +111,12 @@ class LoopStepper:
         pass
 
 
-def stepper_for(envs: list[gym.Env]):
-    """The environments' own batch stepper when they are all bare instances of one class offering it."""
-    kind = type(envs[0])
+def stepper_for(envs: list[gym.Env]) -> Stepper:
+    """The environments' own batch stepper when they are all bare instances of one class offering it, of
+    one family; else a :class:`LoopStepper`."""
+    kind, family = type(envs[0]), getattr(envs[0], "family", None)
     factory = getattr(kind, "batch_stepper", None)
-    if factory is not None and all(type(e) is kind and e.unwrapped is e for e in envs):
+    if factory is not None and all(type(e) is kind and e.unwrapped is e and e.family is family for e in envs):
         return factory(envs)
     return LoopStepper(envs)
 

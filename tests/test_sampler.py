@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from metarl.envs.locomotion import HalfCheetahBatch
+from metarl.envs.mujoco_batch import MujocoBatch
 
 import metarl
 from metarl.functional import stack
@@ -111,7 +111,7 @@ def test_halfcheetah_batch_stepper_computes_the_same_step_as_each_environment():
         copies.append(twin)
     assert sum(e.unwrapped.data.ncon for e in envs) > 0
     stepper = stepper_for(envs)
-    assert isinstance(stepper, HalfCheetahBatch)
+    assert isinstance(stepper, MujocoBatch)
     actions = rng.uniform(-1, 1, (6, 6))
     idx = np.array([0, 2, 3, 5])  # a subset, as when some episodes have ended
     obs, rewards, terminated, truncated = stepper.step(idx, actions[idx])
@@ -128,9 +128,11 @@ def test_halfcheetah_batch_stepper_computes_the_same_step_as_each_environment():
 def test_sampler_uses_the_batch_stepper_only_for_bare_envs_of_one_class():
     family = metarl.envs.make("HalfCheetahVel-v0")
     bare = [family.make_env(t) for t in family.train_tasks[:2]]
-    assert isinstance(stepper_for(bare), HalfCheetahBatch)
+    assert isinstance(stepper_for(bare), MujocoBatch)
     nav = metarl.envs.make("Navigation2D-v0")
-    assert isinstance(stepper_for([nav.make_env(nav.train_tasks[0])]), LoopStepper)
+    assert isinstance(stepper_for([*bare, nav.make_env(nav.train_tasks[0])]), LoopStepper)  # two classes
+    other = metarl.envs.make("HalfCheetahDir-v0")  # the same class, another family
+    assert isinstance(stepper_for([*bare, other.make_env(other.train_tasks[0])]), LoopStepper)
     import gymnasium as gym
 
     wrapped = [gym.wrappers.ClipAction(e) for e in bare]
