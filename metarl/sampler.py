@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from metarl.guards import check_transitions
 from metarl.policies import Policy
 from metarl.task import Task, TaskSource
 
@@ -160,6 +161,7 @@ class Sampler:
         seeds = np.random.SeedSequence(seed).generate_state(n)  # episode j of slot i resets with seeds[i]
 
         obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
+        check_transitions(self.family.name, tasks, e, np.arange(n), 0, obs)
         obs_buf = np.zeros((n, horizon, obs.shape[-1]), dtype=np.float32)
         rewards = np.zeros((n, horizon), dtype=np.float32)
         mask = np.zeros((n, horizon), dtype=np.float32)
@@ -179,6 +181,7 @@ class Sampler:
             if low is not None:
                 act = np.clip(act, low, high)
             o_next, r, term, trunc = stepper.step(active, act[active])
+            check_transitions(self.family.name, tasks, e, active, t + 1, o_next, r)
             rewards[active, t], obs[active] = r, o_next
             done = term | trunc
             actor.observe(active, r, done)
