@@ -220,10 +220,15 @@ def test_experiment_configs_build(name):
     assert config.eval_steps == getattr(agent_config, "inner_steps", 0)
 
 
-def test_snail_refuses_regression_and_meta_lstm_fits_the_sinusoid():
-    sinusoid = metarl.envs.make("Sinusoid-v0", shots=5, test_shots=5, test_queries=10, num_test_tasks=4)
+def test_snail_refuses_regression_and_meta_lstm_learns_to_fit_the_sinusoid():
+    sinusoid = metarl.envs.make("Sinusoid-v0", shots=10, test_shots=10, test_queries=10, num_test_tasks=50)
     with pytest.raises(ValueError, match="classifier"):
         Snail(sinusoid, SnailConfig(network="mlp"))
-    agent = MetaLSTM(sinusoid, MetaLSTMConfig(network="mlp", inner_steps=2), seed=0)
-    train(agent, sinusoid, 2, batch=2)
-    assert agent.adaptation_curve(sinusoid.test_tasks, 2, seed=0).shape == (3, 4)
+    agent = MetaLSTM(sinusoid, MetaLSTMConfig(network="mlp", hidden_sizes=[20, 20], inner_steps=3, lr=1e-2,
+                                              meta_batch_size=4), seed=0)
+    untrained = agent.adaptation_curve(sinusoid.test_tasks, 3, seed=0).mean(1)
+    train(agent, sinusoid, 100, batch=4)
+    mse = agent.adaptation_curve(sinusoid.test_tasks, 3, seed=0).mean(1)  # query MSE after 0..3 learner updates
+    # Untrained 5.22 after the updates; trained: 4.31 before them, 3.25 after. The meta-learner's updates fit
+    # each held-out sinusoid's support set, and meta-training made both the initial weights and the updates better.
+    assert mse.shape == (4,) and mse[-1] < 0.85 * mse[0] and mse[-1] < 0.7 * untrained[-1]
