@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metarl.guards import check_count, check_tasks
 from metarl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
 from metarl.returns import gae
 from metarl.sampler import Sampler
@@ -130,7 +131,7 @@ class RL2:
         self.return_stats = torch.tensor([new_mean, new_std, total])
     def collect(self, tasks: list[Task], seed: int) -> Trials:
         """One trial of ``episodes_per_trial`` episodes per slot, the hidden state carried across them."""
-        c, horizon = self.config, self.family.horizon
+        c, horizon, tasks = self.config, self.family.horizon, check_tasks(tasks)
         n = len(tasks) * c.trials_per_task
         seeds = np.random.SeedSequence(seed).generate_state(c.episodes_per_trial + 1)
         actor = RecurrentActor(self.policy, n, torch.Generator().manual_seed(int(seeds[-1])))
@@ -246,6 +247,7 @@ class RL2:
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """Mean return of episode 1..K of a trial on each task: ``[K, len(tasks)]`` (``steps`` is unused:
         RL^2 adapts through its trial, whose length the config fixes)."""
+        check_count("steps", steps, 0)
         with torch.no_grad():
             trials = self.collect(tasks, seed)
         return trials.episode_returns.mean(-1).numpy()

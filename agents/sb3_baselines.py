@@ -45,6 +45,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from metarl.evaluation import mean_ci
+from metarl.guards import check_count, check_tasks
 from metarl.nets import ACTIVATIONS
 from metarl.sampler import Sampler
 from metarl.task import Task, TaskSource
@@ -294,7 +295,7 @@ class SB3Baseline:
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """Return on each task after 0..``steps`` budgets of training on it: ``[steps + 1, len(tasks)]``."""
-        curve = []
+        tasks, steps, curve = check_tasks(tasks), check_count("steps", steps, 0), []
         for k, task in enumerate(tasks):
             model, returns = self._finetune(task, steps, _seed(seed, k))
             model.get_env().close()
@@ -385,12 +386,13 @@ class SB3Scratch(SB3Baseline):
 
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
         """Nothing to meta-train: learning from scratch happens on each held-out task at evaluation."""
+        check_tasks(tasks)
         return {"env_steps": 0.0}
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """The curve of :class:`SB3Baseline`, and with ``ceiling_budgets`` the large-budget reference on the
         first ``ceiling_tasks`` tasks (in ``evaluation_info``, which ``metarl eval`` adds to the JSON)."""
-        c = self.config
+        c, tasks, steps = self.config, check_tasks(tasks), check_count("steps", steps, 0)
         self.evaluation_info = {}
         curve, ceiling = [], []
         for k, task in enumerate(tasks):
@@ -434,6 +436,7 @@ class SB3Oracle(_MultiTask):
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """One evaluation on each task, repeated at every point: ``[steps + 1, len(tasks)]``."""
+        tasks, steps = check_tasks(tasks), check_count("steps", steps, 0)
         returns = self._evaluate(self.model, tasks, _seed(seed, 3))
         return np.repeat(returns[None], steps + 1, axis=0)
 

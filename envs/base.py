@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from metarl.guards import check_count
 from metarl.task import Task
 
 __all__ = [
@@ -46,6 +47,11 @@ class Distribution(ABC):
     @abstractmethod
     def __str__(self) -> str: ...
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` (of shape ``shape``) lies in the distribution's support; a distribution that does
+        not say accepts every value."""
+        return True
+
 
 class Uniform(Distribution):
     """``U[low, high]`` per element."""
@@ -61,6 +67,9 @@ class Uniform(Distribution):
     def __str__(self) -> str:
         return f"U[{self.low:g}, {self.high:g}]" + _shape_suffix(self.shape)
 
+    def contains(self, value: Any) -> bool:
+        return bool(np.all((self.low <= np.asarray(value)) & (np.asarray(value) <= self.high)))
+
 
 class Choice(Distribution):
     """Uniform over a finite set of scalar values."""
@@ -75,6 +84,9 @@ class Choice(Distribution):
 
     def __str__(self) -> str:
         return "{" + ", ".join(map(str, self.values)) + "}"
+
+    def contains(self, value: Any) -> bool:
+        return any(value == v for v in self.values)
 
 
 class Disk(Distribution):
@@ -95,6 +107,9 @@ class Disk(Distribution):
     def __str__(self) -> str:
         return f"uniform in disk of radius {self.radius:g}"
 
+    def contains(self, value: Any) -> bool:
+        return bool(np.linalg.norm(value) <= self.radius * (1 + 1e-12))
+
 
 class LogUniform(Distribution):
     """``base ** u`` with ``u ~ U[-limit, limit]`` per element: a multiplicative scale around 1."""
@@ -109,6 +124,10 @@ class LogUniform(Distribution):
 
     def __str__(self) -> str:
         return f"{self.base:g}^U[-{self.limit:g}, {self.limit:g}]" + _shape_suffix(self.shape)
+
+    def contains(self, value: Any) -> bool:
+        exponent = np.log(np.asarray(value, dtype=np.float64)) / np.log(self.base)  # NaN for values <= 0
+        return bool(np.all(np.abs(exponent) <= self.limit * (1 + 1e-12)))
 
 
 class Normal(Distribution):
@@ -141,6 +160,10 @@ class Dirichlet(Distribution):
 
     def __str__(self) -> str:
         return f"Dirichlet({self.alpha:g}) over the last axis" + _shape_suffix(self.shape)
+
+    def contains(self, value: Any) -> bool:
+        value = np.asarray(value, dtype=np.float64)
+        return bool(np.all(value >= 0) and np.allclose(value.sum(-1), 1.0, atol=1e-6))
 
 
 def _shape_suffix(shape: tuple[int, ...]) -> str:
@@ -212,7 +235,7 @@ class TaskFamily(ABC):
 
     def sample_tasks(self, n: int, seed: int | None = None) -> list[Task]:
         """Draw ``n`` tasks from the family's distribution (reproducible for a given seed)."""
-        return self._draw(n, np.random.default_rng(seed))
+        return self._draw(check_count("n", n), np.random.default_rng(seed))
 
     def _draw(self, n: int, rng: np.random.Generator) -> list[Task]:
         params = self.parameters()
@@ -251,11 +274,18 @@ class TaskFamily(ABC):
                 f"{task!r} has parameters {sorted(task.keys())}; {self.name} tasks have {sorted(params)}"
             )
         for key, dist in params.items():
-            if np.shape(task[key]) != dist.shape:
+            value = task[key]
+            if np.shape(value) != dist.shape:
                 raise ValueError(
-                    f"{task!r}: parameter {key!r} has shape {np.shape(task[key])}, "
+                    f"{task!r}: parameter {key!r} has shape {np.shape(value)}, "
                     f"{self.name} expects {dist.shape}"
                 )
+            numeric = np.asarray(value).dtype.kind in "biuf"
+            if not isinstance(dist, Choice) and not (numeric and np.isfinite(np.asarray(value, dtype=float)).all()):
+                raise ValueError(f"{task!r}: parameter {key!r} must be finite numbers, got {value!r}")
+            if not dist.contains(value):
+                raise ValueError(f"{task!r}: parameter {key!r} = {value!r} lies outside {self.name}'s distribution "
+                                 f"{dist}")
         return task
 
     def describe(self) -> dict[str, Any]:
@@ -302,6 +332,7 @@ class TaskEnv:
     family: TaskFamily
     task: Task
     _elapsed: int = 0
+    _was_reset: bool = False
 
     def _init_task(self, family: TaskFamily, task: Task) -> None:
         self.family, self.horizon = family, family.horizon
@@ -316,11 +347,14 @@ class TaskEnv:
         raise NotImplementedError
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
-        self._elapsed = 0
+        self._elapsed, self._was_reset = 0, True
         return super().reset(seed=seed, options=options)  # type: ignore[misc]
 
     def _time_up(self) -> bool:
-        """Count one step; True once the horizon is reached."""
+        """Count one step; True once the horizon is reached. A step before the first reset is refused."""
+        if not self._was_reset:
+            raise gym.error.ResetNeeded(f"{self.family.name}: step() was called before reset(); call env.reset() "
+                                        "first")
         self._elapsed += 1
         return self._elapsed >= self.horizon
 

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from metarl.guards import check_count
 from metarl.supervised import FewShotBatch
 from metarl.task import Task
 
@@ -163,7 +164,7 @@ class FewShotEpisodes:
         return tasks
 
     def sample_tasks(self, n: int, seed: int | None = None) -> list[Task]:
-        return self._draw("train", n, self.ways, self.shots, self.queries, np.random.default_rng(seed))
+        return self._draw("train", check_count("n", n), self.ways, self.shots, self.queries, np.random.default_rng(seed))
 
     @property
     def train_tasks(self) -> list[Task]:
@@ -257,7 +258,7 @@ class Sinusoid:
                 for a, p, s in zip(amp, phase, seeds, strict=True)]
 
     def sample_tasks(self, n: int, seed: int | None = None) -> list[Task]:
-        return self._draw(n, np.random.default_rng(seed), "train")
+        return self._draw(check_count("n", n), np.random.default_rng(seed), "train")
 
     @property
     def train_tasks(self) -> list[Task]:

@@ -28,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metarl.guards import check_count
 from metarl.task import Task
 
 from .base import Choice, Distribution, TaskEnv, TaskFamily
@@ -177,7 +178,7 @@ class MetaWorldFamily(TaskFamily):
 
     def sample_tasks(self, n: int, seed: int | None = None) -> list[Task]:
         rng = np.random.default_rng(seed)
-        return [self.train_tasks[i] for i in rng.integers(len(self.train_tasks), size=n)]
+        return [self.train_tasks[i] for i in rng.integers(len(self.train_tasks), size=check_count("n", n))]
 
     def check_task(self, task: Any) -> Task:
         if not isinstance(task, Task):

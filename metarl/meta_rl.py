@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from metarl.functional import Params, detach, sgd_step, stack
+from metarl.guards import check_count, check_tasks
 from metarl.policies import Policy, make_policy
 from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
 from metarl.sampler import Episodes, Sampler
@@ -169,7 +170,7 @@ class MetaRLAgent(ABC):
     def collect(self, tasks: list[Task], seed: int, steps: int | None = None) -> MetaBatch:
         """Support episodes for each of ``steps`` inner steps (default: the config's), then query episodes
         with the adapted parameters."""
-        steps = self.config.inner_steps if steps is None else steps
+        tasks, steps = check_tasks(tasks), self.config.inner_steps if steps is None else check_count("steps", steps, 0)
         seeds = np.random.SeedSequence(seed).generate_state(steps + 1)
         params = stack(detach(self.policy.params()), len(tasks))
         support, support_adv, support_params = [], [], []

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metarl.guards import check_count, check_tasks
 from metarl.nets import Conv4, mlp
 from metarl.task import Task
 
@@ -143,7 +144,7 @@ class FewShotAgent(ABC):
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
         c = self.config
         torch.manual_seed(seed)  # every random choice of a step derives from its seed: resume is exact
-        batch = self.family.batch(tasks)
+        batch = self.family.batch(check_tasks(tasks))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.outer_backward(batch)
@@ -160,6 +161,7 @@ class FewShotAgent(ABC):
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """``[points, len(tasks)]``: accuracy (percent) or MSE on each episode's query set after 0..steps inner
         steps (gradient-based learners) or after reading the support set (one point)."""
+        tasks, steps = check_tasks(tasks), check_count("steps", steps, 0)
         torch.manual_seed(seed)
         self.model.eval()
         scores = []
