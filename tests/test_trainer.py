@@ -14,7 +14,7 @@ import torch
 import yaml
 from metarl.agents import AGENTS
 
-from metarl.checkpoint import load_checkpoint
+from metarl.checkpoint import latest_checkpoint, load_checkpoint
 from metarl.cli import main
 from metarl.config import ConfigError, load_config
 
@@ -42,30 +42,65 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
-def test_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one(tmp_path):
-    config = _config(tmp_path)
+# Tiny runs of agents whose state goes beyond the policy's weights: Adam moments and step counts (ProMP, RL² with
+# PPO, few-shot MAML, SB3's PPO), ProMP's penalty coefficients, RL²'s return statistics.
+KILLED = {
+    "maml_trpo": {"family_overrides": {"horizon": 20}},
+    "promp": {"agent": "promp", "family_overrides": {"horizon": 20},
+              "agent_config": {**TINY["agent_config"], "adaptive_inner_kl_penalty": True}},
+    "rl2_ppo": {"agent": "rl2", "family_overrides": {"horizon": 20},
+                "agent_config": {"meta_batch_size": 3, "episodes_per_trial": 2, "hidden_size": 8, "ppo_epochs": 2,
+                                 "minibatches": 2}},
+    "maml_sinusoid": {"family": "Sinusoid-v0", "family_overrides": {"shots": 5, "queries": 5}, "agent": "maml",
+                      "agent_config": {"network": "mlp", "hidden_sizes": [8, 8], "meta_batch_size": 2}},
+    "sb3_pretrained": {"agent": "sb3_pretrained", "family_overrides": {"horizon": 10},
+                       "agent_config": {"meta_batch_size": 2, "episodes_per_task": 2, "minibatches": 2, "n_epochs": 2}},
+}
+
+
+def _assert_equal_states(a, b, where: str = "agent") -> None:
+    """Two checkpointed states hold the same tensors, numbers and strings, at every depth."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_states(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_equal_states(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("name", list(KILLED))
+def test_killed_run_resumes_to_the_same_metrics_and_state_as_an_uninterrupted_one(tmp_path, name):
+    config = _config(tmp_path, **KILLED[name])
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "metarl.cli", "train", str(config), "--run-dir", str(killed), "--no-progress"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.time() + 120
-    while not (killed / "checkpoints" / "iter_000004.pt").exists():
+    while not (killed / "checkpoints" / "iter_000002.pt").exists():
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() < deadline, "no checkpoint within 2 minutes"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "checkpoints" / "iter_000400.pt").exists()  # it really was cut short
-    assert main(["train", "--resume", str(killed), "iterations=10", "--no-progress"]) == 0
+    iterations = int(latest_checkpoint(killed).stem.split("_")[1]) + 3  # resumed from there, then 3 more
+    assert main(["train", "--resume", str(killed), f"iterations={iterations}", "--no-progress"]) == 0
     whole = tmp_path / "whole"
-    assert main(["train", str(config), "iterations=10", "--run-dir", str(whole), "--no-progress"]) == 0
+    assert main(["train", str(config), f"iterations={iterations}", "--run-dir", str(whole), "--no-progress"]) == 0
     assert _metrics(killed) == _metrics(whole)
-    assert [r["iteration"] for r in _metrics(killed)] == list(range(10))
-    a, b = (load_checkpoint(d / "checkpoints" / "iter_000010.pt") for d in (killed, whole))
+    assert [r["iteration"] for r in _metrics(killed)] == list(range(iterations))
+    last = f"iter_{iterations:06d}.pt"
+    a, b = (load_checkpoint(d / "checkpoints" / last) for d in (killed, whole))
     assert a["env_steps"] == b["env_steps"]
-    for name, tensor in a["agent"]["policy"].items():
-        assert torch.equal(tensor, b["agent"]["policy"][name]), name
+    _assert_equal_states(a["agent"], b["agent"])  # weights and optimiser state alike
 
 
 def test_bad_config_fields_are_refused_by_name(tmp_path, capsys):
