@@ -9,7 +9,6 @@ import torch
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
 
 import metarl
-from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.functional import flat, unflatten_like
 from metarl.meta_rl import MetaBatch, MetaRLConfig, masked_mean
 from metarl.sampler import Episodes
@@ -267,9 +266,9 @@ def test_promp_update_lowers_its_objective_and_continues_exactly_from_a_checkpoi
     # The pre-update policy moved away from the one that sampled the support episodes (0.027 > 1.5 x 0.01):
     # the penalty's coefficient doubles.
     assert metrics["inner_kl"] > 1.5 * config.target_inner_kl and metrics["inner_kl_coeff"] == pytest.approx(2 * 5e-4)
-    save_checkpoint({"iteration": 1, "agent": agent.state_dict()}, tmp_path / "promp.pt")
+    torch.save(agent.state_dict(), tmp_path / "promp.pt")
     other = ProMP(family, config, seed=2)  # another initialisation and a fresh Adam, overwritten by the checkpoint
-    other.load_state_dict(load_checkpoint(tmp_path / "promp.pt")["agent"])
+    other.load_state_dict(torch.load(tmp_path / "promp.pt", weights_only=True))
     batch = agent.collect(family.sample_tasks(4, seed=4), seed=4)
     # The next update's Adam steps depend on the moment estimates and step count: identical only if restored.
     assert other.update(batch) == agent.update(batch)
