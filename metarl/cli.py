@@ -15,7 +15,9 @@
                                                        multi-seed report: IQM/mean with bootstrap CIs, curves, table
 
 The command line is the composition root: it is the one core module that reaches the task
-families and the agents, and only through their registries.
+families and the agents, and only through their registries. Every error a user can cause (a bad config,
+checkpoint or run directory, a run that diverged) ends the command with exit code 2 and one line on stderr
+naming the problem.
 """
 
 from __future__ import annotations
@@ -32,14 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from metarl.config import ConfigError, RunConfig, build_dataclass, load_config
-from metarl.trainer import EVAL_SEED_SALT, Trainer, derive_seed
+from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent
+from metarl.config import ConfigError, RunConfig, build_dataclass, load_config, read_yaml
+from metarl.rundir import run_lock, write_json
+from metarl.trainer import EVAL_SEED_SALT, RESUME_OVERRIDABLE, Trainer, derive_seed
 
 FEW_SHOT_SOURCES = ("Omniglot-v0", "Sinusoid-v0")  # built-in task sources without environments
-RESUME_OVERRIDABLE = {"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps"}
 
 
 def _families() -> Any:
@@ -130,7 +131,10 @@ def saved_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    return load_config(None, overrides or [], base=yaml.safe_load(saved.read_text()))
+    base = read_yaml(saved, "run config")
+    if not isinstance(base, dict):
+        raise ConfigError(f"run config {str(saved)!r} does not hold a mapping (got {base!r}); it was edited or damaged")
+    return load_config(None, overrides or [], base=base)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -151,15 +155,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("metarl train needs a CONFIG.yaml (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir or Path("runs") / f"{Path(args.config).stem}-seed{config.seed}")
-        if (run_dir / "config.yaml").exists():
+    with run_lock(run_dir):  # checked and trained by one process
+        if not args.resume and (run_dir / "config.yaml").exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; pass --resume {run_dir} "
                               "to continue it or --run-dir for a new one")
-    family, agent, resolved = build_run(config)
-    trainer = Trainer(config, family, agent, run_dir, resolved)
-    if args.resume and latest_checkpoint(run_dir) is None:
-        trainer.train(resume=False, progress=not args.no_progress)  # killed before its first checkpoint
-    else:
-        trainer.train(resume=bool(args.resume), progress=not args.no_progress)
+        family, agent, resolved = build_run(config)
+        trainer = Trainer(config, family, agent, run_dir, resolved)
+        # A run killed before its first checkpoint starts again from iteration 0.
+        trainer.train(resume=bool(args.resume) and latest_checkpoint(run_dir) is not None,
+                      progress=not args.no_progress)
     print(f"run directory: {run_dir}")
     if config.evaluate:
         _add_agent_info(agent, run_dir / "eval.json")
@@ -241,29 +245,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"metarl eval accepts only the overrides {', '.join(EVAL_OVERRIDABLE)}; got {bad}")
     config = saved_config(run_dir, args.overrides)
-    path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
-    if path is None:
-        raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
-    family, agent, resolved = build_run(config)
-    if args.video:  # a family that cannot render is refused before the evaluation
-        from metarl.video import check_renderable
+    if args.tasks is not None and args.tasks < 1:
+        raise ConfigError(f"--tasks must be >= 1, got {args.tasks}")
+    if args.steps is not None and args.steps < 0:
+        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    if args.video and args.video_tasks < 1:
+        raise ConfigError(f"--video-tasks must be >= 1, got {args.video_tasks}")
+    with run_lock(run_dir):  # the evaluation writes into the run directory: not while a training does
+        path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
+        if path is None:
+            raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
+        state = load_checkpoint(path)
+        family, agent, resolved = build_run(config)
+        if args.video:  # a family that cannot render is refused before the evaluation
+            from metarl.video import check_renderable
 
-        if args.video_tasks < 1:
-            raise ConfigError(f"--video-tasks must be >= 1, got {args.video_tasks}")
-        check_renderable(family, family.test_tasks[0])
-    agent.load_state_dict(load_checkpoint(path)["agent"])
-    Trainer(config, family, agent, run_dir, resolved).evaluate(args.tasks, args.steps, args.name)
-    _add_agent_info(agent, run_dir / f"{args.name}.json")
-    _print_eval(run_dir, args.name)
-    if args.video:
-        from metarl.video import write_videos
+            check_renderable(family, family.test_tasks[0])
+        restore_agent(agent, state, path, config.agent)
+        Trainer(config, family, agent, run_dir, resolved).evaluate(args.tasks, args.steps, args.name)
+        _add_agent_info(agent, run_dir / f"{args.name}.json")
+        _print_eval(run_dir, args.name)
+        if args.video:
+            from metarl.video import write_videos
 
-        held_out = family.test_tasks
-        tasks = [held_out[i % len(held_out)] for i in range(args.video_tasks)]
-        steps = config.eval_steps if args.steps is None else args.steps
-        paths = write_videos(agent, family, tasks, steps, derive_seed(config.seed, EVAL_SEED_SALT, 1),
-                             run_dir / "videos", args.video_format)
-        print(f"  videos (left: before adaptation, right: after): {', '.join(map(str, paths))}")
+            held_out = family.test_tasks
+            tasks = [held_out[i % len(held_out)] for i in range(args.video_tasks)]
+            steps = config.eval_steps if args.steps is None else args.steps
+            paths = write_videos(agent, family, tasks, steps, derive_seed(config.seed, EVAL_SEED_SALT, 1),
+                                 run_dir / "videos", args.video_format)
+            print(f"  videos (left: before adaptation, right: after): {', '.join(map(str, paths))}")
     return 0
 
 
@@ -272,7 +282,7 @@ def _add_agent_info(agent: Any, path: Path) -> None:
     large-budget reference) to the evaluation JSON."""
     info = getattr(agent, "evaluation_info", None)
     if info and path.is_file():
-        path.write_text(json.dumps({**json.loads(path.read_text()), **info}, indent=2))
+        write_json(path, {**json.loads(path.read_text()), **info})
 
 
 def _print_eval(run_dir: Path, name: str = "eval") -> None:
@@ -282,8 +292,9 @@ def _print_eval(run_dir: Path, name: str = "eval") -> None:
     supervised = report.get("metric", "return") != "return"  # few-shot: the points are inner steps
     for step in report["steps"]:
         where = "" if supervised else f" ({step['episodes_of_experience']:4d} episodes of experience)"
-        print(f"  {step['index']:3d}{where}: {step['mean_return']:10.2f} +- {step['ci95']:.2f}   gain over point 0: "
-              f"{step['gain']:+.2f} +- {step['gain_ci95']:.2f}")
+        ci, gain_ci = (f"{v:.2f}" if v is not None else "n/a" for v in (step["ci95"], step["gain_ci95"]))
+        print(f"  {step['index']:3d}{where}: {step['mean_return']:10.2f} +- {ci}   gain over point 0: "
+              f"{step['gain']:+.2f} +- {gain_ci}")
     ceiling = report.get("reference_ceiling")
     if ceiling:
         print(f"  reference after {ceiling['budgets']} budgets ({ceiling['env_steps_per_task']} env steps) on the first "
@@ -335,7 +346,8 @@ def cmd_references(args: argparse.Namespace) -> int:
     results = evaluate_references(family, tasks, episodes, seed=config.seed)
     reports = [adaptation_report(curve, name, "episode of the trial", list(range(episodes)))
                for name, curve in results.items()]
-    write_report(reports, run_dir / "references.json")
+    with run_lock(run_dir):
+        write_report(reports, run_dir / "references.json")
     rows = [(r["label"], np.asarray(r["per_task_returns"]).sum(0)) for r in reports]
     evaluated = run_dir / "eval.json"
     if evaluated.is_file():
@@ -412,8 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
-    except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
-        print(f"metarl {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, ImportError, OSError) as err:
+        message = f"{err.strerror}: {err.filename!r}" if isinstance(err, OSError) and err.filename else str(err)
+        print(f"metarl {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
 
 

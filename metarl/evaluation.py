@@ -1,13 +1,15 @@
 """The evaluation protocol: adaptation on held-out tasks, mean with a 95% confidence interval over
-tasks (normal approximation, ``1.96 s / sqrt(n)``), written as JSON and as a PNG plot."""
+tasks (normal approximation, ``1.96 s / sqrt(n)``), written as strict JSON (an undefined interval, of one
+task, as ``null``) and as a PNG plot, each file replaced atomically."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from metarl.rundir import atomic_write, write_json
 
 __all__ = ["adaptation_report", "curve_axis", "mean_ci", "metric_name", "plot_adaptation", "write_report"]
 
@@ -58,8 +60,8 @@ def plot_adaptation(reports: list[dict[str, Any]], path: str | Path, title: str 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for report in reports:
         x = [s[x_key] for s in report["steps"]]
-        y = np.array([s["mean_return"] for s in report["steps"]])
-        ci = np.array([s["ci95"] for s in report["steps"]])
+        y = np.array([s["mean_return"] for s in report["steps"]], dtype=float)  # null (JSON) -> NaN
+        ci = np.array([s["ci95"] for s in report["steps"]], dtype=float)
         ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=report["label"])
     ax.set_xlabel(x_label)
     ax.set_ylabel(f"mean {metric_name(reports[0].get('metric', 'return'))} (95% CI over tasks)")
@@ -69,9 +71,9 @@ def plot_adaptation(reports: list[dict[str, Any]], path: str | Path, title: str 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png"))
     plt.close(fig)
 
 
 def write_report(report: dict[str, Any] | list[dict[str, Any]], json_path: str | Path) -> None:
-    Path(json_path).write_text(json.dumps(report, indent=2))
+    write_json(json_path, report)

@@ -2,8 +2,8 @@
 with a message that names them.
 
 - :func:`check_transitions`: observations and rewards an environment returns (the sampler calls it);
-- :func:`nonfinite_entry`: the first non-finite number in a nested state (parameters, optimiser state,
-  statistics), which the trainer and the checkpoints refuse;
+- :func:`nonfinite_entry` and :func:`check_finite`: the first non-finite number in a nested state
+  (parameters, optimiser state, statistics), which the sampler, the trainer and the checkpoints refuse;
 - :func:`check_count` and :func:`check_tasks`: the counts and task lists of the Python API.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["NonFiniteError", "check_count", "check_tasks", "check_transitions", "nonfinite_entry"]
+__all__ = ["NonFiniteError", "check_count", "check_finite", "check_tasks", "check_transitions", "nonfinite_entry"]
 
 
 class NonFiniteError(ValueError):
@@ -76,3 +76,10 @@ def nonfinite_entry(state: Any, path: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+def check_finite(state: Any, what: str) -> None:
+    """Refuse a nested state holding a NaN or an infinity: ``NonFiniteError("<what>: <where>")``."""
+    bad = nonfinite_entry(state)
+    if bad is not None:
+        raise NonFiniteError(f"{what}: {bad}")

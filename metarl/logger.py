@@ -1,25 +1,48 @@
 """Metrics of a run: JSON lines and CSV in the run directory, TensorBoard, and a progress bar.
 
 On resume, rows at or after the resumed iteration are dropped from the files (and TensorBoard events
-purged), so a resumed run's metrics read exactly as an uninterrupted run's.
+purged), so a resumed run's metrics read exactly as an uninterrupted run's. The files are rewritten
+atomically and then appended to, one line per iteration: a kill costs at most the line being written, which
+belongs to an iteration after the last checkpoint and is dropped on resume. A metric that is NaN or infinite
+(undefined, such as the pre-adaptation return without an inner step) is left out of its row.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 from pathlib import Path
 from typing import Any
+
+from metarl.rundir import atomic_write
 
 __all__ = ["MetricsLogger", "read_metrics"]
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """A run's rows from ``metrics.jsonl``, or from ``metrics.csv`` where only that was kept (as in
-    ``experiments/results``); empty if the run has logged nothing."""
+    ``experiments/results``); empty if the run has logged nothing. A last line cut short by a kill is
+    skipped; any other unreadable line is refused with its file and line number."""
     path = Path(run_dir, "metrics.jsonl")
     if path.is_file():
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):  # a kill inside the last append
+            lines.pop()
+        rows = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
+                raise ValueError(f"{str(path)!r} line {number} is not a metrics row: {line[:80]!r}")
+            rows.append(row)
+        return rows
     path = path.with_suffix(".csv")
     if not path.is_file():
         return []
@@ -28,15 +51,17 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
                 for row in csv.DictReader(f)]
 
 
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not (isinstance(v, float) and not math.isfinite(v))}
+
+
 class MetricsLogger:
     def __init__(self, run_dir: str | Path, start_iteration: int = 0, tensorboard: bool = True):
         self.run_dir = Path(run_dir)
-        kept = [row for row in read_metrics(self.run_dir) if row["iteration"] < start_iteration]
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "w")
-        for row in kept:
-            self._jsonl.write(json.dumps(row) + "\n")
-        self._jsonl.flush()
-        self._rows = kept
+        self._rows = [row for row in read_metrics(self.run_dir) if row["iteration"] < start_iteration]
+        self._jsonl_path = self.run_dir / "metrics.jsonl"
+        atomic_write(self._jsonl_path, "".join(json.dumps(row) + "\n" for row in self._rows))
+        self._jsonl = open(self._jsonl_path, "a")
         self._csv_keys: list[str] = []
         self._csv = None
         self._rewrite_csv()
@@ -47,6 +72,7 @@ class MetricsLogger:
             self._writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_iteration)
 
     def log(self, row: dict[str, Any]) -> None:
+        row = _finite(row)
         self._jsonl.write(json.dumps(row) + "\n")
         self._jsonl.flush()
         self._rows.append(row)
@@ -64,11 +90,12 @@ class MetricsLogger:
         if self._csv is not None:
             self._csv.close()
         self._csv_keys = list(dict.fromkeys(k for row in self._rows for k in row))
-        self._csv = open(self.run_dir / "metrics.csv", "w", newline="")
-        writer = csv.DictWriter(self._csv, fieldnames=self._csv_keys)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self._csv_keys)
         writer.writeheader()
         writer.writerows(self._rows)
-        self._csv.flush()
+        path = atomic_write(self.run_dir / "metrics.csv", text.getvalue())
+        self._csv = open(path, "a", newline="")
 
     def close(self) -> None:
         self._jsonl.close()

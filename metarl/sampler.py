@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.guards import check_transitions
+from metarl.guards import NonFiniteError, check_finite, check_transitions
 from metarl.policies import Policy
 from metarl.task import Task, TaskSource
 
@@ -74,7 +74,11 @@ class MLPActor:
         self.shape = (num_tasks, episodes_per_task)
 
     def act(self, obs: torch.Tensor, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        dist = self.policy.dist(obs.view(*self.shape, -1), self.params, stacked=self.params is not None)
+        try:
+            dist = self.policy.dist(obs.view(*self.shape, -1), self.params, stacked=self.params is not None)
+        except ValueError as err:  # torch's argument check: a NaN, or a scale of 0 or infinity
+            first_line = str(err).splitlines()[0].rstrip(":")
+            raise NonFiniteError(f"the policy's action distribution is invalid: {first_line}") from None
         action = self.policy.sample(dist, self.generator)
         log_prob = dist.log_prob(action)
         n = obs.shape[0]
@@ -146,6 +150,7 @@ class Sampler:
         self, tasks: list[Task], policy: Policy, params: dict[str, torch.Tensor] | None = None, *, seed: int
     ) -> Episodes:
         """Episodes of ``policy`` on ``tasks``; ``params`` are stacked per task (None: the policy's own)."""
+        check_finite(params, f"cannot sample {self.family.name} with policy parameters that are not finite")
         n = len(tasks) * self.episodes_per_task
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence(seed).generate_state(n + 1)[-1]))
         return self.run(tasks, MLPActor(policy, params, len(tasks), self.episodes_per_task, generator), seed=seed)

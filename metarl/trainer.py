@@ -9,6 +9,7 @@ the metrics, the checkpoints and the evaluation outputs.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,16 +18,20 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent, save_checkpoint
 from metarl.config import RunConfig
 from metarl.evaluation import adaptation_report, plot_adaptation, write_report
+from metarl.guards import NonFiniteError, check_finite
 from metarl.logger import MetricsLogger
+from metarl.rundir import atomic_write, remove_temp_files, run_lock
 from metarl.task import Task, TaskSource
 
-__all__ = ["Agent", "Trainer", "derive_seed"]
+__all__ = ["RESUME_OVERRIDABLE", "Agent", "Trainer", "derive_seed"]
 
 EVAL_SEED_SALT = 2**31 - 1
 PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
+RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps"})
+STEP_SIZES = ("lr", "learning_rate", "inner_lr", "max_kl")  # named in the message of a diverged run
 
 
 class Agent(Protocol):
@@ -51,6 +56,14 @@ class Trainer:
         self.resolved_config = resolved_config or config.to_dict()
 
     def train(self, resume: bool = False, progress: bool = True) -> None:
+        """Train from iteration 0, or from the run directory's latest checkpoint with ``resume``."""
+        with run_lock(self.run_dir):
+            remove_temp_files(self.run_dir)
+            self._train(resume, progress)
+            if self.config.evaluate:
+                self.evaluate()
+
+    def _train(self, resume: bool, progress: bool) -> None:
         c = self.config
         start, env_steps, elapsed = 0, 0, 0.0
         if resume:
@@ -58,10 +71,10 @@ class Trainer:
             if path is None:
                 raise CheckpointError(f"cannot resume: run directory {str(self.run_dir)!r} has no checkpoint")
             state = load_checkpoint(path)
-            self.agent.load_state_dict(state["agent"])
+            self._check_resumable(state, path)
+            restore_agent(self.agent, state, path, c.agent)
             start, env_steps, elapsed = int(state["iteration"]), int(state["env_steps"]), float(state["elapsed"])
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.resolved_config, sort_keys=False))
+        atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config, sort_keys=False))
         logger = MetricsLogger(self.run_dir, start)
         bar = tqdm(range(start, c.iterations), initial=start, total=c.iterations, disable=not progress,
                    desc=self.run_dir.name, dynamic_ncols=True)
@@ -69,7 +82,11 @@ class Trainer:
             for it in bar:
                 t0 = time.perf_counter()
                 tasks = self.family.sample_tasks(self.agent.config.meta_batch_size, seed=derive_seed(c.seed, it, 0))
-                metrics = self.agent.meta_step(tasks, seed=derive_seed(c.seed, it, 1))
+                try:
+                    metrics = self.agent.meta_step(tasks, seed=derive_seed(c.seed, it, 1))
+                    self._check_finite(metrics)
+                except NonFiniteError as err:
+                    raise self._stopped(it, err) from None
                 seconds = time.perf_counter() - t0
                 env_steps += int(metrics.get("env_steps", 0))
                 elapsed += seconds
@@ -78,12 +95,53 @@ class Trainer:
                 bar.set_postfix({k: f"{metrics[k]:.3g}" for k in PROGRESS_KEYS if k in metrics})
                 if (it + 1) % c.checkpoint_every == 0 or it + 1 == c.iterations:
                     save_checkpoint({"iteration": it + 1, "agent": self.agent.state_dict(),
-                                     "env_steps": env_steps, "elapsed": elapsed},
+                                     "env_steps": env_steps, "elapsed": elapsed, "agent_name": c.agent,
+                                     "config": json.dumps(self.resolved_config)},
                                     self.run_dir / "checkpoints" / f"iter_{it + 1:06d}.pt")
         finally:
             logger.close()
-        if c.evaluate:
-            self.evaluate()
+
+    def _check_resumable(self, state: dict[str, Any], path: Path) -> None:
+        """Refuse a checkpoint beyond the run's iterations, or one written under a config that differs from
+        this run's (outside :data:`RESUME_OVERRIDABLE`), naming the fields."""
+        if state["iteration"] > self.config.iterations:
+            raise CheckpointError(f"checkpoint {str(path)!r} is at iteration {state['iteration']}, beyond this run's "
+                                  f"iterations={self.config.iterations}; resume with iterations={state['iteration']} "
+                                  "or more")
+        if "config" not in state:  # written before checkpoints recorded their config
+            return
+        try:
+            recorded = json.loads(state["config"])
+        except ValueError:
+            recorded = None
+        if not isinstance(recorded, dict):
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its config is not a JSON mapping")
+        before, after = _flatten(recorded), _flatten(self.resolved_config)
+        keys = before.keys() | {k for k in after if k.startswith("family_overrides.")}  # agent defaults may grow
+        changed = [f"{k}: {_shown(before, k)} -> {_shown(after, k)}" for k in sorted(keys)
+                   if k.split(".")[0] not in RESUME_OVERRIDABLE and before.get(k) != after.get(k)]
+        if changed:
+            raise CheckpointError(f"the config of run {str(self.run_dir)!r} differs from the one its checkpoint "
+                                  f"{path.name} was written with ({'; '.join(changed)}); restore config.yaml, or "
+                                  f"start a new run (on resume only {', '.join(sorted(RESUME_OVERRIDABLE))} may "
+                                  "change, as command-line overrides)")
+
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        """Refuse an iteration whose loss or agent state is NaN or infinite."""
+        loss = next((f"{k} = {v}" for k, v in metrics.items()
+                     if ("loss" in k or k == "mse") and isinstance(v, float) and not np.isfinite(v)), None)
+        if loss is not None:
+            raise NonFiniteError(f"the agent's {loss}")
+        check_finite(self.agent.state_dict(), "the agent's state is not finite")
+
+    def _stopped(self, iteration: int, err: NonFiniteError) -> NonFiniteError:
+        """The error that stops a run at an iteration that met a NaN or an infinity, naming the last checkpoint."""
+        last = latest_checkpoint(self.run_dir)
+        agent_config = self.resolved_config.get("agent_config", {})
+        sizes = ", ".join(f"agent_config.{k}={agent_config[k]}" for k in STEP_SIZES if k in agent_config)
+        return NonFiniteError(f"training stopped at iteration {iteration}: {err}; nothing of this iteration was "
+                              f"logged or saved, the last checkpoint is {str(last) if last else 'none'}. If the agent "
+                              f"diverged, a smaller step size usually helps" + (f" (this run: {sizes})" if sizes else ""))
 
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None, name: str = "eval") -> dict[str, Any]:
         """Adaptation on the family's held-out tasks; writes ``<name>.json`` and ``<name>.png`` in the run
@@ -98,6 +156,10 @@ class Trainer:
         steps = c.eval_steps if steps is None else steps
         t0 = time.perf_counter()
         curve = self.agent.adaptation_curve(tasks, steps, seed=derive_seed(c.seed, EVAL_SEED_SALT))
+        if not np.isfinite(curve).all():
+            point, task = np.argwhere(~np.isfinite(curve))[0]
+            raise NonFiniteError(f"evaluation of run {str(self.run_dir)!r}: the score of held-out {tasks[task]!r} "
+                                 f"at point {point} of the adaptation curve is {curve[point, task]}")
         x_label, experience = self.agent.curve_axis(len(curve))
         report = adaptation_report(curve, self.run_dir.name, x_label, experience,
                                    metric=getattr(self.agent, "metric", "return"), family=c.family,
@@ -107,3 +169,18 @@ class Trainer:
         write_report(report, self.run_dir / f"{name}.json")
         plot_adaptation([report], self.run_dir / f"{name}.png", title=f"{c.family}: held-out tasks")
         return report
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"agent_config": {"lr": 1}}`` -> ``{"agent_config.lr": 1}`` (tuples compare as lists)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _shown(flat: dict[str, Any], key: str) -> str:
+    return repr(flat[key]) if key in flat else "(absent)"

@@ -4,8 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import family
-
 from metarl.agents import AGENTS
+
 from metarl.task import Task
 
 
