@@ -15,7 +15,6 @@ step, and the KL penalty between the pre-update policies that keeps the inner st
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -61,10 +60,6 @@ class ProMP(MetaRLAgent):
 
     def update(self, batch: MetaBatch) -> dict[str, float]:
         c = self.config
-        # The inner KL's reference is the parameters that sampled the support episodes. The batch holds them as
-        # detached views of the policy's parameters, which the Adam steps change in place: copy them first.
-        frozen = [{k: v.clone() for k, v in params.items()} for params in batch.support_params]
-        batch = dataclasses.replace(batch, support_params=frozen)
         for step in range(c.promp_steps):
             loss, surrogate, _ = self.objective(batch)
             if step == 0:

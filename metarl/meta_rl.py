@@ -172,7 +172,7 @@ class MetaRLAgent(ABC):
         with the adapted parameters."""
         tasks, steps = check_tasks(tasks), self.config.inner_steps if steps is None else check_count("steps", steps, 0)
         seeds = np.random.SeedSequence(seed).generate_state(steps + 1)
-        params = stack(detach(self.policy.params()), len(tasks))
+        params = stack({k: v.detach().clone() for k, v in self.policy.params().items()}, len(tasks))
         support, support_adv, support_params = [], [], []
         for step in range(steps):
             episodes = self.sampler.sample(tasks, self.policy, params, seed=int(seeds[step]))
