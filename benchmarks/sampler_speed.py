@@ -1,14 +1,18 @@
-"""Sampling speed on HalfCheetahVel with a meta-batch of 40 tasks x 20 episodes, side by side in one run:
+"""Sampling speed with a meta-batch of 40 tasks x 20 episodes, for HalfCheetahVel, AntVel and a RandParams
+family (Hopper, a model per environment), measured side by side in one run:
 
-  sampler      metarl's Sampler: all 800 episodes in lockstep, one vmapped policy call per step
-               for the 40 tasks' parameter sets
-  syncvector   gymnasium's SyncVectorEnv over the same 800 environments, the same policy batched
-  raw          the bare mujoco.mj_step(nstep=5) loop over 800 MjData, no policy
+  sampler      metarl's Sampler: all 800 episodes in lockstep, one vmapped policy call per step for the
+               40 tasks' parameter sets, the environments stepped by their family's batch stepper
+  syncvector   gymnasium's SyncVectorEnv over 800 environments of the same tasks, the same policy batched
+  open loop    mujoco.rollout on the same models from the same states, the same number of threads and of
+               environments, random controls, no policy: the whole horizon in one call
 
-and a breakdown of one MAML-TRPO meta-iteration at that size (support sampling, inner loop, query
-sampling, outer TRPO step). Rounds are interleaved and the best is kept.
+Rounds are interleaved (sampler, syncvector, open loop, again) and the best of each is kept. Then the phase
+breakdown of one MAML-TRPO meta-iteration at that size on HalfCheetahVel (support sampling, inner loop,
+query sampling, outer TRPO step).
 
-    python benchmarks/sampler_speed.py [--tasks 40] [--episodes 20] [--horizon 100] [--rounds 2]
+    python benchmarks/sampler_speed.py [--families ...] [--tasks 40] [--episodes 20] [--horizon 100]
+                                       [--rounds 3] [--skip-breakdown]
 """
 
 from __future__ import annotations
@@ -21,40 +25,85 @@ import mujoco
 import numpy as np
 import torch
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig
+from metarl.envs.mujoco_batch import THREADS
+from mujoco import rollout
 
 import metarl
 import metarl.policies
 import metarl.sampler
 from metarl.functional import detach, stack
 
+FAMILIES = ("HalfCheetahVel-v0", "AntVel-v0", "HopperRandParams-v0")
 
-def sampler_rate(sampler, tasks, policy, params) -> float:
+
+def sampler_rate(sampler, tasks, policy, params, seed: int) -> float:
     start = time.perf_counter()
-    episodes = sampler.sample(tasks, policy, params, seed=0)
+    episodes = sampler.sample(tasks, policy, params, seed=seed)
     return episodes.env_steps / (time.perf_counter() - start)
 
 
-def syncvector_rate(vec: gym.vector.SyncVectorEnv, policy, horizon: int) -> float:
-    obs, _ = vec.reset(seed=0)
-    generator = torch.Generator().manual_seed(0)
+def syncvector_rate(vec: gym.vector.SyncVectorEnv, policy, horizon: int, seed: int) -> float:
+    """SyncVectorEnv (its autoreset restarting finished episodes) for ``horizon`` steps of every environment."""
+    obs, _ = vec.reset(seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    space = vec.single_action_space
     start = time.perf_counter()
     for _ in range(horizon):
         with torch.no_grad():
             dist = policy.dist(torch.as_tensor(obs, dtype=torch.float32))
             action = policy.sample(dist, generator).numpy()
-        obs, *_ = vec.step(np.clip(action, -1, 1))
+        obs, *_ = vec.step(np.clip(action, space.low, space.high))
     return vec.num_envs * horizon / (time.perf_counter() - start)
 
 
-def raw_rate(model: mujoco.MjModel, n: int, horizon: int) -> float:
-    datas = [mujoco.MjData(model) for _ in range(n)]
-    ctrl = np.random.default_rng(0).uniform(-1, 1, size=(n, model.nu))
-    start = time.perf_counter()
-    for _ in range(horizon):
-        for d, c in zip(datas, ctrl, strict=True):
-            d.ctrl[:] = c
-            mujoco.mj_step(model, d, nstep=5)
-    return n * horizon / (time.perf_counter() - start)
+class OpenLoop:
+    """``mujoco.rollout`` of the given models from their data's current states, random controls."""
+
+    def __init__(self, models: list[mujoco.MjModel], datas: list[mujoco.MjData], nstep: int, seed: int = 0):
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self.models, self.nstep = models, nstep
+        self.initial = np.stack([np.empty(mujoco.mj_stateSize(m, spec)) for m in models])
+        for row, m, d in zip(self.initial, models, datas, strict=True):
+            mujoco.mj_getState(m, d, row, spec)
+        low, high = models[0].actuator_ctrlrange.T
+        self.control = np.random.default_rng(seed).uniform(low, high, (len(models), nstep, models[0].nu))
+        self.state = np.empty((len(models), nstep, self.initial.shape[1]))  # allocated once, outside the timing
+        self.sensordata = np.empty((len(models), nstep, models[0].nsensordata))
+        self.pool = rollout.Rollout(nthread=THREADS)
+        self.scratch = [mujoco.MjData(models[0]) for _ in range(THREADS)]
+
+    def rate(self, frame_skip: int) -> float:
+        """Env-steps per second (``frame_skip`` physics steps each)."""
+        start = time.perf_counter()
+        self.pool.rollout(self.models, self.scratch, self.initial, self.control, nstep=self.nstep,
+                          state=self.state, sensordata=self.sensordata)
+        return len(self.models) * self.nstep / frame_skip / (time.perf_counter() - start)
+
+
+def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) -> dict[str, float]:
+    """Best env-steps/s over interleaved rounds of the sampler, SyncVectorEnv and the open-loop limit."""
+    family = metarl.envs.make(name, horizon=horizon)
+    tasks = family.sample_tasks(num_tasks, seed=0)
+    env = family.make_env(tasks[0])
+    policy = metarl.policies.make_policy(env.observation_space, env.action_space)
+    params = stack(detach(policy.params()), num_tasks)
+    sampler = metarl.sampler.Sampler(family, episodes)
+    sampler.sample(tasks, policy, params, seed=0)  # environments are built once, then reused
+    slot_tasks = [t for t in tasks for _ in range(episodes)]
+    vec = gym.vector.SyncVectorEnv([lambda t=t: family.make_env(t) for t in slot_tasks])
+    envs = [e.unwrapped for e in sampler._envs]
+    for i, e in enumerate(envs):
+        e.reset(seed=i)
+    frame_skip = envs[0].frame_skip
+    open_loop = OpenLoop([e.model for e in envs], [e.data for e in envs], horizon * frame_skip)
+    best = {"sampler": 0.0, "syncvector": 0.0, "open loop": 0.0}
+    for r in range(rounds):
+        best["sampler"] = max(best["sampler"], sampler_rate(sampler, tasks, policy, params, seed=r + 1))
+        best["syncvector"] = max(best["syncvector"], syncvector_rate(vec, policy, horizon, seed=r + 1))
+        best["open loop"] = max(best["open loop"], open_loop.rate(frame_skip))
+    vec.close()
+    sampler.close()
+    return best
 
 
 def breakdown(family, tasks, episodes: int) -> dict[str, float]:
@@ -86,37 +135,30 @@ def breakdown(family, tasks, episodes: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES))
     parser.add_argument("--tasks", type=int, default=40)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--horizon", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-breakdown", action="store_true", help="only the sampling speeds")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    family = metarl.envs.make("HalfCheetahVel-v0", horizon=args.horizon)
-    tasks = family.sample_tasks(args.tasks, seed=0)
     n = args.tasks * args.episodes
-    env = family.make_env(tasks[0])
-    policy = metarl.policies.make_policy(env.observation_space, env.action_space)
-    params = stack(detach(policy.params()), args.tasks)
-    sampler = metarl.sampler.Sampler(family, args.episodes)
-    sampler.sample(tasks, policy, params, seed=0)  # environments are built once, then reused
-    slot_tasks = [t for t in tasks for _ in range(args.episodes)]
-    vec = gym.vector.SyncVectorEnv([lambda t=t: family.make_env(t) for t in slot_tasks])
-
-    best = {"sampler": 0.0, "syncvector": 0.0, "raw": 0.0}
-    for _ in range(args.rounds):
-        best["sampler"] = max(best["sampler"], sampler_rate(sampler, tasks, policy, params))
-        best["syncvector"] = max(best["syncvector"], syncvector_rate(vec, policy, args.horizon))
-        best["raw"] = max(best["raw"], raw_rate(env.unwrapped.model, n, args.horizon))
-    print(f"HalfCheetahVel-v0, {args.tasks} tasks x {args.episodes} episodes x {args.horizon} steps ({n} envs)")
-    print(f"{'method':38s} {'env-steps/s':>12s} {'vs syncvector':>14s}")
-    labels = {"sampler": "metarl Sampler (policy in the loop)", "syncvector": "gymnasium SyncVectorEnv + same policy",
-              "raw": "raw mj_step loop (no policy)"}
-    for key, label in labels.items():
-        print(f"{label:38s} {best[key]:12.0f} {best[key] / best['syncvector']:14.2f}")
-    print("\nOne MAML-TRPO meta-iteration at this size:")
-    for key, value in breakdown(family, tasks, args.episodes).items():
+    print(f"{args.tasks} tasks x {args.episodes} episodes x {args.horizon} steps ({n} environments), "
+          f"{THREADS} physics threads, best of {args.rounds} interleaved rounds; env-steps/s:")
+    print(f"{'family':22s} {'sampler':>9s} {'syncvector':>11s} {'open loop':>10s} {'sampler/open loop':>18s} "
+          f"{'sampler/syncvector':>19s}")
+    for name in args.families:
+        best = speeds(name, args.tasks, args.episodes, args.horizon, args.rounds)
+        print(f"{name:22s} {best['sampler']:9.0f} {best['syncvector']:11.0f} {best['open loop']:10.0f} "
+              f"{best['sampler'] / best['open loop']:18.2f} {best['sampler'] / best['syncvector']:19.2f}",
+              flush=True)
+    if args.skip_breakdown:
+        return
+    family = metarl.envs.make("HalfCheetahVel-v0", horizon=args.horizon)
+    print(f"\nOne MAML-TRPO meta-iteration on {family.name} at this size:")
+    for key, value in breakdown(family, family.sample_tasks(args.tasks, seed=0), args.episodes).items():
         print(f"  {key:52s} {value:10.2f}" + ("" if key == "env steps" else " s"))
 
 

@@ -64,12 +64,19 @@ def stack_params(envs: Sequence[Any]) -> dict[str, np.ndarray]:
 
 class DataBatch:
     """The MjData of environments ``idx`` of a batch as stacked arrays: ``batch.qpos`` is ``[n, nq]``,
-    ``batch.cfrc_ext`` is ``[n, nbody, 6]``; any array field of ``mujoco.MjData``, gathered on first access.
-    ``datas`` are the environments' own MjData."""
+    ``batch.cfrc_ext`` is ``[n, nbody, 6]``; any fixed-size array field of ``mujoco.MjData`` (the constraint
+    arrays ``efc_*``, ``island_*`` change size from step to step: read them from each of ``datas``, the
+    environments' own MjData).
 
-    def __init__(self, datas: Sequence[mujoco.MjData], idx: np.ndarray):
+    A field is gathered from the environments on first access, unless the physics threads copied it into
+    ``copied`` (full-batch arrays); ``gathered`` lists the fields that had to be gathered.
+    """
+
+    def __init__(self, datas: Sequence[mujoco.MjData], idx: np.ndarray, copied: dict[str, np.ndarray] | None = None):
         self.idx = idx
         self.datas = [datas[i] for i in idx.tolist()]
+        self.gathered: list[str] = []
+        self._copied = copied or {}
         self._fields: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -79,11 +86,18 @@ class DataBatch:
         if name.startswith("_"):
             raise AttributeError(name)
         if name not in self._fields:
-            arrays = [getattr(d, name) for d in self.datas]
-            if not isinstance(arrays[0], np.ndarray):
-                raise AttributeError(f"DataBatch stacks the array fields of MjData; {name!r} is not one")
-            self._fields[name] = np.concatenate(arrays).reshape(len(arrays), *arrays[0].shape)
+            if name in self._copied:
+                self._fields[name] = self._copied[name][self.idx]
+            else:
+                self._fields[name] = self._gather(name)
+                self.gathered.append(name)
         return self._fields[name]
+
+    def _gather(self, name: str) -> np.ndarray:
+        arrays = [getattr(d, name) for d in self.datas]
+        if not isinstance(arrays[0], np.ndarray) or name.startswith(("efc_", "iefc_", "island_")):
+            raise AttributeError(f"DataBatch stacks the fixed-size array fields of MjData; {name!r} is not one")
+        return np.concatenate(arrays).reshape(len(arrays), *arrays[0].shape)
 
 
 class Rules(Protocol):
@@ -107,6 +121,7 @@ class MujocoBatch(BatchStepper):
         self.models = [e.model for e in self.envs]
         self.datas = [e.data for e in self.envs]
         self.frame_skip = self.envs[0].frame_skip
+        self.copied: dict[str, np.ndarray] = {}  # the fields the rules read, copied by the physics threads
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Advance environments ``idx`` by one env-step; (observations, rewards, terminated, truncated) for them."""
@@ -114,16 +129,22 @@ class MujocoBatch(BatchStepper):
             raise ValueError(f"expected actions of shape {(len(idx), self.models[0].nu)}, got {actions.shape}")
         controls = actions if self.to_control is None else self.to_control(actions)
         in_parallel(self._simulate, idx, controls)
-        obs, rewards, terminated = self.rules.evaluate(DataBatch(self.datas, idx), controls)
+        data = DataBatch(self.datas, idx, self.copied)
+        obs, rewards, terminated = self.rules.evaluate(data, controls)
+        for name in data.gathered:  # from the next step on, the physics threads copy them (while others simulate)
+            self.copied[name] = np.empty((len(self.envs), *getattr(self.datas[0], name).shape))
         return obs, rewards, terminated, self._time_up(idx)
 
     def _simulate(self, idx: np.ndarray, controls: np.ndarray) -> None:
-        """gymnasium's ``do_simulation`` on environments ``idx`` (in a pool thread)."""
+        """gymnasium's ``do_simulation`` on environments ``idx`` (in a pool thread), then the copies."""
+        copied = list(self.copied.items())
         for i, control in zip(idx.tolist(), controls, strict=True):
             model, data = self.models[i], self.datas[i]
             data.ctrl[:] = control
             mujoco.mj_step(model, data, nstep=self.frame_skip)
             mujoco.mj_rnePostConstraint(model, data)
+            for name, out in copied:
+                out[i] = getattr(data, name)
 
 
 class ThreadedStepper:
