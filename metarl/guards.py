@@ -49,9 +49,9 @@ def check_transitions(family: str, tasks: Sequence[Any], per_task: int, slots: n
     if bad.size == 0:
         return
     j = bad[0]
-    what = f"reward {float(rewards[j])}" if bad_reward[j] else "observation with NaN or infinite entries"
+    what = f"a reward {float(rewards[j])}" if bad_reward[j] else "an observation with NaN or infinite entries"
     when = "at reset" if rewards is None else f"at step {step} of the episode"
-    raise NonFiniteError(f"family {family}: the environment of {tasks[int(slots[j]) // per_task]!r} returned a "
+    raise NonFiniteError(f"family {family}: the environment of {tasks[int(slots[j]) // per_task]!r} returned "
                          f"{what} {when} ({bad.size} of {len(slots)} environments affected)")
 
 
