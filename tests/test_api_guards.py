@@ -6,6 +6,8 @@ import pytest
 from conftest import family
 from metarl.agents import AGENTS
 
+from metarl.guards import NonFiniteError
+from metarl.sampler import Sampler
 from metarl.task import Task
 
 
@@ -67,3 +69,13 @@ def test_agents_refuse_empty_task_lists_and_negative_steps(agent, family_name, c
         learner.adaptation_curve([], 1, seed=0)
     with pytest.raises(ValueError, match="steps must be an integer >= 0, got -1"):
         learner.adaptation_curve(fam.test_tasks[:2], -1, seed=0)
+
+
+def test_the_sampler_refuses_policy_parameters_that_are_not_finite():
+    fam = family("Navigation2D-v0", horizon=5)
+    agent = AGENTS["maml_trpo"][0](fam, AGENTS["maml_trpo"][1](hidden_sizes=[4]))
+    params = {k: v.detach().clone().expand(2, *v.shape).clone() for k, v in agent.policy.params().items()}
+    params["log_std"][1, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"cannot sample Navigation2D-v0 with policy parameters that are not "
+                                             r"finite: log_std \(1 of 4 entries"):
+        Sampler(fam, 2).sample(fam.test_tasks[:2], agent.policy, params, seed=0)

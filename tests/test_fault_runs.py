@@ -21,12 +21,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from metarl.agents import MAMLTRPO
 from metarl.envs import register
 from metarl.envs.navigation import Navigation2D, Navigation2DEnv
 
 import metarl
-from metarl.checkpoint import latest_checkpoint, load_checkpoint
+from metarl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from metarl.cli import main
+from metarl.guards import NonFiniteError
 from metarl.logger import MetricsLogger, read_metrics
 
 CTX = multiprocessing.get_context("forkserver")
@@ -352,7 +354,23 @@ def test_json_outputs_are_strict_json_where_a_value_is_undefined(tmp_path, capsy
     assert _strict_json(run / "metrics.jsonl")[-1] == {"iteration": 2, "loss": 1.0}
 
 
+def test_an_evaluation_that_scores_nan_writes_nothing(tmp_path, capsys, reference, monkeypatch):
+    _, run, _ = reference
+    monkeypatch.setattr(MAMLTRPO, "adaptation_curve", lambda self, tasks, steps, seed: np.full((steps + 1, 2), np.nan))
+    assert main(["eval", str(run), "--name", "nan"]) == 2
+    assert f"evaluation of run {str(run)!r}: the score of held-out Task(Navigation2D-v0" in _error(capsys)
+    assert not list(run.glob("nan.*"))
+
+
 # -- checkpoints --------------------------------------------------------------------------------------------
+def test_a_state_holding_nan_is_never_written_as_a_checkpoint(tmp_path):
+    path = tmp_path / "iter_000001.pt"
+    state = {"iteration": 1, "env_steps": 0, "elapsed": 0.0, "agent": {"policy": {"w": torch.tensor([1.0, np.inf])}}}
+    with pytest.raises(NonFiniteError, match=r"not written, a value is not finite: agent.policy.w \(1 of 2 entries"):
+        save_checkpoint(state, path)
+    assert not list(tmp_path.iterdir())
+
+
 def _tampered(tmp_path: Path, reference_run: Path, change) -> Path:
     state = torch.load(latest_checkpoint(reference_run), weights_only=True)
     path = tmp_path / "checkpoints" / "iter_000004.pt"
