@@ -12,6 +12,7 @@ without any change to the agents. Everything random derives from the ``seed`` of
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +51,12 @@ class Episodes:
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of each episode, ``[K, E]``."""
         return (self.rewards * self.mask).sum(-1)
+
+    def at_steps(self, idx: torch.Tensor) -> Episodes:
+        """The same episodes restricted to the time steps ``idx`` (the per-step fields only)."""
+        actions = self.actions[:, :, idx] if self.actions.dim() == 3 else self.actions[:, :, idx, :]
+        return dataclasses.replace(self, obs=self.obs[:, :, idx], actions=actions, rewards=self.rewards[..., idx],
+                                   mask=self.mask[..., idx], log_probs=self.log_probs[..., idx])
 
 
 class Actor(Protocol):

@@ -18,10 +18,12 @@ from metarl.functional import detach, flat
 from metarl.meta_rl import masked_mean
 
 
-def _agent_and_batch(family_id: str, inner_steps: int, horizon: int = 8, episodes: int = 4, **config):
+def _agent_and_batch(family_id: str, inner_steps: int, horizon: int = 8, episodes: int = 4, metric_subsample=1.0,
+                     **config):
     family = metarl.envs.make(family_id, horizon=horizon)
     agent = MAMLTRPO(family, MAMLTRPOConfig(meta_batch_size=3, episodes_per_task=episodes, hidden_sizes=[6], inner_lr=0.5,
-                                            inner_steps=inner_steps, metric_subsample=1.0, **config), seed=0)
+                                            inner_steps=inner_steps, metric_subsample=metric_subsample, **config),
+                     seed=0)
     batch = agent.collect(family.sample_tasks(3, seed=0), seed=0)
     agent.policy.double()
     batch = _double(batch)
@@ -72,23 +74,29 @@ def test_fisher_product_is_the_kl_hessian_for_a_shift_of_the_adapted_parameters(
     torch.testing.assert_close(fisher, hessian, rtol=1e-5, atol=1e-10)
 
 
-def test_subsampled_metric_is_the_metric_on_evenly_spaced_query_steps():
-    agent, batch = _agent_and_batch("Navigation2D-v0", 1)
+@pytest.mark.parametrize("metric", ["gauss_newton", "fisher"])
+def test_subsampled_metric_is_the_metric_on_evenly_spaced_steps(metric):
+    agent, batch = _agent_and_batch("Navigation2D-v0", 2)
     v = torch.randn(_size(agent), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     agent.config.metric_subsample = 0.5
-    half = _product(agent, batch, "fisher")(v)
-    q = batch.query
-    fields = ("obs", "actions", "rewards", "mask", "log_probs")
-    every_other = dataclasses.replace(batch, query=dataclasses.replace(q, **{
-        f: getattr(q, f)[:, :, ::2] for f in fields}), query_advantages=batch.query_advantages[:, :, ::2])
+    half = _product(agent, batch, metric)(v)
+    every_other = torch.arange(0, batch.query.obs.shape[-2], 2)
+    sliced = dataclasses.replace(
+        batch, support=[e.at_steps(every_other) for e in batch.support],
+        support_advantages=[a[..., every_other] for a in batch.support_advantages],
+        query=batch.query.at_steps(every_other), query_advantages=batch.query_advantages[..., every_other])
     agent.config.metric_subsample = 1.0
-    torch.testing.assert_close(half, _product(agent, every_other, "fisher")(v))
-    assert not torch.allclose(half, _product(agent, batch, "fisher")(v))
+    theta = agent.policy.params()
+    adapted = agent.adapted(theta, batch)  # the adapted parameters themselves come from the whole support
+    agent.config.metric = metric
+    torch.testing.assert_close(half, agent.metric_product(theta, sliced, adapted, torch.tensor(0.0))(v))
+    assert not torch.allclose(half, _product(agent, batch, metric)(v))
 
 
 @pytest.mark.parametrize("metric", ["hvp", "gauss_newton", "fisher"])
-def test_every_metric_is_symmetric_positive_semidefinite(metric):
-    agent, batch = _agent_and_batch("Navigation2D-v0", 1)
+@pytest.mark.parametrize("subsample", [1.0, 0.3])
+def test_every_metric_is_symmetric_positive_semidefinite(metric, subsample):
+    agent, batch = _agent_and_batch("Navigation2D-v0", 1, metric_subsample=subsample)
     g = _matrix(_product(agent, batch, metric), _size(agent))
     torch.testing.assert_close(g, g.T, rtol=1e-6, atol=1e-10)
     eigenvalues = torch.linalg.eigvalsh((g + g.T) / 2)
