@@ -80,8 +80,9 @@ class LocomotionEnv(TaskEnv):
 
     @classmethod
     def batch_stepper(cls, envs: Sequence[LocomotionEnv]) -> MujocoBatch:
-        """The environments stepped together, the step's formulas as array operations."""
-        return MujocoBatch(envs, LocomotionRules(envs), to_control=envs[0].to_control)
+        """The environments stepped together (tasks leave the physics alone: one model), the step's formulas
+        as array operations."""
+        return MujocoBatch(envs, LocomotionRules(envs), to_control=envs[0].to_control, shared_model=True)
 
     def _position(self) -> np.ndarray:
         raise NotImplementedError

@@ -112,16 +112,19 @@ class MujocoBatch(BatchStepper):
     """Steps MuJoCo task environments together: their physics in the thread pool, then ``rules``.
 
     ``to_control`` maps a batch of policy actions to the robots' controls (default: the actions themselves).
+    ``shared_model``: the tasks leave the physics alone, so every environment's model is the same and all
+    of them step with the first one (the same results, fewer cache misses); otherwise each with its own.
     """
 
     def __init__(self, envs: Sequence[MujocoEnv], rules: Rules,
-                 to_control: Callable[[np.ndarray], np.ndarray] | None = None):
+                 to_control: Callable[[np.ndarray], np.ndarray] | None = None, shared_model: bool = False):
         super().__init__(envs)
         self.rules, self.to_control = rules, to_control
-        self.models = [e.model for e in self.envs]
+        self.models = [self.envs[0].model] * len(self.envs) if shared_model else [e.model for e in self.envs]
         self.datas = [e.data for e in self.envs]
+        self.ctrls = [d.ctrl for d in self.datas]  # views into each MjData, as are the copied fields'
         self.frame_skip = self.envs[0].frame_skip
-        self.copied: dict[str, np.ndarray] = {}  # the fields the rules read, copied by the physics threads
+        self.copied: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}  # name: (full-batch array, views)
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Advance environments ``idx`` by one env-step; (observations, rewards, terminated, truncated) for them."""
@@ -129,22 +132,23 @@ class MujocoBatch(BatchStepper):
             raise ValueError(f"expected actions of shape {(len(idx), self.models[0].nu)}, got {actions.shape}")
         controls = actions if self.to_control is None else self.to_control(actions)
         in_parallel(self._simulate, idx, controls)
-        data = DataBatch(self.datas, idx, self.copied)
+        data = DataBatch(self.datas, idx, {name: array for name, (array, _) in self.copied.items()})
         obs, rewards, terminated = self.rules.evaluate(data, controls)
         for name in data.gathered:  # from the next step on, the physics threads copy them (while others simulate)
-            self.copied[name] = np.empty((len(self.envs), *getattr(self.datas[0], name).shape))
+            views = [getattr(d, name) for d in self.datas]
+            self.copied[name] = (np.empty((len(views), *views[0].shape)), views)
         return obs, rewards, terminated, self._time_up(idx)
 
     def _simulate(self, idx: np.ndarray, controls: np.ndarray) -> None:
         """gymnasium's ``do_simulation`` on environments ``idx`` (in a pool thread), then the copies."""
-        copied = list(self.copied.items())
+        step, forces, frame_skip = mujoco.mj_step, mujoco.mj_rnePostConstraint, self.frame_skip
+        models, datas, ctrls, copied = self.models, self.datas, self.ctrls, list(self.copied.values())
         for i, control in zip(idx.tolist(), controls, strict=True):
-            model, data = self.models[i], self.datas[i]
-            data.ctrl[:] = control
-            mujoco.mj_step(model, data, nstep=self.frame_skip)
-            mujoco.mj_rnePostConstraint(model, data)
-            for name, out in copied:
-                out[i] = getattr(data, name)
+            ctrls[i][:] = control
+            step(models[i], datas[i], frame_skip)
+            forces(models[i], datas[i])
+            for array, views in copied:
+                array[i] = views[i]
 
 
 class ThreadedStepper:

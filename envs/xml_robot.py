@@ -56,7 +56,8 @@ class XmlRobotEnv(TaskEnv, MujocoEnv):
     @classmethod
     def batch_stepper(cls, envs: Sequence[XmlRobotEnv]) -> MujocoBatch:
         """The environments stepped together, through the family's ``batch_*`` hooks."""
-        return MujocoBatch(envs, HookRules(envs), to_control=_float64)
+        shared_model = envs[0].scaler is None  # no physics parameters: every environment has the same model
+        return MujocoBatch(envs, HookRules(envs), to_control=_float64, shared_model=shared_model)
 
     def reset_model(self) -> np.ndarray:
         noise = self.family.reset_noise_scale
