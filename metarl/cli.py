@@ -37,7 +37,7 @@ import numpy as np
 
 from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent
 from metarl.config import ConfigError, RunConfig, build_dataclass, load_config, read_yaml
-from metarl.rundir import run_lock, write_json
+from metarl.rundir import remove_temp_files, run_lock, write_json
 from metarl.trainer import EVAL_SEED_SALT, RESUME_OVERRIDABLE, Trainer, derive_seed
 
 FEW_SHOT_SOURCES = ("Omniglot-v0", "Sinusoid-v0")  # built-in task sources without environments
@@ -252,6 +252,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video and args.video_tasks < 1:
         raise ConfigError(f"--video-tasks must be >= 1, got {args.video_tasks}")
     with run_lock(run_dir):  # the evaluation writes into the run directory: not while a training does
+        remove_temp_files(run_dir)
         path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
         if path is None:
             raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")

@@ -96,16 +96,19 @@ OVERRIDES = [
     (SB3, ["agent_config.buffer_size=0"], "buffer_size=0"),
 ]
 
-# (the file's text, what the message must name; {path} is the file)
+# (the file's text, what the message must name; {path} is the file); were one accepted, its run would be tiny
+TINY_TAIL = "iterations: 1\nevaluate: false\nfamily_overrides: {horizon: 5}\n"
+TINY_AGENT = "meta_batch_size: 2, episodes_per_task: 2, hidden_sizes: [4]"
 FILES = [
-    ("family: Navigation2D-v0\nagent: maml_trpo\nseed: 1\nseed: 2\n", "duplicate key 'seed' at line 4"),
-    ("family: Navigation2D-v0\nagent: maml_trpo\nagent_config: {inner_lr: 0.1, inner_lr: 0.2}\n",
-     "duplicate key 'inner_lr'"),
+    (f"family: Navigation2D-v0\nagent: maml_trpo\nseed: 1\nseed: 2\nagent_config: {{{TINY_AGENT}}}\n{TINY_TAIL}",
+     "duplicate key 'seed' at line 4"),
+    (f"family: Navigation2D-v0\nagent: maml_trpo\nagent_config: {{{TINY_AGENT}, inner_lr: 0.1, inner_lr: 0.2}}\n"
+     f"{TINY_TAIL}", "duplicate key 'inner_lr'"),
     ("family: Navigation2D-v0\nagent: [maml_trpo\n", "config file {path!r} is not valid YAML"),
     ("", "config file {path!r} is empty"),
     ("- family\n- agent\n", "config file {path!r} must hold a mapping, got list"),
-    ("agent: maml_trpo\n", "run config lacks the required field(s) 'family'"),
-    ("family: Navigation2D-v0\n", "run config lacks the required field(s) 'agent'"),
+    (f"agent: maml_trpo\n{TINY_TAIL}", "run config lacks the required field(s) 'family'"),
+    (f"family: Navigation2D-v0\n{TINY_TAIL}", "run config lacks the required field(s) 'agent'"),
     (b"family: Navigation2D-v0\nagent: maml\xff\n", "config file {path!r} is not UTF-8 text (byte 0xff"),
 ]
 
