@@ -7,7 +7,9 @@ family (Hopper, a model per environment), measured side by side in one run:
   open loop    mujoco.rollout on the same models from the same states, the same number of threads and of
                environments, random controls, no policy: the whole horizon in one call
 
-Rounds are interleaved (sampler, syncvector, open loop, again) and the best of each is kept. Then the phase
+Rounds are interleaved (sampler, syncvector, open loop, again) and the best of each is kept, with the process
+CPU time per env-step of that round (all threads; on a machine shared with other jobs the wall-clock ratios
+depend on how many cores each run got, the CPU times much less). Then the phase
 breakdown of one MAML-TRPO meta-iteration at that size on HalfCheetahVel (support sampling, inner loop,
 query sampling, outer TRPO step).
 
@@ -18,6 +20,7 @@ query sampling, outer TRPO step).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import gymnasium as gym
@@ -36,52 +39,63 @@ from metarl.functional import detach, stack
 FAMILIES = ("HalfCheetahVel-v0", "AntVel-v0", "HopperRandParams-v0")
 
 
-def sampler_rate(sampler, tasks, policy, params, seed: int) -> float:
-    start = time.perf_counter()
-    episodes = sampler.sample(tasks, policy, params, seed=seed)
-    return episodes.env_steps / (time.perf_counter() - start)
+class Clock:
+    """Wall-clock and process CPU time (all threads) of one measured run."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def syncvector_rate(vec: gym.vector.SyncVectorEnv, policy, horizon: int, seed: int) -> float:
+def sampler_run(sampler, tasks, policy, params, seed: int) -> tuple[int, Clock]:
+    with Clock() as clock:
+        steps = sampler.sample(tasks, policy, params, seed=seed).env_steps
+    return steps, clock
+
+
+def syncvector_run(vec: gym.vector.SyncVectorEnv, policy, horizon: int, seed: int) -> tuple[int, Clock]:
     """SyncVectorEnv (its autoreset restarting finished episodes) for ``horizon`` steps of every environment."""
     obs, _ = vec.reset(seed=seed)
     generator = torch.Generator().manual_seed(seed)
     space = vec.single_action_space
-    start = time.perf_counter()
-    for _ in range(horizon):
-        with torch.no_grad():
-            dist = policy.dist(torch.as_tensor(obs, dtype=torch.float32))
-            action = policy.sample(dist, generator).numpy()
-        obs, *_ = vec.step(np.clip(action, space.low, space.high))
-    return vec.num_envs * horizon / (time.perf_counter() - start)
+    with Clock() as clock:
+        for _ in range(horizon):
+            with torch.no_grad():
+                dist = policy.dist(torch.as_tensor(obs, dtype=torch.float32))
+                action = policy.sample(dist, generator).numpy()
+            obs, *_ = vec.step(np.clip(action, space.low, space.high))
+    return vec.num_envs * horizon, clock
 
 
 class OpenLoop:
     """``mujoco.rollout`` of the given models from their data's current states, random controls."""
 
-    def __init__(self, models: list[mujoco.MjModel], datas: list[mujoco.MjData], nstep: int, seed: int = 0):
+    def __init__(self, models: list[mujoco.MjModel], datas: list[mujoco.MjData], horizon: int, frame_skip: int):
         spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-        self.models, self.nstep = models, nstep
+        self.models, self.nstep, self.env_steps = models, horizon * frame_skip, len(models) * horizon
         self.initial = np.stack([np.empty(mujoco.mj_stateSize(m, spec)) for m in models])
         for row, m, d in zip(self.initial, models, datas, strict=True):
             mujoco.mj_getState(m, d, row, spec)
         low, high = models[0].actuator_ctrlrange.T
-        self.control = np.random.default_rng(seed).uniform(low, high, (len(models), nstep, models[0].nu))
-        self.state = np.empty((len(models), nstep, self.initial.shape[1]))  # allocated once, outside the timing
-        self.sensordata = np.empty((len(models), nstep, models[0].nsensordata))
+        self.control = np.random.default_rng(0).uniform(low, high, (len(models), self.nstep, models[0].nu))
+        self.state = np.empty((len(models), self.nstep, self.initial.shape[1]))  # allocated outside the timing
+        self.sensordata = np.empty((len(models), self.nstep, models[0].nsensordata))
         self.pool = rollout.Rollout(nthread=THREADS)
         self.scratch = [mujoco.MjData(models[0]) for _ in range(THREADS)]
 
-    def rate(self, frame_skip: int) -> float:
-        """Env-steps per second (``frame_skip`` physics steps each)."""
-        start = time.perf_counter()
-        self.pool.rollout(self.models, self.scratch, self.initial, self.control, nstep=self.nstep,
-                          state=self.state, sensordata=self.sensordata)
-        return len(self.models) * self.nstep / frame_skip / (time.perf_counter() - start)
+    def run(self) -> tuple[int, Clock]:
+        with Clock() as clock:
+            self.pool.rollout(self.models, self.scratch, self.initial, self.control, nstep=self.nstep,
+                              state=self.state, sensordata=self.sensordata)
+        return self.env_steps, clock
 
 
-def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) -> dict[str, float]:
-    """Best env-steps/s over interleaved rounds of the sampler, SyncVectorEnv and the open-loop limit."""
+def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """(env-steps/s, CPU microseconds per env-step) of the sampler, SyncVectorEnv and the open-loop limit, in
+    the round of the best rate of each, over interleaved rounds."""
     family = metarl.envs.make(name, horizon=horizon)
     tasks = family.sample_tasks(num_tasks, seed=0)
     env = family.make_env(tasks[0])
@@ -94,13 +108,15 @@ def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) 
     envs = [e.unwrapped for e in sampler._envs]
     for i, e in enumerate(envs):
         e.reset(seed=i)
-    frame_skip = envs[0].frame_skip
-    open_loop = OpenLoop([e.model for e in envs], [e.data for e in envs], horizon * frame_skip)
-    best = {"sampler": 0.0, "syncvector": 0.0, "open loop": 0.0}
+    open_loop = OpenLoop([e.model for e in envs], [e.data for e in envs], horizon, envs[0].frame_skip)
+    best = {"sampler": (0.0, 0.0), "syncvector": (0.0, 0.0), "open loop": (0.0, 0.0)}
     for r in range(rounds):
-        best["sampler"] = max(best["sampler"], sampler_rate(sampler, tasks, policy, params, seed=r + 1))
-        best["syncvector"] = max(best["syncvector"], syncvector_rate(vec, policy, horizon, seed=r + 1))
-        best["open loop"] = max(best["open loop"], open_loop.rate(frame_skip))
+        runs = {"sampler": sampler_run(sampler, tasks, policy, params, seed=r + 1),
+                "syncvector": syncvector_run(vec, policy, horizon, seed=r + 1),
+                "open loop": open_loop.run()}
+        for key, (steps, clock) in runs.items():
+            if steps / clock.wall > best[key][0]:
+                best[key] = (steps / clock.wall, 1e6 * clock.cpu / steps)
     vec.close()
     sampler.close()
     return best
@@ -146,14 +162,16 @@ def main() -> None:
 
     n = args.tasks * args.episodes
     print(f"{args.tasks} tasks x {args.episodes} episodes x {args.horizon} steps ({n} environments), "
-          f"{THREADS} physics threads, best of {args.rounds} interleaved rounds; env-steps/s:")
-    print(f"{'family':22s} {'sampler':>9s} {'syncvector':>11s} {'open loop':>10s} {'sampler/open loop':>18s} "
-          f"{'sampler/syncvector':>19s}")
+          f"{THREADS} physics threads, best of {args.rounds} interleaved rounds "
+          f"(load average before: {os.getloadavg()[0]:.1f})")
+    print(f"{'':20s} {'env-steps/s':^32s} {'sampler vs':^20s} {'CPU us per env-step':^27s}")
+    print(f"{'family':20s} {'sampler':>10s} {'syncvector':>10s} {'open loop':>10s} {'open loop':>10s} "
+          f"{'syncvector':>10s} {'sampler':>8s} {'syncvec':>8s} {'open loop':>9s}")
     for name in args.families:
         best = speeds(name, args.tasks, args.episodes, args.horizon, args.rounds)
-        print(f"{name:22s} {best['sampler']:9.0f} {best['syncvector']:11.0f} {best['open loop']:10.0f} "
-              f"{best['sampler'] / best['open loop']:18.2f} {best['sampler'] / best['syncvector']:19.2f}",
-              flush=True)
+        (sampler, sampler_cpu), (vec, vec_cpu), (limit, limit_cpu) = best.values()
+        print(f"{name:20s} {sampler:10.0f} {vec:10.0f} {limit:10.0f} {sampler / limit:10.2f} {sampler / vec:10.2f} "
+              f"{sampler_cpu:8.1f} {vec_cpu:8.1f} {limit_cpu:9.1f}", flush=True)
     if args.skip_breakdown:
         return
     family = metarl.envs.make("HalfCheetahVel-v0", horizon=args.horizon)

@@ -103,6 +103,8 @@ class DataBatch:
 class Rules(Protocol):
     """What follows the physics of a batched step."""
 
+    reads_forces: bool  # evaluate reads what mj_rnePostConstraint computes (cacc, cfrc_int, cfrc_ext)
+
     def evaluate(self, data: DataBatch, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Observations, rewards and terminated flags of the environments ``data.idx`` after their step."""
         ...
@@ -125,9 +127,11 @@ class MujocoBatch(BatchStepper):
         self.ctrls = [d.ctrl for d in self.datas]  # views into each MjData, as are the copied fields'
         self.frame_skip = self.envs[0].frame_skip
         self.copied: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}  # name: (full-batch array, views)
+        self.stepped = np.zeros(len(self.envs), dtype=bool)
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Advance environments ``idx`` by one env-step; (observations, rewards, terminated, truncated) for them."""
+        self.stepped[idx] = True
         if actions.shape != (len(idx), self.models[0].nu):
             raise ValueError(f"expected actions of shape {(len(idx), self.models[0].nu)}, got {actions.shape}")
         controls = actions if self.to_control is None else self.to_control(actions)
@@ -140,15 +144,24 @@ class MujocoBatch(BatchStepper):
         return obs, rewards, terminated, self._time_up(idx)
 
     def _simulate(self, idx: np.ndarray, controls: np.ndarray) -> None:
-        """gymnasium's ``do_simulation`` on environments ``idx`` (in a pool thread), then the copies."""
-        step, forces, frame_skip = mujoco.mj_step, mujoco.mj_rnePostConstraint, self.frame_skip
+        """gymnasium's ``do_simulation`` on environments ``idx`` (in a pool thread), then the copies. The
+        forces after the step wait for ``close`` unless the rules read them (nothing else does)."""
+        step, frame_skip, forces = mujoco.mj_step, self.frame_skip, self.rules.reads_forces
         models, datas, ctrls, copied = self.models, self.datas, self.ctrls, list(self.copied.values())
         for i, control in zip(idx.tolist(), controls, strict=True):
             ctrls[i][:] = control
             step(models[i], datas[i], frame_skip)
-            forces(models[i], datas[i])
+            if forces:
+                mujoco.mj_rnePostConstraint(models[i], datas[i])
             for array, views in copied:
                 array[i] = views[i]
+
+    def close(self) -> None:
+        """Hand the environments back as ``env.step`` leaves them: with their step counts and forces."""
+        super().close()
+        if not self.rules.reads_forces:
+            for i in np.flatnonzero(self.stepped).tolist():
+                mujoco.mj_rnePostConstraint(self.models[i], self.datas[i])
 
 
 class ThreadedStepper:
@@ -183,6 +196,7 @@ class GymRobot:
 
     env_class: ClassVar[type[MujocoEnv]]
     skipped_positions: ClassVar[int] = 1  # leading qpos entries the observation leaves out (when excluding)
+    reads_forces: ClassVar[bool] = False  # the formulas read the contact forces (cfrc_ext)
 
     def __init__(self, envs: Sequence[MujocoEnv]):
         env: Any = envs[0]
@@ -253,7 +267,7 @@ class HopperRobot(Walker2dRobot):
 
 
 class AntRobot(GymRobot):
-    env_class, skipped_positions = AntEnv, 2
+    env_class, skipped_positions, reads_forces = AntEnv, 2, True
 
     def __init__(self, envs: Sequence[MujocoEnv]):
         super().__init__(envs)
@@ -285,7 +299,7 @@ class AntRobot(GymRobot):
 
 
 class HumanoidRobot(GymRobot):
-    env_class, skipped_positions = HumanoidEnv, 2
+    env_class, skipped_positions, reads_forces = HumanoidEnv, 2, True
 
     def __init__(self, envs: Sequence[MujocoEnv]):
         super().__init__(envs)
@@ -337,6 +351,7 @@ class RobotRules:
         if robot is None:
             raise TypeError(f"{type(envs[0]).__name__} derives from none of {[r.env_class for r in ROBOTS]}")
         self.robot, self.dt = robot(envs), envs[0].dt
+        self.reads_forces = self.robot.reads_forces
         self.position = self.robot.position(DataBatch([e.data for e in envs], np.arange(len(envs))))
 
     def evaluate(self, data: DataBatch, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

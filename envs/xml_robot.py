@@ -79,6 +79,8 @@ class XmlRobotEnv(TaskEnv, MujocoEnv):
 class HookRules:
     """A :class:`MujocoTaskFamily`'s hooks after the physics of a batched step."""
 
+    reads_forces = True  # the hooks may read anything of the MjData
+
     def __init__(self, envs: Sequence[XmlRobotEnv]):
         self.family, self.params = envs[0].family, stack_params(envs)
 

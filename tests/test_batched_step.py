@@ -80,6 +80,9 @@ def _check_batched_trajectory(family, tasks, episodes: int = 2, seed: int = 0) -
     actions = _actions(envs[0].action_space, len(envs), rng)
     for env, twin, action in zip(envs, twins, actions, strict=True):  # handed back as env.step would have left them
         assert env.unwrapped._elapsed == twin.unwrapped._elapsed
+        if hasattr(env.unwrapped, "data"):  # MuJoCo: the same simulator state, warm start and contact forces
+            for field in ("qpos", "qvel", "qacc_warmstart", "xpos", "cfrc_ext"):
+                np.testing.assert_array_equal(getattr(env.unwrapped.data, field), getattr(twin.unwrapped.data, field))
         np.testing.assert_allclose(env.step(action)[0], twin.step(action)[0], rtol=0, atol=1e-9)
     return terminations
 
