@@ -2,12 +2,19 @@
 
 All environments of a sampling call advance together. Each one's physics runs exactly as gymnasium's
 ``do_simulation`` (``mj_step`` over the frame skip, then ``mj_rnePostConstraint`` for the contact forces) on
-its own model and data, spread over a pool of threads (MuJoCo releases the GIL, so they run in parallel);
-the observations, rewards and terminations are then array operations on the environments' stacked MjData
-arrays (:class:`DataBatch`). A batched step is therefore ``env.step`` on each environment, to rounding: the
-environments' own models carry tasks that change the physics, and their own data keep the contact forces
-(``cfrc_ext``, which Ant observes and pays for) and the constraint solver's warm start, which
-``mujoco.rollout`` neither returns nor carries from one call to the next.
+its own data, spread over a pool of threads (MuJoCo releases the GIL, so they run in parallel); the
+observations, rewards and terminations are then array operations on the environments' stacked MjData
+arrays (:class:`DataBatch`). A batched step is therefore ``env.step`` on each environment: the same
+physics, bit for bit, and the same formulas to rounding. ``mujoco.rollout`` would be faster (no Python
+between environments, one hot MjData per thread) but it cannot be exact: it neither returns the contact
+forces (``cfrc_ext``, which Ant observes and pays for) nor carries the constraint solver's warm start from
+one call to the next: stepped through it, HalfCheetah's states drift from ``env.step``'s by 1e-8 after 25
+env-steps, 1e-5 after 50 and O(1) after 100 (mujoco 3.3.0).
+
+What keeps the Python small: families whose tasks leave the physics alone step every environment with one
+model (a model per environment where tasks change masses, friction, ...); the physics threads copy the
+MjData fields the rules read (learned on the first step) while other environments simulate; the contact
+forces are computed after every step only for rules that read them, else once in ``close``.
 
 The step formulas of gymnasium's v5 robots (HalfCheetah, Hopper, Walker2d, Swimmer, Ant, Humanoid) are here
 as array operations, every constant read from the environments (:class:`GymRobot`, :class:`RobotRules`);
@@ -39,7 +46,7 @@ from .base import BatchStepper
 
 __all__ = ["DataBatch", "GymRobot", "MujocoBatch", "RobotRules", "Rules", "ThreadedStepper", "robot_for"]
 
-THREADS = os.cpu_count() or 1
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @functools.cache
