@@ -34,17 +34,18 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
-def _field_error(state: dict[str, Any]) -> str | None:
+def _field_error(state: dict[str, Any], required: tuple[str, ...]) -> str | None:
     """What is wrong with a checkpoint's own fields, or None."""
-    missing = [k for k in ("iteration", "agent", "env_steps", "elapsed") if k not in state]
+    missing = [k for k in required if k not in state]
     if missing:
         return f"it lacks the field(s) {', '.join(missing)}"
     for key in ("iteration", "env_steps"):
-        value = state[key]
+        value = state.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             return f"its {key} is {value!r}, not an integer >= 0"
-    if isinstance(state["elapsed"], bool) or not isinstance(state["elapsed"], numbers.Real) or state["elapsed"] < 0:
-        return f"its elapsed is {state['elapsed']!r}, not a number >= 0"
+    elapsed = state.get("elapsed", 0.0)
+    if isinstance(elapsed, bool) or not isinstance(elapsed, numbers.Real) or elapsed < 0:
+        return f"its elapsed is {elapsed!r}, not a number >= 0"
     if not isinstance(state["agent"], dict):
         return f"its agent state is a {type(state['agent']).__name__}, not a mapping"
     for key in ("agent_name", "config"):
@@ -54,8 +55,9 @@ def _field_error(state: dict[str, Any]) -> str | None:
     return None if bad is None else f"it holds a NaN or an infinity in {bad}"
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's state, with its fields checked (see :func:`restore_agent` for the agent's part)."""
+def load_checkpoint(path: str | Path, resume: bool = False) -> dict[str, Any]:
+    """A checkpoint's state, with its fields checked (see :func:`restore_agent` for the agent's part); ``resume``:
+    also the counters a resumed training continues from (``env_steps``, ``elapsed``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -66,7 +68,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             from None
     if not isinstance(state, dict) or "iteration" not in state or "agent" not in state:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a metarl checkpoint (no iteration/agent state)")
-    problem = _field_error(state)
+    problem = _field_error(state, ("iteration", "agent", "env_steps", "elapsed") if resume else ("iteration", "agent"))
     if problem is None and NAME.fullmatch(path.name) and int(NAME.fullmatch(path.name)[1]) != state["iteration"]:
         problem = f"its iteration {state['iteration']} contradicts its file name"
     if problem is not None:

@@ -155,12 +155,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("metarl train needs a CONFIG.yaml (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir or Path("runs") / f"{Path(args.config).stem}-seed{config.seed}")
+    family, agent, resolved = build_run(config)  # a bad config is refused before the directory is made
+    trainer = Trainer(config, family, agent, run_dir, resolved)
     with run_lock(run_dir):  # checked and trained by one process
         if not args.resume and (run_dir / "config.yaml").exists():
             raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; pass --resume {run_dir} "
                               "to continue it or --run-dir for a new one")
-        family, agent, resolved = build_run(config)
-        trainer = Trainer(config, family, agent, run_dir, resolved)
         # A run killed before its first checkpoint starts again from iteration 0.
         trainer.train(resume=bool(args.resume) and latest_checkpoint(run_dir) is not None,
                       progress=not args.no_progress)
@@ -286,6 +286,11 @@ def _add_agent_info(agent: Any, path: Path) -> None:
         write_json(path, {**json.loads(path.read_text()), **info})
 
 
+def _interval(half_width: float | None) -> str:
+    """A 95% interval's half-width as printed; ``n/a`` where it is undefined (one task: ``null`` in the JSON)."""
+    return "n/a" if half_width is None else f"{half_width:.2f}"
+
+
 def _print_eval(run_dir: Path, name: str = "eval") -> None:
     report = json.loads((run_dir / f"{name}.json").read_text())
     print(f"{report['label']}: {report['num_tasks']} held-out tasks")
@@ -293,13 +298,12 @@ def _print_eval(run_dir: Path, name: str = "eval") -> None:
     supervised = report.get("metric", "return") != "return"  # few-shot: the points are inner steps
     for step in report["steps"]:
         where = "" if supervised else f" ({step['episodes_of_experience']:4d} episodes of experience)"
-        ci, gain_ci = (f"{v:.2f}" if v is not None else "n/a" for v in (step["ci95"], step["gain_ci95"]))
-        print(f"  {step['index']:3d}{where}: {step['mean_return']:10.2f} +- {ci}   gain over point 0: "
-              f"{step['gain']:+.2f} +- {gain_ci}")
+        print(f"  {step['index']:3d}{where}: {step['mean_return']:10.2f} +- {_interval(step['ci95'])}   gain over "
+              f"point 0: {step['gain']:+.2f} +- {_interval(step['gain_ci95'])}")
     ceiling = report.get("reference_ceiling")
     if ceiling:
         print(f"  reference after {ceiling['budgets']} budgets ({ceiling['env_steps_per_task']} env steps) on the first "
-              f"{ceiling['tasks']} tasks: {ceiling['mean_return']:.2f} +- {ceiling['ci95']:.2f} (last point on them: "
+              f"{ceiling['tasks']} tasks: {ceiling['mean_return']:.2f} +- {_interval(ceiling['ci95'])} (last point on them: "
               f"{ceiling['last_point_on_these_tasks']:.2f})")
     print(f"  written: {run_dir / f'{name}.json'}, {run_dir / f'{name}.png'}")
 

@@ -70,7 +70,7 @@ class Trainer:
             path = latest_checkpoint(self.run_dir)
             if path is None:
                 raise CheckpointError(f"cannot resume: run directory {str(self.run_dir)!r} has no checkpoint")
-            state = load_checkpoint(path)
+            state = load_checkpoint(path, resume=True)
             self._check_resumable(state, path)
             restore_agent(self.agent, state, path, c.agent)
             start, env_steps, elapsed = int(state["iteration"]), int(state["env_steps"]), float(state["elapsed"])

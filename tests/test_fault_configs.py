@@ -120,7 +120,7 @@ def _run(tmp_path: Path, text: str | bytes, overrides: list[str], capsys) -> str
     err = capsys.readouterr().err
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("metarl train: error: "), err
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()
     return err
 
 

@@ -17,12 +17,13 @@ import threading
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import yaml
 from metarl.agents import MAMLTRPO
-from metarl.envs import register
+from metarl.envs import register, registry
 from metarl.envs.navigation import Navigation2D, Navigation2DEnv
 
 import metarl
@@ -294,14 +295,24 @@ class NaNNavigation2DEnv(Navigation2DEnv):
         return obs, (np.nan if self._elapsed == 3 and self.goal[0] > 0 else reward), terminated, truncated, info
 
 
-@register("NaNNavigation2D-v0")
 class NaNNavigation2D(Navigation2D):
+    """Navigation2D with NaN rewards or observations (:class:`NaNNavigation2DEnv`)."""
+
     def __init__(self, *, nan_at: str = "step", **kwargs):
         super().__init__(**kwargs)
         self.nan_at = nan_at
 
     def _make_env(self, task, render_mode):
         return NaNNavigation2DEnv(self, task, render_mode)
+
+
+@pytest.fixture
+def nan_family():
+    """NaNNavigation2D-v0, registered for the test only."""
+    register("NaNNavigation2D-v0", NaNNavigation2D)
+    yield
+    registry._REGISTRY.pop("NaNNavigation2D-v0")
+    gym.registry.pop("metarl/NaNNavigation2D-v0")
 
 
 def _strict_json(path: Path):
@@ -331,7 +342,8 @@ def _strict_json(path: Path):
      "family NaNNavigation2D-v0: the environment of Task(NaNNavigation2D-v0: goal=(0.2394, -0.3597)) returned an "
      "observation with NaN or infinite entries at reset (2 of 4 environments affected)"),
 ])
-def test_nan_stops_the_run_naming_its_source_and_every_checkpoint_stays_good(tmp_path, capsys, changes, message):
+def test_nan_stops_the_run_naming_its_source_and_every_checkpoint_stays_good(tmp_path, capsys, nan_family, changes,
+                                                                             message):
     run = tmp_path / "run"
     assert main(["train", _config(tmp_path, **changes), "--run-dir", str(run), "--no-progress"]) == 2
     assert message in _error(capsys)
@@ -388,7 +400,7 @@ def _foreign(tmp_path: Path, **changes) -> Path:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda s: s.pop("env_steps"), "is damaged: it lacks the field(s) env_steps"),
+    (lambda s: s.pop("agent"), "is not a metarl checkpoint (no iteration/agent state)"),
     (lambda s: s.update(iteration=-1), "is damaged: its iteration is -1, not an integer >= 0"),
     (lambda s: s.update(iteration="4"), "is damaged: its iteration is '4', not an integer >= 0"),
     (lambda s: s.update(iteration=2), "is damaged: its iteration 2 contradicts its file name"),
@@ -444,11 +456,16 @@ def _stopped_at_2(tmp_path: Path) -> Path:
     return run
 
 
-def test_a_resume_refuses_a_checkpoint_beyond_the_runs_iterations(tmp_path, capsys):
+def test_a_resume_refuses_a_checkpoint_beyond_the_runs_iterations_or_without_its_counters(tmp_path, capsys):
     run = _stopped_at_2(tmp_path)
     assert main(["train", "--resume", str(run), "iterations=1", "--no-progress"]) == 2
     assert "iter_000002.pt' is at iteration 2, beyond this run's iterations=1; resume with iterations=2" \
         in _error(capsys)
+    state = torch.load(latest_checkpoint(run), weights_only=True)
+    del state["env_steps"]
+    torch.save(state, latest_checkpoint(run))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert "iter_000002.pt' is damaged: it lacks the field(s) env_steps" in _error(capsys)
 
 
 def test_a_hand_edited_run_config_is_refused_naming_the_changes(tmp_path, capsys, reference):
