@@ -4,8 +4,9 @@ family (Hopper, a model per environment), measured side by side in one run:
   sampler      metarl's Sampler: all 800 episodes in lockstep, one vmapped policy call per step for the
                40 tasks' parameter sets, the environments stepped by their family's batch stepper
   syncvector   gymnasium's SyncVectorEnv over 800 environments of the same tasks, the same policy batched
-  open loop    mujoco.rollout on the same models from the same states, the same number of threads and of
-               environments, random controls, no policy: the whole horizon in one call
+  open loop    mujoco.rollout on the models the sampler steps with (one for all environments where the tasks
+               leave the physics alone, else one each) from the same states, the same number of threads and
+               of environments, random controls, no policy: the whole horizon in one call
 
 Rounds are interleaved (sampler, syncvector, open loop, again) and the best of each is kept, with the process
 CPU time per env-step of that round (all threads; on a machine shared with other jobs the wall-clock ratios
@@ -108,7 +109,8 @@ def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) 
     envs = [e.unwrapped for e in sampler._envs]
     for i, e in enumerate(envs):
         e.reset(seed=i)
-    open_loop = OpenLoop([e.model for e in envs], [e.data for e in envs], horizon, envs[0].frame_skip)
+    models = metarl.sampler.stepper_for(envs).models  # the ones the sampler steps with: shared where tasks allow
+    open_loop = OpenLoop(models, [e.data for e in envs], horizon, envs[0].frame_skip)
     best = {"sampler": (0.0, 0.0), "syncvector": (0.0, 0.0), "open loop": (0.0, 0.0)}
     for r in range(rounds):
         runs = {"sampler": sampler_run(sampler, tasks, policy, params, seed=r + 1),
