@@ -14,8 +14,8 @@
     metarl report RUN_DIR ... [--out DIR] [--format html|md]
                                                        multi-seed report: IQM/mean with bootstrap CIs, curves, table
 
-The command line is the composition root: it is the one core module that reaches the task
-families and the agents, and only through their registries. Every error a user can cause (a bad config,
+The command line reaches the task families through their registry and builds its runs with
+:mod:`metarl.run`, as ``metarl.load`` does. Every error a user can cause (a bad config,
 checkpoint or run directory, a run that diverged) ends the command with exit code 2 and one line on stderr
 naming the problem.
 """
@@ -23,7 +23,6 @@ naming the problem.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
@@ -36,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent
-from metarl.config import ConfigError, RunConfig, build_dataclass, load_config, read_yaml
+from metarl.config import ConfigError, RunConfig, load_config
+from metarl.run import build_run, saved_config
 from metarl.rundir import remove_temp_files, run_lock, write_json
 from metarl.trainer import EVAL_SEED_SALT, RESUME_OVERRIDABLE, Trainer, derive_seed
 
@@ -109,32 +109,12 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_run(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
-    """The family and agent a config names, and the config with every agent default filled in."""
+def _build(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """:func:`metarl.run.build_run` with the config's torch threads (a command owns its process)."""
     import torch
 
-    from metarl.agents import AGENTS
-
     torch.set_num_threads(config.torch_threads)
-    family = _families().make(config.family, **config.family_overrides)
-    if config.agent not in AGENTS:
-        raise ConfigError(f"unknown agent {config.agent!r}; accepted: {', '.join(AGENTS)}")
-    agent_cls, config_cls = AGENTS[config.agent]
-    agent_config = build_dataclass(config_cls, config.agent_config, f"agent_config of {config.agent}")
-    agent = agent_cls(family, agent_config, seed=config.seed)
-    resolved = {**config.to_dict(), "agent_config": dataclasses.asdict(agent_config)}
-    return family, agent, resolved
-
-
-def saved_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
-    """The resolved config a run directory holds, with optional overrides."""
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    base = read_yaml(saved, "run config")
-    if not isinstance(base, dict):
-        raise ConfigError(f"run config {str(saved)!r} does not hold a mapping (got {base!r}); it was edited or damaged")
-    return load_config(None, overrides or [], base=base)
+    return build_run(config)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -155,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("metarl train needs a CONFIG.yaml (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir or Path("runs") / f"{Path(args.config).stem}-seed{config.seed}")
-    family, agent, resolved = build_run(config)  # a bad config is refused before the directory is made
+    family, agent, resolved = _build(config)  # a bad config is refused before the directory is made
     trainer = Trainer(config, family, agent, run_dir, resolved)
     with run_lock(run_dir):  # checked and trained by one process
         if not args.resume and (run_dir / "config.yaml").exists():
@@ -257,7 +237,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if path is None:
             raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
         state = load_checkpoint(path)
-        family, agent, resolved = build_run(config)
+        family, agent, resolved = _build(config)
         if args.video:  # a family that cannot render is refused before the evaluation
             from metarl.video import check_renderable
 

@@ -25,7 +25,8 @@ from metarl.guards import check_count, check_tasks
 from metarl.nets import Conv4, mlp
 from metarl.task import Task
 
-__all__ = ["FewShotAgent", "FewShotBatch", "FewShotConfig", "QueryClassifier", "episode_scores", "query_accuracy"]
+__all__ = ["FewShotAgent", "FewShotBatch", "FewShotConfig", "FittedLearner", "QueryClassifier", "episode_scores",
+           "query_accuracy"]
 
 NETWORKS = ("conv4", "mlp")
 
@@ -163,14 +164,73 @@ class FewShotAgent(ABC):
         steps (gradient-based learners) or after reading the support set (one point)."""
         tasks, steps = check_tasks(tasks), check_count("steps", steps, 0)
         torch.manual_seed(seed)
+        training = self.model.training
         self.model.eval()
         scores = []
         for start in range(0, len(tasks), self.config.eval_chunk):
             batch = self.family.batch(tasks[start:start + self.config.eval_chunk])
             predictions = self.predict(batch, steps)
             scores.append(torch.stack([episode_scores(p.detach(), batch.query_y, self.metric) for p in predictions]))
-        self.model.train()
+        self.model.train(training)
         return torch.cat(scores, dim=1).numpy().astype(np.float64)
+
+    def fit(self, support_x: torch.Tensor | np.ndarray, support_y: torch.Tensor | np.ndarray | list,
+            steps: int | None = None) -> FittedLearner:
+        """This learner fitted to one labelled support set, to predict on queries (``.predict(query_x)``).
+
+        ``support_x``: ``[n, *example_shape]``, float (valued as the training data: images in [0, 1], ink 1) or
+        uint8 (scaled by 1/255); ``support_y``: ``[n]`` labels of any kind (class labels, the same number of
+        examples each) or, for regression, ``[n]`` or ``[n, 1]`` targets. ``steps``: inner gradient steps of the
+        learners that adapt by gradient steps (default: those of meta-training)."""
+        x = self.examples(support_x, "support_x")
+        if isinstance(support_y, list):
+            support_y = np.asarray(support_y)
+        if not isinstance(support_y, np.ndarray | torch.Tensor):
+            raise TypeError(f"support_y must be a numpy array, a torch tensor or a list, got {type(support_y).__name__}")
+        labels = support_y.numpy() if isinstance(support_y, torch.Tensor) else support_y
+        steps = getattr(self.config, "inner_steps", 0) if steps is None else check_count("steps", steps, 0)
+        if self.metric == "mse":
+            if labels.shape not in ((len(x),), (len(x), 1)) or not np.issubdtype(labels.dtype, np.number):
+                raise ValueError(f"support_y must hold {len(x)} numeric targets ([n] or [n, 1]), got shape "
+                                 f"{list(labels.shape)} of {labels.dtype}")
+            y = torch.as_tensor(labels, dtype=torch.float32).reshape(len(x), 1)
+            return FittedLearner(self, x, y, None, steps)
+        if labels.shape != (len(x),):
+            raise ValueError(f"support_y must hold one label per support example, shape [{len(x)}], got "
+                             f"{list(labels.shape)}")
+        classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        if len(classes) < 2 or len(set(counts.tolist())) != 1:
+            shown = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+            raise ValueError(f"support_y needs at least 2 classes with the same number of examples each, got {shown}")
+        order = np.argsort(index, kind="stable")  # the learners read class i from rows i*K .. i*K+K-1
+        return FittedLearner(self, x[torch.from_numpy(order)], torch.from_numpy(index[order]), classes, steps)
+
+    def examples(self, x: torch.Tensor | np.ndarray, name: str = "x") -> torch.Tensor:
+        """``x`` checked against the examples this learner takes and converted to a float tensor."""
+        if isinstance(x, np.ndarray):
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+                raise TypeError(f"{name} has dtype {x.dtype}; accepted: float or uint8 numbers")
+            x = torch.from_numpy(x)
+        elif not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+        shape = self._example_shape()
+        if list(x.shape[1:]) != shape or len(x) == 0:
+            hint = (" (make images like the training data with metarl.envs.omniglot.preprocess)" if len(shape) == 3
+                    else "")
+            raise ValueError(f"{name} has shape {list(x.shape)}; this learner takes [n >= 1, "
+                             f"{', '.join(map(str, shape))}]{hint}")
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        elif x.dtype.is_floating_point:
+            x = x.float()
+        else:
+            raise TypeError(f"{name} has dtype {x.dtype}; accepted: float, or uint8 (0..255, scaled by 1/255)")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} holds a NaN or an infinity")
+        if len(shape) == 3 and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"{name} holds values in [{float(x.min()):g}, {float(x.max()):g}]; images are in [0, 1] "
+                             "(divide by 255, or pass uint8)")
+        return x
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         shots = self.family.describe()["test"]
@@ -186,6 +246,37 @@ class FewShotAgent(ABC):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
+
+
+class FittedLearner:
+    """A few-shot learner fitted to one labelled support set (from :meth:`FewShotAgent.fit`).
+
+    ``classes``: the support labels in the order of the score columns (None for regression)."""
+
+    def __init__(self, agent: FewShotAgent, support_x: torch.Tensor, support_y: torch.Tensor,
+                 classes: np.ndarray | None, steps: int):
+        self.agent, self.support_x, self.support_y, self.classes, self.steps = agent, support_x, support_y, classes, steps
+
+    def scores(self, query_x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``[n, ways]`` class scores (logits; higher is likelier), or ``[n, 1]`` regression outputs."""
+        x = self.agent.examples(query_x, "query_x")
+        ways = 0 if self.classes is None else len(self.classes)
+        dummy = torch.zeros(1, len(x), dtype=torch.long) if ways else torch.zeros(1, len(x), 1)
+        batch = FewShotBatch(self.support_x[None], self.support_y[None], x[None], dummy, ways)
+        model = self.agent.model
+        training = model.training
+        model.eval()
+        try:
+            return self.agent.predict(batch, self.steps)[-1][0].detach()
+        finally:
+            model.train(training)
+
+    def predict(self, query_x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """``[n]`` predicted labels (values of the support labels), or regression outputs."""
+        scores = self.scores(query_x)
+        if self.classes is None:
+            return scores[:, 0].numpy()
+        return self.classes[scores.argmax(-1).numpy()]
 
 
 class QueryClassifier(FewShotAgent):

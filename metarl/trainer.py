@@ -23,6 +23,7 @@ from metarl.config import RunConfig
 from metarl.evaluation import adaptation_report, plot_adaptation, write_report
 from metarl.guards import NonFiniteError, check_finite
 from metarl.logger import MetricsLogger
+from metarl.run import write_source
 from metarl.rundir import atomic_write, remove_temp_files, run_lock
 from metarl.task import Task, TaskSource
 
@@ -75,6 +76,7 @@ class Trainer:
             restore_agent(self.agent, state, path, c.agent)
             start, env_steps, elapsed = int(state["iteration"]), int(state["env_steps"]), float(state["elapsed"])
         atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config, sort_keys=False))
+        write_source(self.family, self.run_dir)  # what metarl.load needs instead of a few-shot data set
         logger = MetricsLogger(self.run_dir, start)
         bar = tqdm(range(start, c.iterations), initial=start, total=c.iterations, disable=not progress,
                    desc=self.run_dir.name, dynamic_ncols=True)

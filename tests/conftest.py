@@ -18,7 +18,7 @@ def family(name: str, **overrides):
 
 
 def toy_episodes(ways: int = 3, shots: int = 2, queries: int = 4, classes: int = 24, per_class: int = 12,
-                 size: int = 16, noise: float = 0.1, seed: int = 0, **options):
+                 size: int = 16, noise: float = 0.1, seed: int = 0, name: str = "Toy", **options):
     """A tiny, easy few-shot problem: each class is a random binary 4 x 4 pattern blown up to 1 x size x size
     (blocks a conv net sees); its examples flip a ``noise`` fraction of the pixels. The first two thirds of the
     classes are the train split."""
@@ -33,4 +33,4 @@ def toy_episodes(ways: int = 3, shots: int = 2, queries: int = 4, classes: int =
     cut = 2 * classes // 3
     options.setdefault("test_queries", queries)
     return FewShotEpisodes(train=data.subset(range(cut)), test=data.subset(range(cut, classes)), ways=ways,
-                           shots=shots, queries=queries, name="Toy", **options)
+                           shots=shots, queries=queries, name=name, **options)

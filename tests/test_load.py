@@ -1,0 +1,83 @@
+"""``metarl.load``: a trained agent from its run directory, in eval mode, without the training data; few-shot
+learners fitted on a user's support set; meta-RL agents adapted to a new task."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import toy_episodes
+from metarl.envs import register, registry
+
+import metarl
+from metarl.cli import main
+
+
+def _train(tmp_path, config: dict) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_dir = str(tmp_path / "run")
+    assert main(["train", str(path), "--run-dir", run_dir, "--no-progress"]) == 0
+    return run_dir
+
+
+@pytest.fixture
+def toy_run(tmp_path):
+    """A ProtoNet trained on ToyGlyphs-v0, a family registered for the training only (so that loading it
+    cannot reach its data)."""
+    register("ToyGlyphs-v0", lambda **kw: toy_episodes(name="ToyGlyphs-v0", **kw))
+    try:
+        run_dir = _train(tmp_path, {"family": "ToyGlyphs-v0", "agent": "protonet", "iterations": 40,
+                                    "checkpoint_every": 40, "evaluate": False,
+                                    "agent_config": {"channels": 8, "lr": 0.01, "meta_batch_size": 4}})
+    finally:
+        registry._REGISTRY.pop("ToyGlyphs-v0")
+        gym.registry.pop("metarl/ToyGlyphs-v0", None)
+    return run_dir
+
+
+def _episode(ways: int = 3, shots: int = 2, queries: int = 4):
+    """Support and query examples (uint8 images) and labels of held-out toy classes, labelled by strings."""
+    data = toy_episodes().splits["test"]
+    names = np.array(["alpha", "beta", "gamma", "delta"])[:ways]
+    rows = [data.class_index[c][: shots + queries] for c in range(ways)]
+    support = torch.cat([r[:shots] for r in rows])
+    query = torch.cat([r[shots:] for r in rows])
+    return (data.x[support].numpy(), np.repeat(names, shots), data.x[query], np.repeat(names, queries))
+
+
+def test_load_gives_a_few_shot_learner_in_eval_mode_without_its_data(toy_run):
+    with pytest.raises(ValueError, match="unknown task family 'ToyGlyphs-v0'"):
+        metarl.envs.make("ToyGlyphs-v0")
+    agent = metarl.load(toy_run)
+    assert not agent.model.training  # batch norm uses its running statistics
+    support_x, support_y, query_x, query_y = _episode()
+    learner = agent.fit(support_x[::-1].copy(), support_y[::-1])  # any order, any labels, numpy or torch
+    assert list(learner.classes) == ["alpha", "beta", "gamma"]
+    assert (learner.predict(query_x) == query_y).mean() > 0.9
+    assert learner.scores(query_x.float() / 255).shape == (len(query_y), 3)
+    assert not agent.model.training
+    episode = metarl.Task("ToyGlyphs-v0", {"split": "test", "classes": [0], "support": [[0]], "query": [[1]]})
+    with pytest.raises(ValueError, match="loaded without the ToyGlyphs-v0 data"):
+        agent.adaptation_curve([episode], 0, seed=0)
+
+
+def test_fit_refuses_inputs_it_cannot_read(toy_run):
+    agent = metarl.load(toy_run)
+    support_x, support_y, query_x, _ = _episode()
+    fitted = agent.fit(support_x, support_y)
+    with pytest.raises(ValueError, match=r"query_x has shape \[12, 1, 28, 28\]; this learner takes \[n >= 1, 1, 16, 16\]"):
+        fitted.predict(torch.zeros(12, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"values in \[0, 255\]; images are in \[0, 1\]"):
+        fitted.predict(query_x.float())
+    with pytest.raises(TypeError, match="must be a numpy array or a torch tensor, got list"):
+        agent.fit(support_x.tolist(), support_y)
+    with pytest.raises(ValueError, match="the same number of examples each"):
+        agent.fit(support_x[:5], support_y[:5])
+    with pytest.raises(ValueError, match=r"one label per support example, shape \[6\]"):
+        agent.fit(support_x, support_y[:4])
+
+
+def test_load_refuses_a_directory_without_a_run(tmp_path):
+    with pytest.raises(ValueError, match="is not a run directory"):
+        metarl.load(tmp_path)
