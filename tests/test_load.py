@@ -81,3 +81,53 @@ def test_fit_refuses_inputs_it_cannot_read(toy_run):
 def test_load_refuses_a_directory_without_a_run(tmp_path):
     with pytest.raises(ValueError, match="is not a run directory"):
         metarl.load(tmp_path)
+
+
+FEW_SHOT = {"protonet": {}, "matching": {}, "siamese": {}, "relation": {},
+            "snail": {"key_sizes": [4], "value_sizes": [4], "tc_filters": 4}, "meta_lstm": {},
+            "maml": {"inner_steps": 1}, "metasgd": {"inner_steps": 1}, "anil": {"inner_steps": 1},
+            "reptile": {"inner_steps": 1}, "pretrained": {}}
+META_RL = {"maml_trpo": {"meta_batch_size": 2, "episodes_per_task": 2, "hidden_sizes": [8]},
+           "promp": {"meta_batch_size": 2, "episodes_per_task": 2, "hidden_sizes": [8]},
+           "rl2": {"meta_batch_size": 2, "episodes_per_trial": 2, "hidden_size": 8},
+           "sb3_pretrained": {"meta_batch_size": 1, "episodes_per_task": 2, "minibatches": 2, "n_epochs": 1},
+           "sb3_oracle": {"meta_batch_size": 1, "episodes_per_task": 2, "minibatches": 2, "n_epochs": 1},
+           "sb3_scratch": {"episodes_per_task": 2, "minibatches": 2, "n_epochs": 1}}
+
+
+def test_every_agent_kind_is_covered():
+    from metarl.agents import AGENTS
+
+    assert set(FEW_SHOT) | set(META_RL) == set(AGENTS)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("name", [*FEW_SHOT, *META_RL])
+def test_load_restores_every_agent_kind_in_eval_mode(tmp_path, name):
+    few_shot = name in FEW_SHOT
+    family = "ToyGlyphs-v0" if few_shot else "Navigation2D-v0"
+    agent_config = {"channels": 4, "meta_batch_size": 2, **FEW_SHOT[name]} if few_shot else META_RL[name]
+    register("ToyGlyphs-v0", lambda **kw: toy_episodes(name="ToyGlyphs-v0", **kw))
+    try:
+        run_dir = _train(tmp_path, {"family": family, "agent": name, "iterations": 1, "checkpoint_every": 1,
+                                    "evaluate": False, "agent_config": agent_config})
+    finally:
+        registry._REGISTRY.pop("ToyGlyphs-v0")
+        gym.registry.pop("metarl/ToyGlyphs-v0", None)
+    agent = metarl.load(run_dir)
+    saved = torch.load(f"{run_dir}/checkpoints/iter_000001.pt", weights_only=True)
+    assert _same(agent.state_dict(), saved["agent"])
+    modules = [m for m in vars(agent).values() if isinstance(m, torch.nn.Module)]
+    assert all(not m.training for module in modules for m in module.modules())
+    if few_shot:
+        support_x, support_y, query_x, _ = _episode()
+        assert agent.fit(support_x, support_y).predict(query_x).shape == (12,)
