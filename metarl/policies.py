@@ -52,10 +52,11 @@ class Policy(nn.Module):
         def outputs(p: Params) -> Outputs:
             return call(self, p, obs, stacked)
 
+        params = {k: v.contiguous() for k, v in params.items()}  # forward mode needs memory of their own
         out, pullback = torch.func.vjp(outputs, params)
 
         def product(u: Params) -> Params:
-            _, ju = torch.func.jvp(outputs, (params,), (u,))
+            _, ju = torch.func.jvp(outputs, (params,), ({k: v.contiguous() for k, v in u.items()},))
             mju = self.output_fisher(out, ju)
             w = weights.unsqueeze(-1)
             return pullback(tuple(m * w for m in mju) if isinstance(mju, tuple) else mju * w)[0]

@@ -117,10 +117,11 @@ def test_trpo_steps_with_the_exact_hessian_and_the_gauss_newton_product_agree():
 
 
 @pytest.mark.parametrize("metric", ["hvp", "gauss_newton", "fisher"])
-def test_the_accepted_step_keeps_the_exact_kl_bound_and_improves_the_surrogate(metric):
+@pytest.mark.parametrize("inner_steps", [0, 1])  # without an inner step, the policy is TRPO's own
+def test_the_accepted_step_keeps_the_exact_kl_bound_and_improves_the_surrogate(metric, inner_steps):
     family = metarl.envs.make("Navigation2D-v0", horizon=20)
     agent = MAMLTRPO(family, MAMLTRPOConfig(meta_batch_size=4, episodes_per_task=5, max_kl=0.005, metric=metric,
-                                            metric_subsample=0.5), seed=1)
+                                            metric_subsample=0.5, inner_steps=inner_steps), seed=1)
     batch = agent.collect(family.sample_tasks(4, seed=3), seed=3)
     loss_before, kl_before = agent.surrogate_and_kl(agent.policy.params(), batch)
     metrics = agent.update(batch)
