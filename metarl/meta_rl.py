@@ -11,7 +11,9 @@ objective. Outer loops (TRPO, ProMP) live in ``metarl.agents``; they differentia
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
 from metarl.sampler import Episodes, Sampler
 from metarl.task import Task, TaskSource
 
-__all__ = ["MetaBatch", "MetaRLAgent", "MetaRLConfig", "masked_mean"]
+__all__ = ["AdaptedPolicy", "MetaBatch", "MetaRLAgent", "MetaRLConfig", "masked_mean"]
 
 INNER_ESTIMATORS = ("vpg", "lvc")
 
@@ -65,6 +67,26 @@ class MetaRLConfig:
                 raise ValueError(f"config field {name}={getattr(self, name)!r} is out of range")
         if self.inner_estimator not in INNER_ESTIMATORS:
             raise ValueError(f"inner_estimator must be one of {INNER_ESTIMATORS}, got {self.inner_estimator!r}")
+
+
+class AdaptedPolicy:
+    """A policy adapted to one task (from :meth:`MetaRLAgent.adapt`): ``act(obs)`` gives its actions.
+
+    ``returns``: the mean episode return on the task before and after each inner step of the adaptation."""
+
+    def __init__(self, policy: Policy, params: Params, task: Task, returns: list[float]):
+        self.policy, self.params, self.task, self.returns = policy, params, task, returns
+
+    def act(self, obs: np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
+        """The action at ``obs`` (one observation, or a batch on a leading axis): the distribution's mode, or
+        a sample without ``deterministic``."""
+        obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        with torch.no_grad():
+            dist = self.policy.dist(obs, self.params)
+            return (dist.mode if deterministic else dist.sample()).numpy()
+
+    def __repr__(self) -> str:
+        return f"<AdaptedPolicy for {self.task!r}>"
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -188,6 +210,17 @@ class MetaRLAgent(ABC):
         """Mean episode return per task before and after each of ``steps`` inner steps: ``[steps + 1, K]``."""
         batch = self.collect(tasks, seed, steps)
         return np.stack([e.episode_returns().mean(-1).numpy() for e in [*batch.support, batch.query]])
+
+    def adapt(self, task: Task | Mapping[str, Any], steps: int | None = None, seed: int = 0) -> AdaptedPolicy:
+        """The policy adapted to one task of the family: ``steps`` inner steps (default: meta-training's), each
+        on ``episodes_per_task`` episodes sampled on the task. ``task``: a Task, or its parameters as a mapping
+        (e.g. ``{"goal": [0.3, -0.2]}``); ``seed`` seeds the sampling."""
+        if isinstance(task, Mapping) and not isinstance(task, Task):
+            task = Task(self.family.name, dict(task))
+        task = self.family.check_task(task)
+        batch = self.collect([task], seed, steps)
+        returns = [e.episode_returns().mean().item() for e in [*batch.support, batch.query]]
+        return AdaptedPolicy(self.policy, {k: v[0] for k, v in batch.query_params.items()}, task, returns)
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The adaptation curve's x-axis, and the episodes of experience on the task before each point."""

@@ -131,3 +131,20 @@ def test_load_restores_every_agent_kind_in_eval_mode(tmp_path, name):
     if few_shot:
         support_x, support_y, query_x, _ = _episode()
         assert agent.fit(support_x, support_y).predict(query_x).shape == (12,)
+
+
+def test_a_loaded_meta_rl_agent_adapts_to_a_new_task_and_acts(tmp_path):
+    run_dir = _train(tmp_path, {"family": "Navigation2D-v0", "agent": "maml_trpo", "iterations": 1,
+                                "checkpoint_every": 1, "evaluate": False, "agent_config": META_RL["maml_trpo"]})
+    agent = metarl.load(run_dir)
+    adapted = agent.adapt({"goal": [0.4, -0.3]}, steps=2, seed=3)
+    assert adapted.task == metarl.Task("Navigation2D-v0", {"goal": [0.4, -0.3]}) and len(adapted.returns) == 3
+    theta = agent.policy.params()
+    assert not all(torch.equal(adapted.params[k], theta[k]) for k in theta)  # two inner steps moved them
+    obs = np.array([0.1, 0.2], dtype=np.float32)
+    mean = agent.policy.dist(torch.as_tensor(obs), adapted.params).mean
+    assert np.array_equal(adapted.act(obs), mean.detach().numpy())  # deterministic: the adapted policy's mean
+    assert adapted.act(np.stack([obs, obs])).shape == (2, 2)
+    assert agent.adapt({"goal": [0.4, -0.3]}, steps=2, seed=3).returns == adapted.returns  # seeded
+    with pytest.raises(ValueError, match="lies outside"):
+        agent.adapt({"goal": [5.0, 0.0]})
