@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from metarl.functional import Params, flat, unflatten_like
+from metarl.guards import NonFiniteError
 
 __all__ = ["TRPOConfig", "conjugate_gradient", "kl_hessian_product", "trpo_step"]
 
@@ -75,6 +76,8 @@ def trpo_step(theta: Params, loss: torch.Tensor, metric: MetricProduct,
     names = list(theta)
     leaves = [theta[k] for k in names]
     grads = flat(torch.autograd.grad(loss, leaves, retain_graph=True))
+    if not (torch.isfinite(loss) and torch.isfinite(grads).all()):
+        raise NonFiniteError(f"trust-region step: the loss ({loss.item()}) or its gradient is not finite")
 
     def damped(v: torch.Tensor) -> torch.Tensor:
         return metric(v) + c.cg_damping * v

@@ -15,7 +15,9 @@ from test_maml import _double
 
 import metarl
 from metarl.functional import detach, flat
+from metarl.guards import NonFiniteError
 from metarl.meta_rl import masked_mean
+from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
 
 
 def _agent_and_batch(family_id: str, inner_steps: int, horizon: int = 8, episodes: int = 4, metric_subsample=1.0,
@@ -139,3 +141,15 @@ def test_config_names_the_accepted_metrics():
     with pytest.raises(ValueError, match="metric_subsample must be in"):
         MAMLTRPOConfig(metric_subsample=0.0)
 
+
+
+def test_a_non_finite_gradient_stops_the_trust_region_step():
+    mu = torch.zeros(2, requires_grad=True)
+
+    def objective(params):  # finite at 0, with a NaN gradient there (the derivative of |x| through sqrt)
+        return params["mu"].sum() + torch.sqrt(params["mu"][0] ** 2), (params["mu"] ** 2).sum()
+
+    loss, kl = objective({"mu": mu})
+    assert torch.isfinite(loss)
+    with pytest.raises(NonFiniteError, match="gradient is not finite"):
+        trpo_step({"mu": mu}, loss, kl_hessian_product(kl, [mu]), objective, TRPOConfig())
