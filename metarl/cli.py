@@ -9,6 +9,8 @@
                                                        adaptation on held-out tasks: eval.json, eval.png
     metarl eval RUN_DIR --video [--video-tasks N] [--video-format gif|mp4]
                                                        and videos/task<k>.gif: before | after adaptation
+    metarl adapt RUN_DIR --task JSON [--steps S] [--video]
+                                                       adapt a meta-RL agent to a task: returns before | after
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
     metarl references RUN_DIR                          classic bandit / MDP strategies on the run's held-out tasks
     metarl report RUN_DIR ... [--out DIR] [--format html|md]
@@ -36,7 +38,7 @@ import numpy as np
 
 from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent
 from metarl.config import ConfigError, RunConfig, load_config
-from metarl.run import build_run, saved_config
+from metarl.run import build_run, load, saved_config
 from metarl.rundir import remove_temp_files, run_lock, write_json
 from metarl.trainer import EVAL_SEED_SALT, RESUME_OVERRIDABLE, Trainer, derive_seed
 
@@ -258,6 +260,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if args.steps is not None and args.steps < 0:
+        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    try:
+        params = json.loads(args.task)
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        raise ConfigError(f"--task must be a JSON mapping of the task's parameters, e.g. '{{\"goal\": [0.3, -0.2]}}'; "
+                          f"got {args.task!r}")
+    agent = load(run_dir, args.checkpoint)
+    if not hasattr(agent, "adapt"):
+        raise ConfigError(f"metarl adapt takes a meta-RL agent that adapts by inner steps (maml_trpo, promp); the "
+                          f"agent of {str(run_dir)!r} is {type(agent).__name__}")
+    adapted = agent.adapt(params, steps=args.steps, seed=args.seed)
+    episodes = agent.config.episodes_per_task
+    print(f"{adapted.task!r}: mean return of {episodes} episodes")
+    for step, value in enumerate(adapted.returns):
+        print(f"  {'before adaptation' if step == 0 else f'after inner step {step}':24s} {value:10.2f}")
+    if args.video:
+        from metarl.video import write_videos
+
+        with run_lock(run_dir):
+            paths = write_videos(agent, agent.family, [adapted.task], len(adapted.returns) - 1, args.seed,
+                                 run_dir / "adapt", args.video_format)
+        print(f"  video (left: before adaptation, right: after): {paths[0]}")
+    return 0
+
+
 def _add_agent_info(agent: Any, path: Path) -> None:
     """Add what the agent measured beside its curve (``agent.evaluation_info``, e.g. the scratch baseline's
     large-budget reference) to the evaluation JSON."""
@@ -381,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-format", choices=("gif", "mp4"), default="gif",
                    help="gif (default), or mp4 where imageio's ffmpeg plugin or PyAV is installed")
     p.set_defaults(run=cmd_eval)
+    p = sub.add_parser("adapt", help="adapt a run's meta-RL agent to a task you give and report its returns")
+    p.add_argument("run_dir")
+    p.add_argument("--task", required=True, metavar="JSON", help="the task's parameters, e.g. '{\"goal\": [0.3, -0.2]}'")
+    p.add_argument("--steps", type=int, help="inner steps (default: those of meta-training)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled episodes (default 0)")
+    p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
+    p.add_argument("--video", action="store_true", help="also render before | after: RUN_DIR/adapt/task0.gif")
+    p.add_argument("--video-format", choices=("gif", "mp4"), default="gif")
+    p.set_defaults(run=cmd_adapt)
     p = sub.add_parser("plot", help="plot the adaptation curves of several evaluated runs on one figure")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", required=True, help="PNG file to write")

@@ -1,6 +1,8 @@
 """``metarl.load``: a trained agent from its run directory, in eval mode, without the training data; few-shot
 learners fitted on a user's support set; meta-RL agents adapted to a new task."""
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -133,10 +135,16 @@ def test_load_restores_every_agent_kind_in_eval_mode(tmp_path, name):
         assert agent.fit(support_x, support_y).predict(query_x).shape == (12,)
 
 
-def test_a_loaded_meta_rl_agent_adapts_to_a_new_task_and_acts(tmp_path):
-    run_dir = _train(tmp_path, {"family": "Navigation2D-v0", "agent": "maml_trpo", "iterations": 1,
-                                "checkpoint_every": 1, "evaluate": False, "agent_config": META_RL["maml_trpo"]})
-    agent = metarl.load(run_dir)
+@pytest.fixture(scope="module")
+def nav_run(tmp_path_factory):
+    """MAML-TRPO trained one iteration on Navigation2D."""
+    return _train(tmp_path_factory.mktemp("nav"), {"family": "Navigation2D-v0", "agent": "maml_trpo", "iterations": 1,
+                                                   "checkpoint_every": 1, "evaluate": False,
+                                                   "agent_config": META_RL["maml_trpo"]})
+
+
+def test_a_loaded_meta_rl_agent_adapts_to_a_new_task_and_acts(nav_run):
+    agent = metarl.load(nav_run)
     adapted = agent.adapt({"goal": [0.4, -0.3]}, steps=2, seed=3)
     assert adapted.task == metarl.Task("Navigation2D-v0", {"goal": [0.4, -0.3]}) and len(adapted.returns) == 3
     theta = agent.policy.params()
@@ -148,3 +156,16 @@ def test_a_loaded_meta_rl_agent_adapts_to_a_new_task_and_acts(tmp_path):
     assert agent.adapt({"goal": [0.4, -0.3]}, steps=2, seed=3).returns == adapted.returns  # seeded
     with pytest.raises(ValueError, match="lies outside"):
         agent.adapt({"goal": [5.0, 0.0]})
+
+
+def test_adapt_command_reports_returns_and_renders(nav_run, capsys):
+    assert main(["adapt", nav_run, "--task", '{"goal": [0.4, -0.3]}', "--steps", "2", "--video"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Task(Navigation2D-v0") and "2 episodes" in lines[0]
+    assert [line.split()[:3] for line in lines[1:4]] == [["before", "adaptation", lines[1].split()[2]],
+                                                        ["after", "inner", "step"], ["after", "inner", "step"]]
+    assert (Path(nav_run) / "adapt" / "task0.gif").is_file()
+    assert main(["adapt", nav_run, "--task", "goal=1"]) == 2
+    assert "--task must be a JSON mapping of the task's parameters" in capsys.readouterr().err
+    assert main(["adapt", nav_run, "--task", '{"goal": [9, 9]}']) == 2
+    assert "lies outside Navigation2D-v0's distribution" in capsys.readouterr().err
