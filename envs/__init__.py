@@ -11,7 +11,15 @@ Every family is also a gymnasium id, ``gymnasium.make("metarl/HalfCheetahVel-v0"
 
 from . import bandit, fewshot, locomotion, meta_world, navigation, omniglot, rand_params, tabular_mdp  # noqa: F401  (registers)
 from .base import Choice, Dirichlet, Disk, Distribution, LogUniform, Normal, TaskEnv, TaskFamily, Uniform
-from .fewshot import FewShotBatch, FewShotEpisodes, LabelledData, Sinusoid, load_tasks, save_tasks
+from .fewshot import (
+    FewShotBatch,
+    FewShotEpisodes,
+    LabelledData,
+    Sinusoid,
+    load_tasks,
+    preprocess_drawings,
+    save_tasks,
+)
 from .rand_params import PHYSICS_FIELDS, RandParams
 from .registry import ENTRY_POINT_GROUP, make, register, registered
 from .xml_robot import CRAWLER_XML, MujocoTaskFamily
@@ -27,6 +35,7 @@ __all__ = [
     "LabelledData",
     "Sinusoid",
     "load_tasks",
+    "preprocess_drawings",
     "save_tasks",
     "Disk",
     "Distribution",

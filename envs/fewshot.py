@@ -13,6 +13,7 @@ Use your own data set::
 
     data = LabelledData(x, y)                     # x: [M, C, H, W] (uint8 or float), y: [M] class ids
     data = LabelledData.from_folder("my_images/", image_size=28)   # a folder of images per class
+    data = LabelledData.from_folder("my_glyphs/", ink="dark")      # drawings, made as Omniglot's images
     source = FewShotEpisodes(train=data.subset(train_ids), test=data.subset(test_ids), ways=5, shots=1)
 
 (``metarl.envs.register("MyData-v0", lambda **kw: FewShotEpisodes(...))`` makes it a config name.)
@@ -33,7 +34,8 @@ from metarl.task import Task
 
 from .registry import register
 
-__all__ = ["FewShotBatch", "FewShotEpisodes", "LabelledData", "Sinusoid", "load_tasks", "save_tasks"]
+__all__ = ["FewShotBatch", "FewShotEpisodes", "LabelledData", "Sinusoid", "load_tasks", "preprocess_drawings",
+           "save_tasks"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
@@ -78,13 +80,21 @@ class LabelledData:
         return LabelledData(self.x[index], y, [self.class_names[c] for c in classes])
 
     @classmethod
-    def from_folder(cls, root: str | Path, image_size: int | tuple[int, int] = 28, grayscale: bool = True) -> LabelledData:
-        """``root/<class name>/<image files>``: every image resized to ``image_size``, stored as uint8."""
+    def from_folder(cls, root: str | Path, image_size: int | tuple[int, int] = 28, grayscale: bool = True,
+                    ink: str | None = None) -> LabelledData:
+        """``root/<class name>/<image files>``: every image resized to ``image_size``, stored as uint8.
+
+        ``ink``: drawings (``"dark"`` strokes on a light background, as Omniglot's PNG files, or ``"light"``)
+        are made as the Omniglot loader makes its images, by :func:`preprocess_drawings` (a square
+        ``image_size``); None: photographs, resized with Lanczos filtering and their values kept."""
         from PIL import Image
 
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+        if ink is not None and (not grayscale or not isinstance(image_size, int)):
+            raise ValueError(f"drawings (ink={ink!r}) are grayscale and square: pass grayscale=True and an int "
+                             f"image_size, got grayscale={grayscale!r}, image_size={image_size!r}")
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         images, labels, names = [], [], []
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -93,8 +103,11 @@ class LabelledData:
                 continue
             for f in files:
                 with Image.open(f) as img:
-                    img = img.convert("L" if grayscale else "RGB").resize(size[::-1], Image.Resampling.LANCZOS)
-                    images.append(np.asarray(img, dtype=np.uint8))
+                    img = img.convert("L" if grayscale else "RGB")
+                    if ink is None:
+                        img = img.resize(size[::-1], Image.Resampling.LANCZOS)
+                    image = np.asarray(img, dtype=np.uint8)
+                images.append(image if ink is None else preprocess_drawings(image[None], size[0], ink)[0, 0].numpy())
                 labels.append(len(names))
             names.append(folder.name)
         if not names:
@@ -103,6 +116,37 @@ class LabelledData:
         x = torch.from_numpy(np.stack(images))
         x = x.unsqueeze(1) if grayscale else x.permute(0, 3, 1, 2)
         return cls(x.contiguous(), torch.tensor(labels), names)
+
+
+INK = ("dark", "light")
+
+
+def preprocess_drawings(images: torch.Tensor | np.ndarray, image_size: int = 28, ink: str = "dark") -> torch.Tensor:
+    """Drawings as the Omniglot loader makes them: ``[n, 1, S, S]`` uint8, ink 255 on background 0, shrunk to
+    ``S = image_size`` by area averaging (use this on your own images of characters before ``fit``/``predict``).
+
+    ``images``: ``[n, H, W]`` or ``[n, 1, H, W]``, bool (True: ink), uint8 (0..255) or float in [0, 1];
+    ``ink``: ``"dark"`` for dark strokes on a light background (Omniglot's PNG files, pen on paper),
+    ``"light"`` for light strokes on a dark background."""
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # a writable copy
+    if ink not in INK:
+        raise ValueError(f"ink must be one of {INK}, got {ink!r}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] == 0:
+        raise ValueError(f"images must be grayscale, [n, H, W] or [n, 1, H, W] with n >= 1, got {list(x.shape)}")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    elif x.dtype == torch.bool or x.dtype.is_floating_point:
+        x = x.float()
+        if not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+            raise ValueError("float images must hold values in [0, 1] (pass uint8 for 0..255)")
+    else:
+        raise TypeError(f"images have dtype {x.dtype}; accepted: bool, uint8, float in [0, 1]")
+    if ink == "dark":
+        x = 1.0 - x
+    small = torch.nn.functional.adaptive_avg_pool2d(x, _positive_int("image_size", image_size))
+    return (small * 255).round().to(torch.uint8)
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -3,7 +3,8 @@ original background/evaluation alphabets split.
 
 The data are read from ``omniglot.npz`` (bit-packed 105x105 drawings, see its README) in ``data_dir``:
 by default ``$METARL_OMNIGLOT_DIR``, else ``shared/data/omniglot`` beside the repository. The file's sha256
-is checked. Images are shrunk to 28x28 by area averaging (ink = 1, background = 0) and stored as uint8.
+is checked. Images are shrunk to 28x28 by area averaging (ink = 1, background = 0) and stored as uint8
+(:func:`metarl.envs.preprocess_drawings` makes one's own drawings the same way).
 
 Splits (``split=``):
     vinyals           train 4,112 / test 1,692 classes; a class is a character rotated by 0, 90, 180 or 270
@@ -23,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .fewshot import FewShotEpisodes, LabelledData
+from .fewshot import FewShotEpisodes, LabelledData, preprocess_drawings
 from .registry import register
 
 __all__ = ["OMNIGLOT_SHA256", "Omniglot", "default_data_dir", "omniglot_split"]
@@ -60,8 +60,8 @@ def _characters(data_dir: str, image_size: int) -> tuple[dict[str, int], torch.T
             names[f"{alphabet}/{character}"] = len(names)
         for start in range(0, len(packed), 128):
             ink = np.unpackbits(packed[start:start + 128], axis=-1, count=n_pixels).reshape(-1, 1, *shape)
-            small = F.adaptive_avg_pool2d(torch.from_numpy(ink).float(), image_size)
-            chunks.append((small * 255).round().to(torch.uint8).view(-1, 20, image_size, image_size))
+            small = preprocess_drawings(ink.view(bool), image_size, ink="light")
+            chunks.append(small.view(-1, 20, image_size, image_size))
     return names, torch.cat(chunks)
 
 

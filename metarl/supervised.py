@@ -215,7 +215,7 @@ class FewShotAgent(ABC):
             raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
         shape = self._example_shape()
         if list(x.shape[1:]) != shape or len(x) == 0:
-            hint = (" (make images like the training data with metarl.envs.omniglot.preprocess)" if len(shape) == 3
+            hint = (" (make drawings like the training data with metarl.envs.preprocess_drawings)" if len(shape) == 3
                     else "")
             raise ValueError(f"{name} has shape {list(x.shape)}; this learner takes [n >= 1, "
                              f"{', '.join(map(str, shape))}]{hint}")

@@ -9,7 +9,7 @@ import torch
 from conftest import toy_episodes
 from metarl.agents import ProtoNet, ProtoNetConfig
 from metarl.agents.protonet import prototype_logits
-from metarl.envs import FewShotEpisodes, LabelledData, load_tasks, save_tasks
+from metarl.envs import FewShotEpisodes, LabelledData, load_tasks, preprocess_drawings, save_tasks
 from metarl.envs.omniglot import default_data_dir, omniglot_split
 
 import metarl
@@ -111,6 +111,31 @@ def test_labelled_data_from_an_image_folder(tmp_path):
     assert source.batch(source.sample_tasks(2, seed=0)).query_x.shape == (2, 6, 1, 20, 20)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         LabelledData.from_folder(tmp_path / "nowhere")
+
+
+def test_drawings_from_a_folder_are_made_as_the_omniglot_loader_makes_its_images(tmp_path):
+    from PIL import Image
+
+    ink = np.random.default_rng(0).random((4, 105, 105)) < 0.2  # Omniglot's drawings: 105 x 105, True = ink
+    for c in range(2):
+        (tmp_path / f"glyph{c}").mkdir()
+        for i in range(2):  # as Omniglot's PNG files: 1-bit, dark ink on a white background
+            Image.fromarray(~ink[2 * c + i]).save(tmp_path / f"glyph{c}" / f"{i}.png")
+    loader = (torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(ink[:, None]).float(), 28) * 255).round()
+    made = preprocess_drawings(ink, ink="light")
+    assert made.dtype == torch.uint8 and made.shape == (4, 1, 28, 28) and torch.equal(made, loader.to(torch.uint8))
+    assert torch.equal(preprocess_drawings(~ink[:, None]), made)  # dark ink, with a channel axis
+    assert torch.equal(preprocess_drawings((~ink).astype(np.uint8) * 255), made)
+    assert torch.equal(LabelledData.from_folder(tmp_path, ink="dark").x, made)
+    assert not torch.equal(LabelledData.from_folder(tmp_path).x, made)  # photographs: Lanczos, values kept
+    with pytest.raises(ValueError, match="ink must be one of"):
+        preprocess_drawings(ink, ink="black")
+    with pytest.raises(ValueError, match=r"float images must hold values in \[0, 1\]"):
+        preprocess_drawings(ink * 255.0)
+    with pytest.raises(ValueError, match=r"grayscale, \[n, H, W\] or \[n, 1, H, W\]"):
+        preprocess_drawings(np.zeros((2, 3, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="grayscale=True and an int image_size"):
+        LabelledData.from_folder(tmp_path, ink="dark", grayscale=False)
 
 
 def test_sinusoid_follows_its_formula_and_is_seeded():
