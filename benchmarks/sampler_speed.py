@@ -10,12 +10,12 @@ family (Hopper, a model per environment), measured side by side in one run:
 
 Rounds are interleaved (sampler, syncvector, open loop, again) and the best of each is kept, with the process
 CPU time per env-step of that round (all threads; on a machine shared with other jobs the wall-clock ratios
-depend on how many cores each run got, the CPU times much less). Then the phase
-breakdown of one MAML-TRPO meta-iteration at that size on HalfCheetahVel (support sampling, inner loop,
-query sampling, outer TRPO step).
+depend on how many cores each run got, the CPU times much less). Then the phase breakdown of one MAML-TRPO
+meta-iteration at that size on HalfCheetahVel and Navigation2D: sampling, the inner loop, and the outer step
+with each conjugate-gradient metric (meta-gradient, metric products, line search), from the same batch.
 
     python benchmarks/sampler_speed.py [--families ...] [--tasks 40] [--episodes 20] [--horizon 100]
-                                       [--rounds 3] [--skip-breakdown]
+                                       [--rounds 3] [--skip-breakdown] [--breakdown FAMILY ...] [--metrics ...]
 """
 
 from __future__ import annotations
@@ -124,30 +124,60 @@ def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) 
     return best
 
 
-def breakdown(family, tasks, episodes: int) -> dict[str, float]:
-    """Seconds spent in each phase of one MAML-TRPO meta-iteration."""
+class Stopwatch:
+    """Wraps a function and adds the seconds spent in it to ``seconds``."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def timed_update(agent: MAMLTRPO, batch) -> tuple[float, float, float]:
+    """Seconds of one outer step: in all, in metric products, in line-search evaluations."""
+    build, products = agent.metric_product, Stopwatch(None)
+
+    def metric_product(*args):
+        products.fn = build(*args)
+        return products
+
+    agent.metric_product, agent._line_search_values = metric_product, Stopwatch(agent._line_search_values)
+    try:
+        start = time.perf_counter()
+        agent.update(batch)
+        return time.perf_counter() - start, products.seconds, agent._line_search_values.seconds
+    finally:
+        del agent.metric_product, agent._line_search_values
+
+
+def breakdown(family, tasks, episodes: int, metrics: list[str]) -> dict[str, float]:
+    """Seconds spent in each phase of one MAML-TRPO meta-iteration; the outer step once per metric
+    (``name`` or ``name:subsample``), from the same batch and parameters."""
     agent = MAMLTRPO(family, MAMLTRPOConfig(meta_batch_size=len(tasks), episodes_per_task=episodes), seed=0)
-    agent.sampler.sample(tasks, agent.policy, seed=0)  # build the environments first
-    times: dict[str, float] = {}
-    t = time.perf_counter()
-    params = stack(detach(agent.policy.params()), len(tasks))
-    support = agent.sampler.sample(tasks, agent.policy, params, seed=1)
-    times["support sampling"] = time.perf_counter() - t
-    t = time.perf_counter()
-    adapted = agent._adapt_on(params, support, agent.advantages(support))
-    times["inner loop (advantages + adaptation)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    query = agent.sampler.sample(tasks, agent.policy, adapted, seed=2)
-    times["query sampling"] = time.perf_counter() - t
-    t = time.perf_counter()
-    batch = agent.collect(tasks, seed=3)  # the same work again, packaged for the update
-    collect_time = time.perf_counter() - t
-    t = time.perf_counter()
-    agent.update(batch)
-    outer = time.perf_counter() - t
-    times["outer step (TRPO: meta-gradient, CG, line search)"] = outer
-    times["total meta-iteration (collect + update)"] = collect_time + outer
-    times["env steps"] = float(support.env_steps + query.env_steps)
+    agent.collect(tasks, seed=0)  # build the environments and warm up
+    sample = agent.sampler.sample = Stopwatch(agent.sampler.sample)
+    start = time.perf_counter()
+    batch = agent.collect(tasks, seed=3)
+    collect = time.perf_counter() - start
+    times = {"sampling (support + query)": sample.seconds, "inner loop (advantages + adaptation)": collect - sample.seconds}
+    initial = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    agent.update(batch)  # the first forward-mode call pays a one-off set-up
+    for metric in metrics:
+        name, _, subsample = metric.partition(":")
+        agent.config.metric, agent.config.metric_subsample = name, float(subsample or 1.0)
+        agent.policy.load_state_dict(initial)
+        outer, products, line_search = timed_update(agent, batch)
+        times[f"outer step, metric {metric}: total"] = outer
+        times[f"  {metric}: meta-gradient and metric set-up"] = outer - products - line_search
+        times[f"  {metric}: conjugate gradient ({agent.config.cg_iters} + 1 products)"] = products
+        times[f"  {metric}: line search"] = line_search
+        times[f"meta-iteration with metric {metric}"] = collect + outer
+    times["env steps"] = float(batch.env_steps)
     return times
 
 
@@ -159,6 +189,10 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-breakdown", action="store_true", help="only the sampling speeds")
+    parser.add_argument("--breakdown", nargs="+", default=["HalfCheetahVel-v0", "Navigation2D-v0"],
+                        help="families of the MAML-TRPO meta-iteration breakdown")
+    parser.add_argument("--metrics", nargs="+", default=["gauss_newton:0.2", "fisher:0.2", "gauss_newton:1", "hvp"],
+                        help="outer-step metrics to time (name or name:subsample); the first is the default")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -176,11 +210,11 @@ def main() -> None:
               f"{sampler_cpu:8.1f} {vec_cpu:8.1f} {limit_cpu:9.1f}", flush=True)
     if args.skip_breakdown:
         return
-    family = metarl.envs.make("HalfCheetahVel-v0", horizon=args.horizon)
-    print(f"\nOne MAML-TRPO meta-iteration on {family.name} at this size:")
-    for key, value in breakdown(family, family.sample_tasks(args.tasks, seed=0), args.episodes).items():
-        print(f"  {key:52s} {value:10.2f}" + ("" if key == "env steps" else " s"))
-
+    for name in args.breakdown:
+        family = metarl.envs.make(name, horizon=args.horizon)
+        print(f"\nOne MAML-TRPO meta-iteration on {name}, {args.tasks} tasks x {args.episodes} episodes:", flush=True)
+        for key, value in breakdown(family, family.sample_tasks(args.tasks, seed=0), args.episodes, args.metrics).items():
+            print(f"  {key:58s} {value:10.2f}" + ("" if key == "env steps" else " s"), flush=True)
 
 if __name__ == "__main__":
     main()
