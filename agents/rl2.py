@@ -23,18 +23,21 @@ the policy gradient in the shared recurrent network.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from metarl.guards import check_count, check_tasks
-from metarl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
+from metarl.recurrent import RecurrentActor, RecurrentController, RecurrentCritic, RecurrentPolicy
 from metarl.returns import gae
 from metarl.sampler import Sampler
-from metarl.task import Task, TaskSource
+from metarl.task import Task, TaskSource, as_task
 from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
+from metarl.video import run_episode
 
 OUTER_LOOPS = ("ppo", "trpo")
 CRITICS = ("shared", "separate")
@@ -251,6 +254,23 @@ class RL2:
         with torch.no_grad():
             trials = self.collect(tasks, seed)
         return trials.episode_returns.mean(-1).numpy()
+
+    def adapt(self, task: Task | Mapping[str, Any], episodes: int | None = None, seed: int = 0) -> RecurrentController:
+        """The policy adapted to one task of the family in context: ``episodes`` episodes of a trial (default:
+        all but the last of meta-training's trial) run on the task, the hidden state carried; the returned
+        controller continues the trial (``act(obs)``, ``observe(reward, done)``, ``end_episode()``; its
+        ``returns`` are those of the episodes run). ``task``: a Task or its parameters as a mapping."""
+        task = as_task(self.family, task)
+        episodes = self.config.episodes_per_trial - 1 if episodes is None else check_count("episodes", episodes, 0)
+        env = self.family.make_env(task)
+        controller = RecurrentController(self.policy, seed, env.action_space)
+        try:
+            for reset in np.random.SeedSequence(seed).generate_state(episodes):
+                run_episode(env, controller, int(reset), render=False)
+                controller.end_episode()
+        finally:
+            env.close()
+        return controller
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The curve's x-axis name and the episodes of experience on the task before each point."""

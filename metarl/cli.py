@@ -9,8 +9,8 @@
                                                        adaptation on held-out tasks: eval.json, eval.png
     metarl eval RUN_DIR --video [--video-tasks N] [--video-format gif|mp4]
                                                        and videos/task<k>.gif: before | after adaptation
-    metarl adapt RUN_DIR --task JSON [--steps S] [--video]
-                                                       adapt a meta-RL agent to a task: returns before | after
+    metarl adapt RUN_DIR --task JSON [--steps S | --episodes N] [--video]
+                                                       adapt a meta-RL agent to a task: its returns as it adapts
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
     metarl references RUN_DIR                          classic bandit / MDP strategies on the run's held-out tasks
     metarl report RUN_DIR ... [--out DIR] [--format html|md]
@@ -40,6 +40,7 @@ from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoin
 from metarl.config import ConfigError, RunConfig, load_config
 from metarl.run import build_run, load, saved_config
 from metarl.rundir import remove_temp_files, run_lock, write_json
+from metarl.task import as_task
 from metarl.trainer import EVAL_SEED_SALT, RESUME_OVERRIDABLE, Trainer, derive_seed
 
 FEW_SHOT_SOURCES = ("Omniglot-v0", "Sinusoid-v0")  # built-in task sources without environments
@@ -262,8 +263,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    if args.steps is not None and args.steps < 0:
-        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    for name in ("steps", "episodes"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0, got {getattr(args, name)}")
     try:
         params = json.loads(args.task)
     except ValueError:
@@ -273,19 +275,31 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                           f"got {args.task!r}")
     agent = load(run_dir, args.checkpoint)
     if not hasattr(agent, "adapt"):
-        raise ConfigError(f"metarl adapt takes a meta-RL agent that adapts by inner steps (maml_trpo, promp); the "
-                          f"agent of {str(run_dir)!r} is {type(agent).__name__}")
-    adapted = agent.adapt(params, steps=args.steps, seed=args.seed)
-    episodes = agent.config.episodes_per_task
-    print(f"{adapted.task!r}: mean return of {episodes} episodes")
-    for step, value in enumerate(adapted.returns):
-        print(f"  {'before adaptation' if step == 0 else f'after inner step {step}':24s} {value:10.2f}")
+        raise ConfigError(f"metarl adapt takes a meta-RL agent (maml_trpo, promp, rl2); the agent of "
+                          f"{str(run_dir)!r} is {type(agent).__name__}")
+    in_context = hasattr(agent.config, "episodes_per_trial")  # RL²: adapts through the episodes of a trial
+    given, wanted = ("--steps", "--episodes") if in_context else ("--episodes", "--steps")
+    if getattr(args, given.removeprefix("--")) is not None:
+        raise ConfigError(f"{type(agent).__name__} adapts {'in context' if in_context else 'by inner steps'}: "
+                          f"give {wanted}, not {given}")
+    task = as_task(agent.family, params)
+    if in_context:
+        episodes = agent.config.episodes_per_trial if args.episodes is None else args.episodes
+        returns = agent.adapt(task, episodes, seed=args.seed).returns
+        print(f"{task!r}: return of each episode of the trial")
+        labels = [f"episode {k + 1}" for k in range(len(returns))]
+    else:
+        returns = agent.adapt(task, steps=args.steps, seed=args.seed).returns
+        print(f"{task!r}: mean return of {agent.config.episodes_per_task} episodes")
+        labels = ["before adaptation", *(f"after inner step {k}" for k in range(1, len(returns)))]
+    for label, value in zip(labels, returns, strict=True):
+        print(f"  {label:24s} {value:10.2f}")
     if args.video:
         from metarl.video import write_videos
 
         with run_lock(run_dir):
-            paths = write_videos(agent, agent.family, [adapted.task], len(adapted.returns) - 1, args.seed,
-                                 run_dir / "adapt", args.video_format)
+            paths = write_videos(agent, agent.family, [task], len(returns) - 1, args.seed, run_dir / "adapt",
+                                 args.video_format)
         print(f"  video (left: before adaptation, right: after): {paths[0]}")
     return 0
 
@@ -416,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("adapt", help="adapt a run's meta-RL agent to a task you give and report its returns")
     p.add_argument("run_dir")
     p.add_argument("--task", required=True, metavar="JSON", help="the task's parameters, e.g. '{\"goal\": [0.3, -0.2]}'")
-    p.add_argument("--steps", type=int, help="inner steps (default: those of meta-training)")
+    p.add_argument("--steps", type=int, help="inner steps of maml_trpo, promp (default: those of meta-training)")
+    p.add_argument("--episodes", type=int, help="episodes of an rl2 trial (default: those of meta-training)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled episodes (default 0)")
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
     p.add_argument("--video", action="store_true", help="also render before | after: RUN_DIR/adapt/task0.gif")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -23,7 +24,7 @@ from metarl.guards import check_count, check_tasks
 from metarl.policies import Policy, make_policy
 from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
 from metarl.sampler import Episodes, Sampler
-from metarl.task import Task, TaskSource
+from metarl.task import Task, TaskSource, as_task
 
 __all__ = ["AdaptedPolicy", "MetaBatch", "MetaRLAgent", "MetaRLConfig", "masked_mean"]
 
@@ -74,16 +75,20 @@ class AdaptedPolicy:
 
     ``returns``: the mean episode return on the task before and after each inner step of the adaptation."""
 
-    def __init__(self, policy: Policy, params: Params, task: Task, returns: list[float]):
+    def __init__(self, policy: Policy, params: Params, task: Task, returns: list[float], action_space: gym.Space):
         self.policy, self.params, self.task, self.returns = policy, params, task, returns
+        self.action_space = action_space
 
     def act(self, obs: np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
         """The action at ``obs`` (one observation, or a batch on a leading axis): the distribution's mode, or
-        a sample without ``deterministic``."""
+        a sample without ``deterministic``; clipped to a Box's bounds as the sampler clips them."""
         obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
         with torch.no_grad():
             dist = self.policy.dist(obs, self.params)
-            return (dist.mode if deterministic else dist.sample()).numpy()
+            action = (dist.mode if deterministic else dist.sample()).numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            action = np.clip(action, self.action_space.low, self.action_space.high)
+        return action
 
     def __repr__(self) -> str:
         return f"<AdaptedPolicy for {self.task!r}>"
@@ -122,6 +127,7 @@ class MetaRLAgent(ABC):
         torch.manual_seed(seed)
         self.policy: Policy = make_policy(probe.observation_space, probe.action_space,
                                           config.hidden_sizes, config.activation, config.init_std)
+        self.action_space = probe.action_space
         probe.close()
         self.sampler = Sampler(family, config.episodes_per_task)
         self.baseline = LinearFeatureBaseline()
@@ -215,12 +221,11 @@ class MetaRLAgent(ABC):
         """The policy adapted to one task of the family: ``steps`` inner steps (default: meta-training's), each
         on ``episodes_per_task`` episodes sampled on the task. ``task``: a Task, or its parameters as a mapping
         (e.g. ``{"goal": [0.3, -0.2]}``); ``seed`` seeds the sampling."""
-        if isinstance(task, Mapping) and not isinstance(task, Task):
-            task = Task(self.family.name, dict(task))
-        task = self.family.check_task(task)
+        task = as_task(self.family, task)
         batch = self.collect([task], seed, steps)
         returns = [e.episode_returns().mean().item() for e in [*batch.support, batch.query]]
-        return AdaptedPolicy(self.policy, {k: v[0] for k, v in batch.query_params.items()}, task, returns)
+        return AdaptedPolicy(self.policy, {k: v[0] for k, v in batch.query_params.items()}, task, returns,
+                             self.action_space)
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The adaptation curve's x-axis, and the episodes of experience on the task before each point."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-__all__ = ["RecurrentActor", "RecurrentCritic", "RecurrentPolicy"]
+__all__ = ["RecurrentActor", "RecurrentController", "RecurrentCritic", "RecurrentPolicy"]
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -150,3 +150,44 @@ class RecurrentActor:
         x, v = torch.stack(self.inputs[j], dim=1), torch.stack(self.values[j], dim=1)
         pad = horizon - x.shape[1]
         return nn.functional.pad(x, (0, 0, 0, pad)), nn.functional.pad(v, (0, pad))
+
+
+class RecurrentController:
+    """A recurrent policy acting in one environment, its hidden state kept across the episodes of a trial:
+    ``act(obs)`` before each step, ``observe(reward, done)`` after it, ``end_episode()`` between episodes.
+
+    ``returns``: the return of every episode it finished. With ``action_space`` (a Box), actions are clipped
+    to its bounds as the sampler clips them."""
+
+    def __init__(self, policy: RecurrentPolicy, seed: int, action_space: gym.Space | None = None):
+        self.policy, self.generator, self.action_space = policy, torch.Generator().manual_seed(seed), action_space
+        self.state = policy.initial_state(1)
+        self.prev_action = torch.zeros(1, policy.act_dim)
+        self.prev_reward, self.prev_done = torch.zeros(1), torch.zeros(1)
+        self._action = torch.zeros(1)
+        self.returns: list[float] = []
+        self._return = 0.0
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """The action at ``obs``: sampled, or the distribution's mode with ``deterministic``."""
+        x = self.policy.inputs(torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None], self.prev_action,
+                               self.prev_reward, self.prev_done)
+        dist, _, self.state = self.policy.unroll(x[:, None], self.state)
+        self._action = (dist.mode if deterministic else self.policy.sample(dist, self.generator))[:, 0]
+        action = self._action[0].numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            action = np.clip(action, self.action_space.low, self.action_space.high)
+        return action
+
+    def observe(self, reward: float, done: bool) -> None:
+        self.prev_action = self.policy.encode_action(self._action)
+        self.prev_reward = torch.tensor([float(reward)])
+        self.prev_done = torch.tensor([float(done)])
+        self._return += float(reward)
+        if done:
+            self.returns.append(self._return)
+            self._return = 0.0
+
+    def end_episode(self) -> None:
+        self.prev_done.fill_(1.0)

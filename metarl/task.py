@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Task", "TaskSource", "freeze"]
+__all__ = ["Task", "TaskSource", "as_task", "freeze"]
 
 
 def freeze(value: Any) -> Any:
@@ -126,3 +126,10 @@ class TaskSource(Protocol):
     def test_tasks(self) -> list[Task]:
         """A fixed, seeded set of held-out tasks, disjoint from the training set where the family allows."""
         ...
+
+
+def as_task(family: Any, task: Task | Mapping[str, Any]) -> Task:
+    """``task`` checked by ``family``; a mapping of parameters (``{"goal": [0.3, -0.2]}``) becomes its Task."""
+    if isinstance(task, Mapping) and not isinstance(task, Task):
+        task = Task(family.name, dict(task))
+    return family.check_task(task)

@@ -37,7 +37,7 @@ import torch
 
 from metarl.functional import Params
 from metarl.meta_rl import MetaRLAgent
-from metarl.recurrent import RecurrentPolicy
+from metarl.recurrent import RecurrentController, RecurrentPolicy
 from metarl.task import Task, TaskSource
 
 __all__ = ["EpisodePolicy", "FeedForward", "VideoAgent", "VideoPolicies", "check_renderable", "render_episode",
@@ -105,33 +105,6 @@ def maml_policies(agent: MetaRLAgent, task: Task, steps: int, seed: int) -> Vide
     after = {k: v[0].detach() for k, v in adapted.items()}
     label = f"after {steps} inner step{'s' if steps != 1 else ''}"
     return VideoPolicies(_mlp_side(agent, theta, act_seed), _mlp_side(agent, after, act_seed), "before (theta)", label)
-
-
-class RecurrentController:
-    """A recurrent policy acting in one environment, its hidden state kept across the episodes of a trial."""
-
-    def __init__(self, policy: RecurrentPolicy, seed: int):
-        self.policy, self.generator = policy, torch.Generator().manual_seed(seed)
-        self.state = policy.initial_state(1)
-        self.prev_action = torch.zeros(1, policy.act_dim)
-        self.prev_reward, self.prev_done = torch.zeros(1), torch.zeros(1)
-        self._action = torch.zeros(1)
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        x = self.policy.inputs(torch.as_tensor(obs, dtype=torch.float32)[None], self.prev_action, self.prev_reward,
-                               self.prev_done)
-        dist, _, self.state = self.policy.unroll(x[:, None], self.state)
-        self._action = self.policy.sample(dist, self.generator)[:, 0]
-        return self._action[0].numpy()
-
-    def observe(self, reward: float, done: bool) -> None:
-        self.prev_action = self.policy.encode_action(self._action)
-        self.prev_reward = torch.tensor([float(reward)])
-        self.prev_done = torch.tensor([float(done)])
-
-    def end_episode(self) -> None:
-        self.prev_done.fill_(1.0)
 
 
 def recurrent_policies(policy: RecurrentPolicy, family: TaskSource, episodes_per_trial: int, task: Task,

@@ -150,8 +150,9 @@ def test_a_loaded_meta_rl_agent_adapts_to_a_new_task_and_acts(nav_run):
     theta = agent.policy.params()
     assert not all(torch.equal(adapted.params[k], theta[k]) for k in theta)  # two inner steps moved them
     obs = np.array([0.1, 0.2], dtype=np.float32)
-    mean = agent.policy.dist(torch.as_tensor(obs), adapted.params).mean
-    assert np.array_equal(adapted.act(obs), mean.detach().numpy())  # deterministic: the adapted policy's mean
+    mean = agent.policy.dist(torch.as_tensor(obs), adapted.params).mean.detach().numpy()
+    space = agent.family.make_env(adapted.task).action_space
+    assert np.array_equal(adapted.act(obs), np.clip(mean, space.low, space.high))  # the adapted mean, clipped
     assert adapted.act(np.stack([obs, obs])).shape == (2, 2)
     assert agent.adapt({"goal": [0.4, -0.3]}, steps=2, seed=3).returns == adapted.returns  # seeded
     with pytest.raises(ValueError, match="lies outside"):
@@ -169,3 +170,21 @@ def test_adapt_command_reports_returns_and_renders(nav_run, capsys):
     assert "--task must be a JSON mapping of the task's parameters" in capsys.readouterr().err
     assert main(["adapt", nav_run, "--task", '{"goal": [9, 9]}']) == 2
     assert "lies outside Navigation2D-v0's distribution" in capsys.readouterr().err
+
+
+def test_a_loaded_rl2_agent_adapts_in_context(tmp_path, capsys):
+    run_dir = _train(tmp_path, {"family": "Navigation2D-v0", "agent": "rl2", "iterations": 1, "checkpoint_every": 1,
+                                "evaluate": False, "agent_config": META_RL["rl2"]})
+    agent = metarl.load(run_dir)
+    controller = agent.adapt({"goal": [0.4, -0.3]}, episodes=2, seed=1)
+    assert len(controller.returns) == 2 and controller.returns == agent.adapt({"goal": [0.4, -0.3]}, 2, 1).returns
+    state = controller.state.clone()
+    action = controller.act(np.zeros(2, np.float32), deterministic=True)
+    assert action.shape == (2,) and not torch.equal(controller.state, state)  # the hidden state moves on
+    capsys.readouterr()
+    assert main(["adapt", run_dir, "--task", '{"goal": [0.4, -0.3]}', "--episodes", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "return of each episode of the trial" in lines[0] and [line.split()[:2] for line in lines[1:]] == [
+        ["episode", "1"], ["episode", "2"], ["episode", "3"]]
+    assert main(["adapt", run_dir, "--task", '{"goal": [0.4, -0.3]}', "--steps", "3"]) == 2
+    assert "RL2 adapts in context: give --episodes, not --steps" in capsys.readouterr().err
