@@ -9,7 +9,7 @@
 Every family is also a gymnasium id, ``gymnasium.make("metarl/HalfCheetahVel-v0", task=...)``.
 """
 
-from . import bandit, fewshot, locomotion, meta_world, navigation, omniglot, rand_params, tabular_mdp  # noqa: F401  (registers)
+from . import bandit, fewshot, locomotion, meta_world, navigation, omniglot, rand_params, registry, tabular_mdp  # noqa: F401  (registers)
 from .base import Choice, Dirichlet, Disk, Distribution, LogUniform, Normal, TaskEnv, TaskFamily, Uniform
 from .fewshot import (
     FewShotBatch,
@@ -50,3 +50,5 @@ __all__ = [
     "register",
     "registered",
 ]
+
+registry._load_entry_points()  # plug-in families are gymnasium ids from ``import metarl`` on

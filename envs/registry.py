@@ -2,8 +2,10 @@
 
 A family is registered under a name with default overrides (so one class can serve several
 conventions, e.g. ``HalfCheetahVel-v0`` and ``HalfCheetahVel-PEARL-v0``). Packages can add families
-through the entry-point group ``metarl.task_families`` (``name = "package.module:FamilyClass"``).
-Every family is also a gymnasium id: ``gymnasium.make("metarl/<Name>-v0", task=...)``.
+through the entry-point group ``metarl.task_families`` (``name = "package.module:FamilyClass"``); a class
+that also registers itself with ``@register`` under the same name is the same family, not a clash. After
+``import metarl`` every family, plug-ins included, is also a gymnasium id:
+``gymnasium.make("metarl/<Name>-v0", task=...)``.
 """
 
 from __future__ import annotations
@@ -32,11 +34,22 @@ class _Entry:
     defaults: dict[str, Any] = field(default_factory=dict)
     entry_point: metadata.EntryPoint | None = None
 
+    def owner(self) -> str:
+        """Where the factory lives, as ``module:name`` (an entry point's value before it is loaded)."""
+        if self.factory is None:
+            assert self.entry_point is not None
+            return self.entry_point.value.replace(" ", "")
+        return _origin(self.factory)
+
     def load(self) -> Callable[..., TaskFamily]:
         if self.factory is None:
             assert self.entry_point is not None
             self.factory = self.entry_point.load()
         return self.factory
+
+
+def _origin(factory: Any) -> str:
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -53,8 +66,10 @@ def register(name: str, factory: F | None = None, **defaults: Any) -> Any:
         raise ValueError(f"a family name must be a non-empty string, got {name!r}")
 
     def decorate(fn: F) -> F:
-        if name in _REGISTRY and _REGISTRY[name].factory is not fn:
-            raise ValueError(f"task family {name!r} is already registered (by {_REGISTRY[name].factory})")
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.owner() != _origin(fn):  # the same class again is harmless
+            raise ValueError(f"task family {name!r} is already registered by {existing.owner()}; {_origin(fn)} "
+                             "cannot register it too (give one of them another name)")
         _check_overrides(name, fn, defaults)
         _REGISTRY[name] = _Entry(fn, dict(defaults))
         if isinstance(fn, type) and issubclass(fn, TaskFamily):  # few-shot sources have no environment
@@ -115,6 +130,7 @@ _entry_points_loaded = False
 
 
 def _load_entry_points() -> None:
+    """Register the families of installed plug-ins (their modules load on first use) and their gymnasium ids."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return

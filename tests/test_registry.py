@@ -1,5 +1,7 @@
 """The registry, plug-ins, and refusal of bad input."""
 
+import os
+import subprocess
 import sys
 import textwrap
 from typing import Any
@@ -94,6 +96,60 @@ def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch, clean_registr
     assert type(fam).__name__ == "PluginPendulum" and 1.0 <= fam.train_tasks[0]["g"] <= 2.0
     assert "metarl/PluginPendulum-v0" in gym.registry
     sys.modules.pop("my_plugin", None)
+
+
+def _plugin(tmp_path, source: str) -> None:
+    """An installed plug-in ``self_registered`` (real entry-point metadata) declaring SelfRegistered-v0."""
+    (tmp_path / "self_registered.py").write_text(textwrap.dedent(source))
+    dist = tmp_path / "self_registered-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: self-registered\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        f"[{metarl.envs.ENTRY_POINT_GROUP}]\nSelfRegistered-v0 = self_registered:SelfRegistered\n")
+
+
+PLUGIN = """
+    import metarl
+    from gymnasium.envs.classic_control.pendulum import PendulumEnv
+
+    @metarl.envs.register("SelfRegistered-v0")
+    class SelfRegistered(metarl.envs.TaskFamily):
+        def __init__(self, **common):
+            super().__init__(horizon=5, **common)
+
+        def parameters(self):
+            return {"g": metarl.envs.Uniform(5.0, 15.0)}
+
+        def _make_env(self, task, render_mode):
+            return Env(self, task)
+
+    class Env(metarl.envs.TaskEnv, PendulumEnv):
+        def __init__(self, family, task):
+            super().__init__()
+            self._init_task(family, task)
+
+        def _apply_task(self, task):
+            self.g = task["g"]
+"""
+
+
+def test_a_plugin_that_also_registers_itself_is_one_family_and_a_gym_id_after_import(tmp_path, monkeypatch,
+                                                                                       clean_registry):
+    _plugin(tmp_path, PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    try:
+        assert metarl.envs.make("SelfRegistered-v0").name == "SelfRegistered-v0"  # registered twice: harmless
+        with pytest.raises(ValueError, match=r"'SelfRegistered-v0' is already registered by "
+                                             r"self_registered:SelfRegistered; .*:Pendulum cannot register it too"):
+            metarl.envs.register("SelfRegistered-v0", Pendulum)
+    finally:
+        sys.modules.pop("self_registered", None)
+        gym.registry.pop("metarl/SelfRegistered-v0", None)
+    check = "import gymnasium, metarl; print(gymnasium.make('metarl/SelfRegistered-v0', task={'g': 7.0}).unwrapped.g)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.strip() == "7.0", done.stderr
 
 
 def test_unknown_family_lists_the_known_ones():
