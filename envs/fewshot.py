@@ -259,8 +259,17 @@ class FewShotEpisodes:
         return {"name": self.name, "kind": "few-shot classification", "description": self.description,
                 "example_shape": list(train.x.shape[1:]),
                 "train": f"{self.ways}-way {self.shots}-shot {self.queries}-query from {train.num_classes} classes",
-                "test": f"{self.test_ways}-way {self.test_shots}-shot {self.test_queries}-query from "
-                        f"{test.num_classes} classes, {self.num_test_tasks} fixed episodes"}
+                "test": f"{self._test_protocol()} from {test.num_classes} classes"}
+
+    def _test_protocol(self) -> str:
+        """The held-out episodes' sizes and number: those of the ``test_episodes`` file where one is given."""
+        if self.test_episodes is None:
+            return f"{self.test_ways}-way {self.test_shots}-shot {self.test_queries}-query, {self.num_test_tasks} " \
+                   "fixed episodes"
+        tasks = load_tasks(self.test_episodes)
+        sizes = sorted({(len(t["classes"]), len(t["support"][0]), len(t["query"][0])) for t in tasks})
+        shown = " / ".join(f"{n}-way {k}-shot {q}-query" for n, k, q in sizes)
+        return f"{shown}, {len(tasks)} episodes of {self.test_episodes}"
 
     def __repr__(self) -> str:
         return f"<FewShotEpisodes {self.name} {self.ways}-way {self.shots}-shot>"

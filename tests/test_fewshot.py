@@ -80,6 +80,9 @@ def test_test_episodes_save_reload_and_validation(tmp_path):
     save_tasks(source.test_tasks, path)
     reloaded = toy_episodes(num_test_tasks=30, test_episodes=str(path))
     assert reloaded.test_tasks == source.test_tasks
+    save_tasks(toy_episodes(test_ways=2, test_shots=1, test_queries=3, num_test_tasks=7).test_tasks, path)
+    assert toy_episodes(test_episodes=str(path)).describe()["test"] == \
+        f"2-way 1-shot 3-query, 7 episodes of {path} from 8 classes"  # the file's protocol, not the config's
     task = source.test_tasks[0].to_dict()
     task["params"]["support"][0][0] = task["params"]["query"][1][0]  # an example of another class
     path.write_text(json.dumps(task) + "\n")
