@@ -94,7 +94,8 @@ class HookRules:
 class MujocoTaskFamily(TaskFamily):
     """Base for a family on a MuJoCo XML model: set ``xml_file``, define ``parameters`` and ``reward``.
 
-    Optional hooks: ``observation`` (default: qpos without the root's x, y, then qvel), ``terminated``
+    Optional hooks: ``observation`` (default: qpos without the root's horizontal position, then qvel; see
+    :func:`root_position_qpos`), ``terminated``
     (default: never), class attributes ``frame_skip`` and ``reset_noise_scale``. ``physics(fields)``
     gives log-uniform scale parameters for physics fields of the model.
 
@@ -112,6 +113,8 @@ class MujocoTaskFamily(TaskFamily):
         if not Path(self.xml_file).is_file():
             raise FileNotFoundError(f"{type(self).__name__}.xml_file {self.xml_file!r} does not exist")
         self.model = mujoco.MjModel.from_xml_path(self.xml_file)
+        dropped = root_position_qpos(self.model)
+        self._observed_qpos = np.array([i for i in range(self.model.nq) if i not in dropped], dtype=np.intp)
 
     def physics(self, fields: list[str], base: float = 1.5, limit: float = 3.0) -> dict[str, Distribution]:
         """Log-uniform scales ``base ** U[-limit, limit]`` for physics fields of this model."""
@@ -123,7 +126,7 @@ class MujocoTaskFamily(TaskFamily):
 
     def observation(self, data: mujoco.MjData) -> np.ndarray:
         """The observation after a step; the default, written on the last axis, serves a DataBatch too."""
-        return np.concatenate([data.qpos[..., 2:], data.qvel], axis=-1)
+        return np.concatenate([data.qpos[..., self._observed_qpos], data.qvel], axis=-1)
 
     def terminated(self, params: dict[str, np.ndarray], data: mujoco.MjData) -> bool:
         return False
@@ -150,6 +153,24 @@ class MujocoTaskFamily(TaskFamily):
 
     def _make_env(self, task: Task, render_mode: str | None) -> XmlRobotEnv:
         return XmlRobotEnv(self, task, render_mode)
+
+
+def root_position_qpos(model: mujoco.MjModel) -> list[int]:
+    """The qpos indices of the root's horizontal position, which the default observation leaves out (a policy
+    should not depend on where the robot stands): a free root joint's x and y, or the root body's slide joints
+    along horizontal axes (a planar root of slide x, slide z and hinge y loses x; the height stays)."""
+    roots = [b for b in range(1, model.nbody) if model.body_parentid[b] == 0 and model.body_jntnum[b] > 0]
+    if not roots:
+        return []
+    first = int(model.body_jntadr[roots[0]])
+    dropped = []
+    for joint in range(first, first + int(model.body_jntnum[roots[0]])):
+        address, kind = int(model.jnt_qposadr[joint]), model.jnt_type[joint]
+        if kind == mujoco.mjtJoint.mjJNT_FREE:
+            dropped += [address, address + 1]
+        elif kind == mujoco.mjtJoint.mjJNT_SLIDE and abs(model.jnt_axis[joint][2]) < 1e-9:
+            dropped.append(address)
+    return dropped
 
 
 def _float64(actions: np.ndarray) -> np.ndarray:

@@ -1,0 +1,78 @@
+"""A user's own MuJoCo XML robot with a planar root (slide x, slide z, hinge y), trained through the CLI."""
+
+import numpy as np
+import pytest
+import yaml
+from metarl.envs import CRAWLER_XML, MujocoTaskFamily, Uniform, register, registry
+from metarl.envs.xml_robot import root_position_qpos
+
+import metarl
+from metarl.cli import main
+
+PLANAR_XML = """
+<mujoco>
+  <option timestep="0.01"/>
+  <worldbody>
+    <geom name="floor" type="plane" size="20 20 0.1"/>
+    <body name="torso" pos="0 0 0.5">
+      <joint name="rootx" type="slide" axis="1 0 0"/>
+      <joint name="rootz" type="slide" axis="0 0 1"/>
+      <joint name="rooty" type="hinge" axis="0 1 0"/>
+      <geom type="capsule" fromto="-0.2 0 0 0.2 0 0" size="0.05"/>
+      <body name="leg" pos="0.2 0 0">
+        <joint name="knee" type="hinge" axis="0 1 0" range="-60 60" limited="true"/>
+        <geom type="capsule" fromto="0 0 0 0 0 -0.3" size="0.04"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator><motor joint="knee" gear="20" ctrllimited="true" ctrlrange="-1 1"/></actuator>
+</mujoco>
+"""
+
+
+@pytest.fixture
+def planar(tmp_path):
+    """PlanarHopper-v0: run at a task's target velocity (registered for the test only)."""
+    path = tmp_path / "planar.xml"
+    path.write_text(PLANAR_XML)
+
+    class PlanarHopper(MujocoTaskFamily):
+        xml_file = str(path)
+
+        def parameters(self):
+            return {"velocity": Uniform(0.0, 1.0)}
+
+        def reward(self, params, data, action):
+            return -abs(data.qvel[0] - params["velocity"]) - 0.01 * float(action @ action)
+
+    register("PlanarHopper-v0", PlanarHopper, horizon=20)
+    yield PlanarHopper
+    registry._REGISTRY.pop("PlanarHopper-v0")
+    import gymnasium as gym
+
+    gym.registry.pop("metarl/PlanarHopper-v0", None)
+
+
+def test_the_default_observation_keeps_a_planar_roots_height_and_angle(planar):
+    family = metarl.envs.make("PlanarHopper-v0")
+    assert root_position_qpos(family.model) == [0]  # x only: the height (rootz) and the angle (rooty) stay
+    env = family.make_env(family.train_tasks[0])
+    obs, _ = env.reset(seed=0)
+    data = env.unwrapped.data
+    assert env.observation_space.shape == (family.model.nq - 1 + family.model.nv,)
+    assert np.array_equal(obs, np.concatenate([data.qpos[1:], data.qvel]))
+
+
+def test_a_free_root_loses_its_x_and_y():
+    import mujoco
+
+    assert root_position_qpos(mujoco.MjModel.from_xml_path(CRAWLER_XML)) == [0, 1]
+
+
+def test_a_planar_xml_robot_trains_and_adapts_through_the_cli(planar, tmp_path):
+    config = {"family": "PlanarHopper-v0", "agent": "maml_trpo", "iterations": 2, "checkpoint_every": 2,
+              "evaluate": False, "agent_config": {"meta_batch_size": 2, "episodes_per_task": 2, "hidden_sizes": [8]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run_dir = str(tmp_path / "run")
+    assert main(["train", str(tmp_path / "config.yaml"), "--run-dir", run_dir, "--no-progress"]) == 0
+    assert main(["adapt", run_dir, "--task", '{"velocity": 0.5}']) == 0
