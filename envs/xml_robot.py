@@ -39,8 +39,10 @@ class XmlRobotEnv(TaskEnv, MujocoEnv):
             "render_modes": ["human", "rgb_array", "depth_array"],
             "render_fps": int(np.round(1.0 / (family.model.opt.timestep * family.frame_skip))),
         }
+        camera = {"camera_name": family.camera_name} if family.camera_name else \
+            {"default_camera_config": tracking_camera(family.model)}
         MujocoEnv.__init__(
-            self, family.xml_file, family.frame_skip, observation_space=None, render_mode=render_mode
+            self, family.xml_file, family.frame_skip, observation_space=None, render_mode=render_mode, **camera
         )
         size = family.observation(self.data).size
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float64)
@@ -96,7 +98,8 @@ class MujocoTaskFamily(TaskFamily):
 
     Optional hooks: ``observation`` (default: qpos without the root's horizontal position, then qvel; see
     :func:`root_position_qpos`), ``terminated``
-    (default: never), class attributes ``frame_skip`` and ``reset_noise_scale``. ``physics(fields)``
+    (default: never), class attributes ``frame_skip``, ``reset_noise_scale`` and ``camera_name`` (a camera of
+    the model for videos; default: one that tracks the root body, see :func:`tracking_camera`). ``physics(fields)``
     gives log-uniform scale parameters for physics fields of the model.
 
     The sampler steps all environments of a meta-batch together and calls the ``batch_*`` versions of the
@@ -107,6 +110,7 @@ class MujocoTaskFamily(TaskFamily):
     xml_file: ClassVar[str]
     frame_skip: ClassVar[int] = 5
     reset_noise_scale: ClassVar[float] = 0.01
+    camera_name: ClassVar[str | None] = None
 
     def __init__(self, *, horizon: int = 200, **common: Any):
         super().__init__(horizon=horizon, **common)
@@ -155,16 +159,33 @@ class MujocoTaskFamily(TaskFamily):
         return XmlRobotEnv(self, task, render_mode)
 
 
+def _root_body(model: mujoco.MjModel) -> int | None:
+    """The first body under the world that has joints (the robot's root), or None."""
+    return next((b for b in range(1, model.nbody) if model.body_parentid[b] == 0 and model.body_jntnum[b] > 0), None)
+
+
+def tracking_camera(model: mujoco.MjModel) -> dict[str, Any]:
+    """The default video camera: it follows the root body, at three times the robot's radius."""
+    root = _root_body(model) or 0
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    robot = [g for g in range(model.ngeom) if model.body_rootid[model.geom_bodyid[g]] == root]
+    radius = max((float(np.linalg.norm(data.geom_xpos[g] - data.xpos[root]) + model.geom_rbound[g]) for g in robot),
+                 default=1.0)
+    return {"type": mujoco.mjtCamera.mjCAMERA_TRACKING, "trackbodyid": root, "distance": 3.0 * radius,
+            "elevation": -20.0}
+
+
 def root_position_qpos(model: mujoco.MjModel) -> list[int]:
     """The qpos indices of the root's horizontal position, which the default observation leaves out (a policy
     should not depend on where the robot stands): a free root joint's x and y, or the root body's slide joints
     along horizontal axes (a planar root of slide x, slide z and hinge y loses x; the height stays)."""
-    roots = [b for b in range(1, model.nbody) if model.body_parentid[b] == 0 and model.body_jntnum[b] > 0]
-    if not roots:
+    root = _root_body(model)
+    if root is None:
         return []
-    first = int(model.body_jntadr[roots[0]])
+    first = int(model.body_jntadr[root])
     dropped = []
-    for joint in range(first, first + int(model.body_jntnum[roots[0]])):
+    for joint in range(first, first + int(model.body_jntnum[root])):
         address, kind = int(model.jnt_qposadr[joint]), model.jnt_type[joint]
         if kind == mujoco.mjtJoint.mjJNT_FREE:
             dropped += [address, address + 1]

@@ -14,6 +14,7 @@ PLANAR_XML = """
   <option timestep="0.01"/>
   <worldbody>
     <geom name="floor" type="plane" size="20 20 0.1"/>
+    <camera name="side" pos="0 -3 0.5" xyaxes="1 0 0 0 0 1"/>
     <body name="torso" pos="0 0 0.5">
       <joint name="rootx" type="slide" axis="1 0 0"/>
       <joint name="rootz" type="slide" axis="0 0 1"/>
@@ -76,3 +77,37 @@ def test_a_planar_xml_robot_trains_and_adapts_through_the_cli(planar, tmp_path):
     run_dir = str(tmp_path / "run")
     assert main(["train", str(tmp_path / "config.yaml"), "--run-dir", run_dir, "--no-progress"]) == 0
     assert main(["adapt", run_dir, "--task", '{"velocity": 0.5}']) == 0
+
+
+def _robot_pixels(model, data, camera) -> float:
+    """The share of a 128 x 128 image the robot's geoms cover, seen by ``camera`` (segmentation rendering)."""
+    import mujoco
+
+    with mujoco.Renderer(model, 128, 128) as renderer:
+        renderer.enable_segmentation_rendering()
+        renderer.update_scene(data, camera)
+        ids = renderer.render()[..., 0]
+    return float(np.isin(ids, [g for g in range(model.ngeom) if model.geom_bodyid[g] > 0]).mean())
+
+
+def test_videos_track_the_robot_unless_the_family_names_a_camera(planar):
+    import mujoco
+
+    family = metarl.envs.make("PlanarHopper-v0")
+    env = family.make_env(family.train_tasks[0], render_mode="rgb_array")
+    env.reset(seed=0)
+    model, data = env.unwrapped.model, env.unwrapped.data
+    config = env.unwrapped.mujoco_renderer.default_cam_config
+    assert config["type"] == mujoco.mjtCamera.mjCAMERA_TRACKING and config["trackbodyid"] == model.body("torso").id
+    tracking = mujoco.MjvCamera()
+    for key, value in config.items():
+        setattr(tracking, key, value)
+    free = mujoco.MjvCamera()
+    mujoco.mjv_defaultFreeCamera(model, free)
+    assert _robot_pixels(model, data, tracking) > 0.05 > _robot_pixels(model, data, free)  # free: mostly floor
+    assert env.render().shape == (480, 480, 3)
+    env.close()
+    planar.camera_name = "side"
+    env = family.make_env(family.train_tasks[0], render_mode="rgb_array")
+    assert env.unwrapped.mujoco_renderer.camera_id == model.camera("side").id
+    env.close()
