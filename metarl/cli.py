@@ -1,6 +1,7 @@
 """The ``metarl`` command line.
 
     metarl list [--json]                               every registered task family
+    metarl config [AGENT] [--markdown]                 the fields of a run config (or an agent's): defaults, ranges
     metarl rollout [NAME ...] [--episodes N]           random-policy rollouts on train and test tasks
     metarl train CONFIG.yaml [key=value ...]           train (--run-dir DIR; --resume RUN_DIR continues)
     metarl train CONFIG.yaml [key=value ...] --seeds 0 1 2 [--parallel N]
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent
-from metarl.config import ConfigError, RunConfig, load_config
+from metarl.config import ConfigError, RunConfig, config_reference, load_config
 from metarl.run import build_run, load, saved_config
 from metarl.rundir import remove_temp_files, run_lock, write_json
 from metarl.task import as_task
@@ -393,12 +394,41 @@ def cmd_references(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from metarl.agents import AGENTS
+
+    if args.agent is not None and args.agent not in AGENTS:
+        raise ConfigError(f"unknown agent {args.agent!r}; accepted: {', '.join(AGENTS)}")
+    cls = RunConfig if args.agent is None else AGENTS[args.agent][1]
+    rows = config_reference(cls)
+    title = "run config (the top level of a YAML config)" if args.agent is None else f"agent_config of {args.agent}"
+    if args.markdown:
+        print(f"{title}\n\n| field | type | default | accepted | description |\n|---|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(f"`{row[k]}`" if k in ("field", "default") else row[k].replace("|", "\\|")
+                                   for k in ("field", "type", "default", "accepted", "description")) + " |")
+    else:
+        print(f"{title}:")
+        for row in rows:
+            accepted = f", accepted {row['accepted']}" if row["accepted"] else ""
+            print(f"  {row['field']:22s} {row['type']:16s} default {row['default']}{accepted}")
+            if row["description"]:
+                print(f"  {'':22s} {row['description']}")
+    if args.agent is None:
+        print(f"\nagents (metarl config AGENT for their fields): {', '.join(AGENTS)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning for robotics.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the registered task families")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(run=cmd_list)
+    p = sub.add_parser("config", help="the fields of a run config, or of an agent's config: types, defaults, ranges")
+    p.add_argument("agent", nargs="?", help="an agent name (default: the run config's own fields)")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table")
+    p.set_defaults(run=cmd_config)
     p = sub.add_parser("rollout", help="random-policy rollouts of task families (all by default)")
     p.add_argument("names", nargs="*", help="family names (default: every registered family)")
     p.add_argument("--episodes", type=int, default=1, help="episodes per task (default 1)")

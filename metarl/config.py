@@ -17,6 +17,7 @@ refused with a one-line message naming the file, field and value.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import types
@@ -27,8 +28,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RANGES", "ConfigError", "Range", "RunConfig", "build_dataclass", "check_ranges", "load_config",
-           "parse_overrides"]
+__all__ = ["RANGES", "ConfigError", "Range", "RunConfig", "build_dataclass", "check_ranges", "config_reference",
+           "load_config", "parse_overrides"]
 
 MAX_INT = 2**31 - 1
 
@@ -89,13 +90,13 @@ RANGES: dict[str, Range] = {
 
 @dataclass
 class RunConfig:
-    family: str
-    agent: str
-    family_overrides: dict[str, Any] = field(default_factory=dict)
-    agent_config: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    iterations: int = 100
-    checkpoint_every: int = 10
+    family: str  # a registered task family (metarl list)
+    agent: str  # an agent name (metarl config lists them)
+    family_overrides: dict[str, Any] = field(default_factory=dict)  # keyword overrides of the family
+    agent_config: dict[str, Any] = field(default_factory=dict)  # fields of the agent's config (metarl config AGENT)
+    seed: int = 0  # every random draw of the run derives from it
+    iterations: int = 100  # meta-iterations
+    checkpoint_every: int = 10  # write checkpoints/iter_<k>.pt every this many iterations (and at the end)
     eval_tasks: int = 40  # held-out tasks scored by `metarl eval` (and at the end of training)
     eval_steps: int = 3  # inner steps of the adaptation curve
     evaluate: bool = True  # run the evaluation when training ends
@@ -106,6 +107,33 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_FIELD_COMMENT = re.compile(r"^    (\w+)\s*:[^#]*#\s*(.*)$")
+
+
+def config_reference(cls: type) -> list[dict[str, str]]:
+    """Every field of a config dataclass: name, type, default, accepted range and the comment beside its
+    definition in the source (the nearest class's), so a reference printed from it cannot drift."""
+    comments: dict[str, str] = {}
+    for klass in cls.__mro__:
+        if dataclasses.is_dataclass(klass):
+            for line in inspect.getsource(klass).splitlines():
+                match = _FIELD_COMMENT.match(line)
+                if match:
+                    comments.setdefault(match[1], match[2].strip())
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        accepted = RANGES.get(f.name)
+        rows.append({"field": f.name, "type": str(f.type), "default": default,
+                     "accepted": "" if accepted is None else str(accepted), "description": comments.get(f.name, "")})
+    return rows
 
 
 def _check_range(owner: str, name: str, value: Any) -> None:

@@ -30,3 +30,20 @@ def test_bad_family_name_exits_with_a_clear_error(capsys):
     assert "unknown task family 'NoSuchFamily-v0'" in err and "HalfCheetahVel-v0" in err
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_config_reference_is_generated_from_the_config_classes(capsys):
+    import dataclasses
+
+    from metarl.agents import ProtoNetConfig
+
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "torch_threads          int              default 1, accepted in [1, 1024]" in out
+    assert "intra-op threads" in out and "agents (metarl config AGENT for their fields): maml," in out
+    assert main(["config", "protonet", "--markdown"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == [f.name for f in dataclasses.fields(ProtoNetConfig)]
+    assert "| `distance` | str | `'euclidean'` |  | \"euclidean\" (squared, the paper) or \"cosine\" |" in rows
+    assert main(["config", "nope"]) == 2
+    assert "unknown agent 'nope'; accepted: maml," in capsys.readouterr().err
