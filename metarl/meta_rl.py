@@ -11,7 +11,7 @@ objective. Outer loops (TRPO, ProMP) live in ``metarl.agents``; they differentia
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from metarl.functional import Params, detach, sgd_step, stack
 from metarl.guards import check_count, check_tasks
 from metarl.policies import Policy, make_policy
 from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
-from metarl.sampler import Episodes, Sampler
+from metarl.sampler import EnvSource, Episodes, Sampler
 from metarl.task import Task, TaskSource, as_task
 
 __all__ = ["AdaptedPolicy", "MetaBatch", "MetaRLAgent", "MetaRLConfig", "masked_mean"]
@@ -127,7 +127,7 @@ class MetaRLAgent(ABC):
         torch.manual_seed(seed)
         self.policy: Policy = make_policy(probe.observation_space, probe.action_space,
                                           config.hidden_sizes, config.activation, config.init_std)
-        self.action_space = probe.action_space
+        self.observation_space, self.action_space = probe.observation_space, probe.action_space
         probe.close()
         self.sampler = Sampler(family, config.episodes_per_task)
         self.baseline = LinearFeatureBaseline()
@@ -195,21 +195,23 @@ class MetaRLAgent(ABC):
         params = {k: v.detach().requires_grad_() for k, v in params.items()}
         return detach(sgd_step(params, self.inner_loss(params, episodes, adv), self.config.inner_lr, True))
 
-    def collect(self, tasks: list[Task], seed: int, steps: int | None = None) -> MetaBatch:
+    def collect(self, tasks: list[Task], seed: int, steps: int | None = None,
+                sampler: Sampler | None = None) -> MetaBatch:
         """Support episodes for each of ``steps`` inner steps (default: the config's), then query episodes
-        with the adapted parameters."""
+        with the adapted parameters (by the agent's sampler, or ``sampler``)."""
+        sampler = self.sampler if sampler is None else sampler
         tasks, steps = check_tasks(tasks), self.config.inner_steps if steps is None else check_count("steps", steps, 0)
         seeds = np.random.SeedSequence(seed).generate_state(steps + 1)
         params = stack({k: v.detach().clone() for k, v in self.policy.params().items()}, len(tasks))
         support, support_adv, support_params = [], [], []
         for step in range(steps):
-            episodes = self.sampler.sample(tasks, self.policy, params, seed=int(seeds[step]))
+            episodes = sampler.sample(tasks, self.policy, params, seed=int(seeds[step]))
             adv = self.advantages(episodes)
             support.append(episodes)
             support_adv.append(adv)
             support_params.append(params)
             params = self._adapt_on(params, episodes, adv)
-        query = self.sampler.sample(tasks, self.policy, params, seed=int(seeds[-1]))
+        query = sampler.sample(tasks, self.policy, params, seed=int(seeds[-1]))
         return MetaBatch(tasks, support, support_adv, support_params, query, self.advantages(query), params)
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
@@ -217,12 +219,32 @@ class MetaRLAgent(ABC):
         batch = self.collect(tasks, seed, steps)
         return np.stack([e.episode_returns().mean(-1).numpy() for e in [*batch.support, batch.query]])
 
-    def adapt(self, task: Task | Mapping[str, Any], steps: int | None = None, seed: int = 0) -> AdaptedPolicy:
-        """The policy adapted to one task of the family: ``steps`` inner steps (default: meta-training's), each
-        on ``episodes_per_task`` episodes sampled on the task. ``task``: a Task, or its parameters as a mapping
-        (e.g. ``{"goal": [0.3, -0.2]}``); ``seed`` seeds the sampling."""
-        task = as_task(self.family, task)
-        batch = self.collect([task], seed, steps)
+    def adapt(self, task: Task | Mapping[str, Any] | Callable[[], gym.Env], steps: int | None = None, seed: int = 0,
+              horizon: int | None = None) -> AdaptedPolicy:
+        """The policy adapted to one task: ``steps`` inner steps (default: meta-training's), each on
+        ``episodes_per_task`` episodes sampled on the task; ``seed`` seeds the sampling.
+
+        ``task``: a Task of the family, its parameters as a mapping (e.g. ``{"goal": [0.3, -0.2]}``), or a
+        function building your own environment (with the family's observation and action spaces; episodes cut
+        at ``horizon`` steps, default the family's)."""
+        sampler = self.sampler
+        if callable(task):
+            source = EnvSource(task, self.family.horizon if horizon is None else horizon)
+            probe = source.make_env(source.task)
+            probe.close()
+            for kind, own, theirs in (("observation", self.observation_space, probe.observation_space),
+                                      ("action", self.action_space, probe.action_space)):
+                if type(own) is not type(theirs) or own.shape != theirs.shape or \
+                        getattr(own, "n", None) != getattr(theirs, "n", None):
+                    raise ValueError(f"your environment's {kind} space is {theirs}; this agent's is {own}")
+            task, sampler = source.task, Sampler(source, self.config.episodes_per_task)
+        else:
+            task = as_task(self.family, task)
+        try:
+            batch = self.collect([task], seed, steps, sampler)
+        finally:
+            if sampler is not self.sampler:
+                sampler.close()
         returns = [e.episode_returns().mean().item() for e in [*batch.support, batch.query]]
         return AdaptedPolicy(self.policy, {k: v[0] for k, v in batch.query_params.items()}, task, returns,
                              self.action_space)

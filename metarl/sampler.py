@@ -13,6 +13,7 @@ without any change to the agents. Everything random derives from the ``seed`` of
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,11 +21,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.guards import NonFiniteError, check_finite, check_transitions
+from metarl.guards import NonFiniteError, check_count, check_finite, check_transitions
 from metarl.policies import Policy
 from metarl.task import Task, TaskSource
 
-__all__ = ["Actor", "Episodes", "MLPActor", "Sampler"]
+__all__ = ["Actor", "EnvSource", "Episodes", "MLPActor", "Sampler"]
 
 
 @dataclass
@@ -133,6 +134,21 @@ def stepper_for(envs: list[gym.Env]) -> Stepper:
     return LoopStepper(envs)
 
 
+class EnvSource:
+    """A user's environment as a one-task source the sampler runs: ``make_env()`` builds one copy (the sampler
+    steps ``episodes_per_task`` copies at once); episodes end with the environment's or at ``horizon`` steps."""
+
+    def __init__(self, make_env: Callable[[], gym.Env], horizon: int, name: str = "your environment"):
+        self.name, self.horizon, self._make = name, check_count("horizon", horizon), make_env
+        self.task = Task(name, {})
+
+    def make_env(self, task: Task) -> gym.Env:
+        env = self._make()
+        if not isinstance(env, gym.Env):
+            raise TypeError(f"make_env must return a gymnasium.Env, got {type(env).__name__}")
+        return env
+
+
 class Sampler:
     """Collects ``episodes_per_task`` episodes for each task of a meta-batch, all environments together."""
 
@@ -149,7 +165,7 @@ class Sampler:
         for i in range(needed):
             if i == len(self._envs):
                 self._envs.append(self.family.make_env(slot_tasks[i]))
-            elif self._envs[i].unwrapped.task != slot_tasks[i]:
+            elif getattr(self._envs[i].unwrapped, "task", slot_tasks[i]) != slot_tasks[i]:  # EnvSource: no task
                 self._envs[i].unwrapped.set_task(slot_tasks[i])
         return self._envs[:needed]
 

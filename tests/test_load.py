@@ -159,6 +159,35 @@ def test_a_loaded_meta_rl_agent_adapts_to_a_new_task_and_acts(nav_run):
         agent.adapt({"goal": [5.0, 0.0]})
 
 
+class PointToGoal(gym.Env):
+    """A user's own environment, no metarl in it: a point moving toward a fixed goal, 20 steps."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+
+    def __init__(self, goal):
+        self.goal = np.asarray(goal, dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.point, self.t = np.zeros(2, np.float32), 0
+        return self.point.copy(), {}
+
+    def step(self, action):
+        self.point, self.t = self.point + np.clip(action, -0.1, 0.1), self.t + 1
+        return self.point.copy(), -float(np.linalg.norm(self.point - self.goal)), False, self.t == 20, {}
+
+
+def test_a_loaded_meta_rl_agent_adapts_to_a_users_own_environment(nav_run):
+    agent = metarl.load(nav_run)
+    adapted = agent.adapt(lambda: PointToGoal([0.3, 0.3]), steps=1, seed=0)
+    assert len(adapted.returns) == 2 and all(-20 * 3.3 < r < 0 for r in adapted.returns)  # 20 steps, <= 2.9 off
+    assert adapted.act(np.zeros(2, np.float32)).shape == (2,)
+    assert agent.adapt(lambda: PointToGoal([0.3, 0.3]), steps=1, seed=0).returns == adapted.returns
+    with pytest.raises(ValueError, match=r"observation space is Box\(.*\(3,\), float32\); this agent's is Box\(-inf, inf, \(2,\)"):
+        agent.adapt(lambda: gym.make("Pendulum-v1"))
+
+
 def test_adapt_command_reports_returns_and_renders(nav_run, capsys):
     assert main(["adapt", nav_run, "--task", '{"goal": [0.4, -0.3]}', "--steps", "2", "--video"]) == 0
     lines = capsys.readouterr().out.splitlines()
