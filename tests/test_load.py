@@ -184,7 +184,7 @@ def test_a_loaded_meta_rl_agent_adapts_to_a_users_own_environment(nav_run):
     assert len(adapted.returns) == 2 and all(-20 * 3.3 < r < 0 for r in adapted.returns)  # 20 steps, <= 2.9 off
     assert adapted.act(np.zeros(2, np.float32)).shape == (2,)
     assert agent.adapt(lambda: PointToGoal([0.3, 0.3]), steps=1, seed=0).returns == adapted.returns
-    with pytest.raises(ValueError, match=r"observation space is Box\(.*\(3,\), float32\); this agent's is Box\(-inf, inf, \(2,\)"):
+    with pytest.raises(ValueError, match=r"observation space is Box\(.*\(3,\), float32\); this agent's is Box"):
         agent.adapt(lambda: gym.make("Pendulum-v1"))
 
 
