@@ -326,7 +326,24 @@ class TaskEnv:
 
     Put it first among the bases (``class MyEnv(TaskEnv, gym.Env)``). It keeps the task, counts steps
     so that ``step`` can report truncation at the family's horizon, and makes ``set_task`` check the
-    task before the subclass applies it in ``_apply_task``.
+    task before the subclass applies it in ``_apply_task``. Wrapping an existing environment class takes
+    three calls, and the family's ``_make_env(task, render_mode)`` returns ``MyEnv(self, task)``::
+
+        class MyEnv(TaskEnv, PendulumEnv):
+            def __init__(self, family, task):
+                super().__init__()                  # the wrapped class's own constructor
+                self._init_task(family, task)       # last: keeps the family and horizon, applies the task
+
+            def _apply_task(self, task):            # set what the task changes (called by set_task too)
+                self.g = task["g"]
+
+            def step(self, action):
+                obs, reward, terminated, _, info = super().step(action)
+                return obs, reward, terminated, self._time_up(), info   # truncated at the family's horizon
+
+    The family's default horizon is the default of its constructor's ``horizon`` (``def __init__(self, *,
+    horizon=50, **common): super().__init__(horizon=horizon, **common)``); configs override it with
+    ``family_overrides: {horizon: ...}``.
     """
 
     family: TaskFamily
