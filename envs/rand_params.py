@@ -102,10 +102,14 @@ class PhysicsScaler:
         self._scratch = mujoco.MjData(model)  # mj_setConst overwrites the data it is given
 
     def apply(self, scales: Mapping[str, np.ndarray]) -> None:
+        """Scale each field by its task parameter: one number for every element, or one per element."""
         for f in self.fields:
             scale = np.asarray(scales[f])
+            if scale.shape not in ((), _scale_shape(self.model, f)):
+                raise ValueError(f"the scale of {f} has shape {scale.shape}; accepted: () for every element or "
+                                 f"{_scale_shape(self.model, f)}, one per element")
             value = _FIELDS[f](self.model)
-            value[...] = self.original[f] * (scale[:, None] if f == "actuator_gear" else scale)
+            value[...] = self.original[f] * (scale[:, None] if f == "actuator_gear" and scale.ndim else scale)
         mujoco.mj_setConst(self.model, self._scratch)
 
 

@@ -4,7 +4,10 @@ Subclass :class:`MujocoTaskFamily`, point ``xml_file`` at the model, declare the
 write the reward; the environment (spaces, stepping, resets, rendering, task switching, horizon) is
 built for you. Parameters named after a physics field (``body_mass``, ``geom_friction``, ... see
 :mod:`metarl.envs.rand_params`) scale that field of the model, so goals and randomised physics mix
-freely. The README walks through :data:`CRAWLER_XML`, a four-legged robot shipped with metarl.
+freely: a scalar parameter scales every element (``"geom_friction": LogUniform(1.5, 1.0)``), one of the
+field's scale shape each element (``self.physics(["geom_friction"])``). Other names that look like physics
+(a model field that cannot be scaled, or a name ending in ``_scale``) are refused rather than ignored. The
+README walks through :data:`CRAWLER_XML`, a four-legged robot shipped with metarl.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ class XmlRobotEnv(TaskEnv, MujocoEnv):
         size = family.observation(self.data).size
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float64)
         physics = [k for k in family.parameters() if k in PHYSICS_FIELDS]
+        misnamed = [k for k in family.parameters() if k not in PHYSICS_FIELDS and
+                    (k.endswith("_scale") or hasattr(mujoco.MjModel, k))]
+        if misnamed:
+            raise ValueError(f"{family.name}: parameter(s) {', '.join(map(repr, misnamed))} look like physics but "
+                             f"scale nothing; a parameter named after a field scales it ({', '.join(PHYSICS_FIELDS)}),"
+                             " and one only your reward reads needs a name that is not a model field nor ends in _scale")
         self.scaler = PhysicsScaler(self.model, physics) if physics else None
         self._init_task(family, task)
 

@@ -111,3 +111,25 @@ def test_videos_track_the_robot_unless_the_family_names_a_camera(planar):
     env = family.make_env(family.train_tasks[0], render_mode="rgb_array")
     assert env.unwrapped.mujoco_renderer.camera_id == model.camera("side").id
     env.close()
+
+
+def test_physics_parameters_scale_their_field_and_misnamed_ones_are_refused(planar):
+    from metarl.envs import LogUniform
+
+    class Slippery(planar):
+        def parameters(self):
+            return {"velocity": Uniform(0.0, 1.0), "geom_friction": LogUniform(1.5, 1.0)}  # one scale for all
+
+    family = Slippery()
+    original = family.model.geom_friction.copy()
+    env = family.make_env(metarl.Task(family.name, {"velocity": 0.5, "geom_friction": 1.25}))
+    assert np.allclose(env.unwrapped.model.geom_friction, 1.25 * original)
+    for name in ("friction_scale", "dof_frictionloss"):  # a typo, and a model field that is not scalable
+
+        class Misnamed(planar):
+            def parameters(self, name=name):
+                return {"velocity": Uniform(0.0, 1.0), name: LogUniform(1.5, 1.0)}
+
+        family = Misnamed()
+        with pytest.raises(ValueError, match=f"parameter\\(s\\) '{name}' look like physics but scale nothing"):
+            family.make_env(family.train_tasks[0])
