@@ -166,6 +166,7 @@ class FewShotEpisodes:
         num_test_tasks: number of fixed held-out episodes (1,000 in the standard protocol).
         test_episodes: a JSON file of held-out episodes written by :func:`save_tasks`, used instead.
         seed: seed of the fixed lists.
+        preprocessing: how to make one's own examples like these (shown by ``describe``, saved with a run).
     """
 
     metric: ClassVar[str] = "accuracy"
@@ -174,8 +175,8 @@ class FewShotEpisodes:
     def __init__(self, *, train: LabelledData, test: LabelledData, ways: int = 5, shots: int = 1, queries: int = 15,
                  test_ways: int | None = None, test_shots: int | None = None, test_queries: int = 15,
                  num_train_tasks: int = 100, num_test_tasks: int = 1000, test_episodes: str | None = None,
-                 seed: int = 0, name: str = "FewShot"):
-        self.name = name
+                 seed: int = 0, name: str = "FewShot", preprocessing: str | None = None):
+        self.name, self.preprocessing = name, preprocessing
         self.splits = {"train": train, "test": test}
         self.ways, self.shots, self.queries = (_positive_int(k, v) for k, v in
                                                (("ways", ways), ("shots", shots), ("queries", queries)))
@@ -259,7 +260,8 @@ class FewShotEpisodes:
         return {"name": self.name, "kind": "few-shot classification", "description": self.description,
                 "example_shape": list(train.x.shape[1:]),
                 "train": f"{self.ways}-way {self.shots}-shot {self.queries}-query from {train.num_classes} classes",
-                "test": f"{self._test_protocol()} from {test.num_classes} classes"}
+                "test": f"{self._test_protocol()} from {test.num_classes} classes",
+                **({"preprocessing": self.preprocessing} if self.preprocessing else {})}
 
     def _test_protocol(self) -> str:
         """The held-out episodes' sizes and number: those of the ``test_episodes`` file where one is given."""

@@ -107,4 +107,6 @@ def Omniglot(*, split: str = "vinyals", data_dir: str | None = None, image_size:
                            test=omniglot_split(test, data_dir, image_size), ways=ways, shots=shots, queries=queries,
                            test_ways=test_ways, test_shots=test_shots, test_queries=test_queries,
                            num_train_tasks=num_train_tasks, num_test_tasks=num_test_tasks,
-                           test_episodes=test_episodes, seed=seed, name="Omniglot-v0")
+                           test_episodes=test_episodes, seed=seed, name="Omniglot-v0",
+                           preprocessing=f"metarl.envs.preprocess_drawings(images, {image_size}, ink='dark') for "
+                                         "drawings as Omniglot's PNG files (dark ink on white)")

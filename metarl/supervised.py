@@ -215,8 +215,8 @@ class FewShotAgent(ABC):
             raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
         shape = self._example_shape()
         if list(x.shape[1:]) != shape or len(x) == 0:
-            hint = (" (make drawings like the training data with metarl.envs.preprocess_drawings)" if len(shape) == 3
-                    else "")
+            preprocessing = self.family.describe().get("preprocessing")
+            hint = f" (make them with {preprocessing})" if preprocessing else ""
             raise ValueError(f"{name} has shape {list(x.shape)}; this learner takes [n >= 1, "
                              f"{', '.join(map(str, shape))}]{hint}")
         if x.dtype == torch.uint8:

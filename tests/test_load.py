@@ -27,7 +27,7 @@ def _train(tmp_path, config: dict) -> str:
 def toy_run(tmp_path):
     """A ProtoNet trained on ToyGlyphs-v0, a family registered for the training only (so that loading it
     cannot reach its data)."""
-    register("ToyGlyphs-v0", lambda **kw: toy_episodes(name="ToyGlyphs-v0", **kw))
+    register("ToyGlyphs-v0", lambda **kw: toy_episodes(name="ToyGlyphs-v0", preprocessing="toy_glyphs(x)", **kw))
     try:
         run_dir = _train(tmp_path, {"family": "ToyGlyphs-v0", "agent": "protonet", "iterations": 40,
                                     "checkpoint_every": 40, "evaluate": False,
@@ -68,7 +68,8 @@ def test_fit_refuses_inputs_it_cannot_read(toy_run):
     agent = metarl.load(toy_run)
     support_x, support_y, query_x, _ = _episode()
     fitted = agent.fit(support_x, support_y)
-    with pytest.raises(ValueError, match=r"query_x has shape \[12, 1, 28, 28\]; this learner takes \[n >= 1, 1, 16, 16\]"):
+    with pytest.raises(ValueError, match=r"query_x has shape \[12, 1, 28, 28\]; this learner takes \[n >= 1, 1, 16, 16\] "
+                                         r"\(make them with toy_glyphs\(x\)\)"):
         fitted.predict(torch.zeros(12, 1, 28, 28))
     with pytest.raises(ValueError, match=r"values in \[0, 255\]; images are in \[0, 1\]"):
         fitted.predict(query_x.float())
