@@ -135,7 +135,11 @@ class MujocoTaskFamily(TaskFamily):
 
     @abstractmethod
     def reward(self, params: dict[str, np.ndarray], data: mujoco.MjData, action: np.ndarray) -> float:
-        """Reward after a step, from the task parameters, the simulator state and the action."""
+        """Reward after a step, from the task parameters, the simulator state and the action.
+
+        Velocities are in ``data`` after the step, exact rather than by finite differences: ``data.qvel`` (a
+        slide root's velocity along its axis, a free root's linear velocity in ``qvel[0:3]``), or a body's
+        ``data.cvel``; the step lasts ``self.model.opt.timestep * self.frame_skip`` seconds."""
 
     def observation(self, data: mujoco.MjData) -> np.ndarray:
         """The observation after a step; the default, written on the last axis, serves a DataBatch too."""
