@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Conv4", "class_sum", "conv_block", "mlp"]
+__all__ = ["MLP", "Conv4", "class_sum", "conv_block", "mlp"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -20,7 +20,7 @@ def conv_block(in_channels: int, out_channels: int, pool: bool = True, running_s
                                nn.BatchNorm2d(out_channels, track_running_stats=running_stats), nn.ReLU()]
     if pool:
         layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 class Conv4(nn.Sequential):
@@ -62,7 +62,23 @@ def class_sum(values: torch.Tensor, labels: torch.Tensor, ways: int, mean: bool 
     return total / counts.view(*counts.shape, *[1] * (values.dim() - 2))
 
 
-def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+class MLP(nn.Sequential):
+    """Linear layers with parameter-free activations between them; :meth:`stacked` evaluates it with one
+    parameter set per task."""
+
+    def stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The network on ``x [K, ..., in]`` with ``params`` (this module's names, a leading task axis ``K``):
+        one batched matrix product per layer, the same numbers as ``vmap`` over ``functional_call``."""
+        h = x.reshape(x.shape[0], -1, x.shape[-1])
+        for i, layer in enumerate(self):
+            if isinstance(layer, nn.Linear):
+                h = torch.baddbmm(params[f"{i}.bias"].unsqueeze(1), h, params[f"{i}.weight"].transpose(1, 2))
+            else:
+                h = layer(h)
+        return h.reshape(*x.shape[:-1], h.shape[-1])
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu") -> MLP:
     """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
@@ -71,4 +87,4 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
+    return MLP(*layers)

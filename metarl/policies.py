@@ -33,7 +33,18 @@ class Policy(nn.Module):
 
     def dist(self, obs: torch.Tensor, params: Params | None = None, stacked: bool = False) -> Distribution:
         """The action distribution at ``obs``; ``stacked`` params carry a leading task axis matching ``obs``."""
-        return self.distribution(self(obs) if params is None else call(self, params, obs, stacked))
+        return self.distribution(self.outputs(obs, params, stacked))
+
+    def outputs(self, obs: torch.Tensor, params: Params | None = None, stacked: bool = False) -> Outputs:
+        """``forward``'s outputs at ``obs``, with ``params`` in place of the module's own (see :meth:`dist`)."""
+        if params is None:
+            return self(obs)
+        return self.forward_stacked(params, obs) if stacked else call(self, params, obs)
+
+    def forward_stacked(self, params: Params, obs: torch.Tensor) -> Outputs:
+        """``forward`` with one parameter set per task (a leading task axis on ``params`` and ``obs``); by
+        default every task's pass in one vmapped call."""
+        return call(self, params, obs, stacked=True)
 
     def distribution(self, out: torch.Tensor | tuple[torch.Tensor, ...]) -> Distribution:
         raise NotImplementedError
@@ -50,7 +61,7 @@ class Policy(nn.Module):
         :meth:`output_fisher`). With ``weights`` the mask over the number of steps it equals the Hessian of the
         mean ``KL(pi_params || pi_p)`` at ``p = params``. One forward-mode and one reverse-mode pass per product."""
         def outputs(p: Params) -> Outputs:
-            return call(self, p, obs, stacked)
+            return self.outputs(obs, p, stacked)
 
         params = {k: v.contiguous() for k, v in params.items()}  # forward mode needs memory of their own
         out, pullback = torch.func.vjp(outputs, params)
@@ -81,6 +92,11 @@ class GaussianMLPPolicy(Policy):
         mean = self.mean(obs)
         return mean, self.log_std.expand_as(mean)
 
+    def forward_stacked(self, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.mean.stacked(_within(params, "mean."), obs)
+        log_std = params["log_std"]
+        return mean, log_std.view(log_std.shape[0], *[1] * (mean.dim() - 2), -1).expand_as(mean)
+
     def distribution(self, out: tuple[torch.Tensor, torch.Tensor]) -> Distribution:
         mean, log_std = out
         return Independent(Normal(mean, log_std.exp()), 1)
@@ -106,6 +122,9 @@ class CategoricalMLPPolicy(Policy):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.logits(obs)
 
+    def forward_stacked(self, params: Params, obs: torch.Tensor) -> torch.Tensor:
+        return self.logits.stacked(_within(params, "logits."), obs)
+
     def distribution(self, out: torch.Tensor) -> Distribution:
         return Categorical(logits=out)
 
@@ -117,6 +136,11 @@ class CategoricalMLPPolicy(Policy):
     def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
         probs = dist.probs.reshape(-1, dist.probs.shape[-1])
         return torch.multinomial(probs, 1, generator=generator).reshape(dist.probs.shape[:-1])
+
+
+def _within(params: Params, prefix: str) -> Params:
+    """The entries of a submodule, named relative to it."""
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def make_policy(observation_space: gym.Space, action_space: gym.Space, hidden: Sequence[int] = (64, 64),

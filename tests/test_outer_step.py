@@ -14,7 +14,7 @@ from metarl.agents import MAMLTRPO, MAMLTRPOConfig
 from test_maml import _double
 
 import metarl
-from metarl.functional import detach, flat
+from metarl.functional import call, detach, flat
 from metarl.guards import NonFiniteError
 from metarl.meta_rl import masked_mean
 from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
@@ -153,3 +153,14 @@ def test_a_non_finite_gradient_stops_the_trust_region_step():
     assert torch.isfinite(loss)
     with pytest.raises(NonFiniteError, match="gradient is not finite"):
         trpo_step({"mu": mu}, loss, kl_hessian_product(kl, [mu]), objective, TRPOConfig())
+
+
+@pytest.mark.parametrize("family_id", ["Navigation2D-v0", "Bandit-v0"])
+def test_stacked_forward_equals_the_vmapped_functional_call(family_id):
+    agent, batch = _agent_and_batch(family_id, 1)
+    adapted = agent.adapted(agent.policy.params(), batch)[-1]
+    for obs in (batch.query.obs, batch.query.obs[:, 0, 0]):  # [K, E, T, D] and [K, D]
+        fast = agent.policy.forward_stacked(adapted, obs)
+        reference = call(agent.policy, adapted, obs, stacked=True)
+        for a, b in zip(*[o if isinstance(o, tuple) else (o,) for o in (fast, reference)], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
