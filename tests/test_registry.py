@@ -99,7 +99,8 @@ def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch, clean_registr
 
 
 def _plugin(tmp_path, source: str) -> None:
-    """An installed plug-in ``self_registered`` (real entry-point metadata) declaring SelfRegistered-v0."""
+    """An installed plug-in ``self_registered`` (real entry-point metadata) declaring SelfRegistered-v0, whose
+    family wraps an existing gymnasium MuJoCo env class and also registers itself with ``@register``."""
     (tmp_path / "self_registered.py").write_text(textwrap.dedent(source))
     dist = tmp_path / "self_registered-1.0.dist-info"
     dist.mkdir()
@@ -110,30 +111,36 @@ def _plugin(tmp_path, source: str) -> None:
 
 PLUGIN = """
     import metarl
-    from gymnasium.envs.classic_control.pendulum import PendulumEnv
+    from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
 
     @metarl.envs.register("SelfRegistered-v0")
     class SelfRegistered(metarl.envs.TaskFamily):
-        def __init__(self, **common):
-            super().__init__(horizon=5, **common)
+        \"\"\"gymnasium's MuJoCo inverted pendulum under a task's gravity.\"\"\"
+
+        def __init__(self, *, horizon=20, **common):
+            super().__init__(horizon=horizon, **common)
 
         def parameters(self):
             return {"g": metarl.envs.Uniform(5.0, 15.0)}
 
         def _make_env(self, task, render_mode):
-            return Env(self, task)
+            return Env(self, task, render_mode)
 
-    class Env(metarl.envs.TaskEnv, PendulumEnv):
-        def __init__(self, family, task):
-            super().__init__()
+    class Env(metarl.envs.TaskEnv, InvertedPendulumEnv):
+        def __init__(self, family, task, render_mode=None):
+            super().__init__(render_mode=render_mode)
             self._init_task(family, task)
 
         def _apply_task(self, task):
-            self.g = task["g"]
+            self.model.opt.gravity[2] = -task["g"]
+
+        def step(self, action):
+            obs, reward, terminated, _, info = super().step(action)
+            return obs, reward, terminated, self._time_up(), info
 """
 
 
-def test_a_plugin_that_also_registers_itself_is_one_family_and_a_gym_id_after_import(tmp_path, monkeypatch,
+def test_a_mujoco_plugin_registered_twice_is_one_family_a_gym_id_after_import_and_trains(tmp_path, monkeypatch,
                                                                                        clean_registry):
     _plugin(tmp_path, PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -146,10 +153,17 @@ def test_a_plugin_that_also_registers_itself_is_one_family_and_a_gym_id_after_im
     finally:
         sys.modules.pop("self_registered", None)
         gym.registry.pop("metarl/SelfRegistered-v0", None)
-    check = "import gymnasium, metarl; print(gymnasium.make('metarl/SelfRegistered-v0', task={'g': 7.0}).unwrapped.g)"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}  # a fresh process finds it
+    check = ("import gymnasium, metarl; "
+             "print(gymnasium.make('metarl/SelfRegistered-v0', task={'g': 7.0}).unwrapped.model.opt.gravity[2])")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=120)
-    assert done.stdout.strip() == "7.0", done.stderr
+    assert done.stdout.strip() == "-7.0", done.stderr
+    config = tmp_path / "config.yaml"
+    config.write_text("family: SelfRegistered-v0\nagent: maml_trpo\niterations: 2\nevaluate: false\n"
+                      "agent_config: {meta_batch_size: 2, episodes_per_task: 2, hidden_sizes: [8]}\n")
+    train = [sys.executable, "-m", "metarl.cli", "train", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    done = subprocess.run(train, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and (tmp_path / "run" / "checkpoints" / "iter_000002.pt").is_file(), done.stderr
 
 
 def test_unknown_family_lists_the_known_ones():
