@@ -218,3 +218,13 @@ def test_a_loaded_rl2_agent_adapts_in_context(tmp_path, capsys):
         ["episode", "1"], ["episode", "2"], ["episode", "3"]]
     assert main(["adapt", run_dir, "--task", '{"goal": [0.4, -0.3]}', "--steps", "3"]) == 2
     assert "RL2 adapts in context: give --episodes, not --steps" in capsys.readouterr().err
+
+
+def test_a_damaged_source_file_is_named_and_an_older_run_needs_its_data(toy_run):
+    source = Path(toy_run) / "source.json"
+    source.write_text("{}")
+    with pytest.raises(ValueError, match=r"source.json' is damaged \(KeyError: 'name'\)"):
+        metarl.load(toy_run)
+    source.unlink()  # as a run written before runs saved their source: the family is made from its data
+    with pytest.raises(ValueError, match="unknown task family 'ToyGlyphs-v0'"):
+        metarl.load(toy_run)
