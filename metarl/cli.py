@@ -59,14 +59,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in envs.registered():
         try:
             rows.append(envs.make(name).describe())
-        except (FileNotFoundError, ValueError) as err:  # e.g. a data set that is not on this machine
-            rows.append({"name": name, "unavailable": str(err)})
+        except (FileNotFoundError, ImportError) as err:  # a data set or an optional package not on this machine
+            rows.append({"name": name, "unavailable": " ".join(str(err).split())})
+        except (ValueError, TypeError) as err:  # a family that cannot be made: a bug to fix
+            rows.append({"name": name, "broken": f"{type(err).__name__}: {' '.join(str(err).split())}"})
+    broken = [row["name"] for row in rows if "broken" in row]
+    if broken:
+        print(f"metarl list: error: {len(broken)} famil{'y' if len(broken) == 1 else 'ies'} cannot be made: "
+              f"{', '.join(broken)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 1 if broken else 0
     for row in rows:
-        if "unavailable" in row:
-            print(f"{row['name']}  (unavailable: {row['unavailable']})")
+        if "unavailable" in row or "broken" in row:
+            state = "unavailable" if "unavailable" in row else "BROKEN"
+            print(f"{row['name']}  ({state}: {row.get('unavailable') or row['broken']})")
             continue
         if "kind" in row:  # a few-shot task source
             print(f"{row['name']}  ({row['kind']}, examples {row['example_shape']})")
@@ -77,7 +84,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"    {row['description']}")
         for key, dist in row["parameters"].items():
             print(f"    {key}: {dist}")
-    return 0
+    return 1 if broken else 0
 
 
 def rollout_returns(env: Any, episodes: int, seed: int) -> tuple[list[float], int]:

@@ -47,3 +47,21 @@ def test_config_reference_is_generated_from_the_config_classes(capsys):
     assert "| `distance` | str | `'euclidean'` |  | \"euclidean\" (squared, the paper) or \"cosine\" |" in rows
     assert main(["config", "nope"]) == 2
     assert "unknown agent 'nope'; accepted: maml," in capsys.readouterr().err
+
+
+def test_list_names_a_family_that_cannot_be_made_and_fails(capsys):
+    import gymnasium as gym
+    from metarl.envs import register, registry
+
+    def broken(**overrides):
+        raise ValueError("my plug-in's bug")
+
+    register("Broken-v0", broken)
+    try:
+        assert main(["list"]) == 1
+    finally:
+        registry._REGISTRY.pop("Broken-v0")
+        gym.registry.pop("metarl/Broken-v0", None)
+    out, err = capsys.readouterr()
+    assert "Broken-v0  (BROKEN: ValueError: my plug-in's bug)" in out
+    assert "metarl list: error: 1 family cannot be made: Broken-v0" in err
