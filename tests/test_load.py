@@ -1,6 +1,8 @@
 """``metarl.load``: a trained agent from its run directory, in eval mode, without the training data; few-shot
 learners fitted on a user's support set; meta-RL agents adapted to a new task."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -228,3 +230,11 @@ def test_a_damaged_source_file_is_named_and_an_older_run_needs_its_data(toy_run)
     source.unlink()  # as a run written before runs saved their source: the family is made from its data
     with pytest.raises(ValueError, match="unknown task family 'ToyGlyphs-v0'"):
         metarl.load(toy_run)
+
+
+def test_loading_a_few_shot_learner_imports_no_stable_baselines3(toy_run):
+    check = (f"import sys, metarl; agent = metarl.load({toy_run!r}); from metarl.agents import AGENTS; "
+             "assert 'sb3_oracle' in AGENTS and len(AGENTS) == 17; print(sorted(m for m in sys.modules if "
+             "m.split('.')[0] in ('stable_baselines3', 'tensorboard')))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr
