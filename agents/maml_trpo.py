@@ -53,7 +53,7 @@ class MAMLTRPOConfig(MetaRLConfig, TRPOConfig):
     ``ls_backtrack_ratio``) and the conjugate-gradient metric."""
 
     metric: str = "gauss_newton"  # "hvp" (exact KL Hessian), "gauss_newton" (the same, factored) or "fisher"
-    metric_subsample: float = 0.2  # fraction of the time steps the metric is evaluated on (1: exact)
+    metric_subsample: float = 1.0  # fraction of the time steps the metric is evaluated on (1: exact)
 
     def __post_init__(self) -> None:
         super().__post_init__()
