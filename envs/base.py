@@ -297,7 +297,7 @@ class TaskFamily(ABC):
             env.close()
         return {
             "name": self.name,
-            "description": self.description or (type(self).__doc__ or "").strip().splitlines()[0],
+            "description": self.description or ((type(self).__doc__ or "").strip().splitlines() or [self.name])[0],
             "parameters": {k: str(v) for k, v in sorted(self.parameters().items())},
             "horizon": self.horizon,
             "observation": _space_size(obs),

@@ -215,3 +215,12 @@ def test_finite_family_enumerates_all_tasks_and_sampling_stays_in_them():
     goals = np.array([t["goal"] for t in metarl.envs.make("AntGoal-v0").sample_tasks(2000, seed=1)])
     radii = np.linalg.norm(goals, axis=1)
     assert radii.max() <= 3.0 and abs(np.mean(radii < 1.5) - 0.25) < 0.04  # area-uniform in the disk
+
+
+def test_a_family_without_docstring_or_description_describes_itself_by_name():
+    class Undocumented(Pendulum):
+        pass
+
+    assert Undocumented.__doc__ is None
+    assert Undocumented().describe()["description"] == "Undocumented"
+    assert Pendulum().describe()["description"] == "A user family: gymnasium's pendulum with a task-dependent gravity."
