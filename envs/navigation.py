@@ -163,3 +163,110 @@ class Navigation2D(TaskFamily):
 
     def _make_env(self, task: Task, render_mode: str | None) -> Navigation2DEnv:
         return Navigation2DEnv(self, task, render_mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# PEARL's sparse point robot
+# ---------------------------------------------------------------------------------------------
+class HalfCircle(Distribution):
+    """Uniform on the upper half of the circle of the given radius: ``radius * (cos a, sin a)``, ``a ~ U[0, pi]``."""
+
+    shape = (2,)
+
+    def __init__(self, radius: float):
+        if not float(radius) > 0:
+            raise ValueError(f"HalfCircle needs a positive radius, got {radius}")
+        self.radius = float(radius)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        angle = rng.uniform(0.0, np.pi, size=n)
+        return self.radius * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+
+    def __str__(self) -> str:
+        return f"uniform on the upper half circle of radius {self.radius:g}"
+
+    def contains(self, value: Any) -> bool:
+        value = np.asarray(value, dtype=np.float64)
+        return bool(np.isclose(np.linalg.norm(value), self.radius, rtol=1e-9, atol=0) and value[1] >= -1e-12)
+
+
+def sparse_reward(dense: np.ndarray | float, goal_radius: float) -> np.ndarray:
+    """``1 - distance`` within ``goal_radius`` of the goal, 0 elsewhere, from the dense reward ``-distance``
+    (oyster's ``sparsify_rewards`` plus the 1 its ``step`` adds within the radius)."""
+    dense = np.asarray(dense, dtype=np.float64)
+    return np.where(dense >= -goal_radius, 1.0 + dense, 0.0)
+
+
+class SparsePointRobotEnv(Navigation2DEnv):
+    """A Navigation2D point whose reward is sparse; ``info["dense_reward"]`` is ``-distance``."""
+
+    def __init__(self, family: SparsePointRobot, task: Task, render_mode: str | None = None):
+        self.goal_radius = family.goal_radius
+        super().__init__(family, task, render_mode)
+
+    def step(self, action: np.ndarray):
+        obs, dense, terminated, truncated, info = super().step(action)
+        return obs, float(sparse_reward(dense, self.goal_radius)), terminated, truncated, {**info, "dense_reward": dense}
+
+    @staticmethod
+    def batch_stepper(envs: Sequence[SparsePointRobotEnv]) -> SparsePointRobotBatch:
+        return SparsePointRobotBatch(envs)
+
+    def render(self) -> np.ndarray | None:
+        """Navigation2D's picture with the rewarding disc around the goal shaded (where the plane shows)."""
+        image = super().render()
+        if image is not None:
+            n = self.render_size
+            rows, cols = np.mgrid[0:n, 0:n]
+            x, y = self._pixel(self.goal)
+            radius = self.goal_radius / (2 * self.view_extent) * (n - 1)
+            disc = ((cols - x) ** 2 + (rows - y) ** 2 <= radius**2) & (image == 250).all(-1)
+            image[disc] = (215, 240, 215)
+        return image
+
+
+class SparsePointRobotBatch(Navigation2DBatch):
+    def __init__(self, envs: Sequence[SparsePointRobotEnv]):
+        super().__init__(envs)
+        self.goal_radius = envs[0].goal_radius
+
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        obs, dense, terminated, truncated = super().step(idx, actions)
+        return obs, sparse_reward(dense, self.goal_radius), terminated, truncated
+
+
+@register("SparsePointRobot-v0")
+class SparsePointRobot(TaskFamily):
+    """PEARL's sparse point robot: goals on a half circle, reward only within the goal radius.
+
+    katerakelly/oyster ``rlkit/envs/point_robot.py`` (``SparsePointEnv``) and ``configs/sparse-point-robot.json``:
+    the point starts at the origin and moves by its action, clipped to [-0.1, 0.1] per axis, for 20 steps; goals lie
+    on the upper half of the unit circle; the reward is ``1 - |s' - g|`` within ``goal_radius`` (0.2) of the goal
+    and 0 elsewhere; 80 training and 20 held-out goals. Oyster spaces its 100 goals evenly in angle and shuffles
+    them; here angles are drawn from U[0, pi]. The dense reward ``-|s' - g|``, which PEARL's critic learns from
+    during meta-training in the paper's experiment, is ``info["dense_reward"]`` and :meth:`dense_reward`.
+
+    Args:
+        goal_radius: the distance to the goal within which a step is rewarded.
+        radius: the radius of the half circle of goals.
+    """
+
+    def __init__(self, *, goal_radius: float = 0.2, radius: float = 1.0, horizon: int = 20, num_train_tasks: int = 80,
+                 num_test_tasks: int = 20, **common: Any):
+        super().__init__(horizon=horizon, num_train_tasks=num_train_tasks, num_test_tasks=num_test_tasks, **common)
+        if not goal_radius > 0:
+            raise ValueError(f"goal_radius must be positive, got {goal_radius!r}")
+        self.goal_radius = float(goal_radius)
+        self.terminate_within, self.start_range = None, None  # what Navigation2DEnv reads of its family
+        self.view_extent = 1.5 * float(radius)
+        self._parameters: dict[str, Distribution] = {"goal": HalfCircle(radius)}
+
+    def parameters(self) -> dict[str, Distribution]:
+        return self._parameters
+
+    def _make_env(self, task: Task, render_mode: str | None) -> SparsePointRobotEnv:
+        return SparsePointRobotEnv(self, task, render_mode)
+
+    def dense_reward(self, task: Task, next_obs: np.ndarray) -> np.ndarray:
+        """The dense reward ``-|s' - g|`` of transitions ending in ``next_obs [n, 2]`` on ``task``: ``[n]``."""
+        return -np.linalg.norm(np.asarray(next_obs, dtype=np.float64) - task.array("goal"), axis=-1)
