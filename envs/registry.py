@@ -1,10 +1,12 @@
 """The registry of task families: ``make``, ``register``, ``registered``.
 
 A family is registered under a name with default overrides (so one class can serve several
-conventions, e.g. ``HalfCheetahVel-v0`` and ``HalfCheetahVel-PEARL-v0``). Packages can add families
-through the entry-point group ``metarl.task_families`` (``name = "package.module:FamilyClass"``); a class
-that also registers itself with ``@register`` under the same name is the same family, not a clash. After
-``import metarl`` every family, plug-ins included, is also a gymnasium id:
+conventions, e.g. ``HalfCheetahVel-v0`` and ``HalfCheetahVel-PEARL-v0``). It may be registered by where it
+lives, ``register("MyFamily-v0", "package.module:FamilyClass")``, and its module is then imported when the
+family is first made (metarl's MuJoCo families are, so that ``import metarl`` imports no MuJoCo). Packages
+can add families through the entry-point group ``metarl.task_families`` (``name = "package.module:FamilyClass"``),
+which registers them the same way; a class that also registers itself with ``@register`` under the same name is
+the same family, not a clash. After ``import metarl`` every family, plug-ins included, is also a gymnasium id:
 ``gymnasium.make("metarl/<Name>-v0", task=...)``.
 """
 
@@ -56,14 +58,18 @@ _REGISTRY: dict[str, _Entry] = {}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def register(name: str, factory: F | None = None, **defaults: Any) -> Any:
+def register(name: str, factory: F | str | None = None, **defaults: Any) -> Any:
     """Register a family under ``name``; use as ``@register("MyFamily-v0")`` or call directly.
 
     ``factory`` is a :class:`TaskFamily` subclass (or a callable returning one) taking keyword
-    overrides; ``defaults`` are overrides applied under the user's.
+    overrides, or where one lives as ``"package.module:FamilyClass"`` (imported when the family is first
+    made); ``defaults`` are overrides applied under the user's.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"a family name must be a non-empty string, got {name!r}")
+    if isinstance(factory, str):
+        _register_lazy(name, metadata.EntryPoint(name, factory, ENTRY_POINT_GROUP), defaults)
+        return None
 
     def decorate(fn: F) -> F:
         existing = _REGISTRY.get(name)
@@ -93,8 +99,8 @@ def make(name: str, **overrides: Any) -> TaskFamily | TaskSource:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown task family {name!r}.{hint} Known families: {', '.join(sorted(_REGISTRY))}")
-    entry = _REGISTRY[name]
-    factory = entry.load()
+    factory = _REGISTRY[name].load()
+    entry = _REGISTRY[name]  # importing a family's module may register it anew, with its defaults
     _check_overrides(name, factory, overrides)
     family = factory(**{**entry.defaults, **overrides})
     if not isinstance(family, TaskFamily | TaskSource):
@@ -137,8 +143,21 @@ def _load_entry_points() -> None:
     _entry_points_loaded = True
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = _Entry(None, {}, ep)
-            _register_gym_id(ep.name)
+            _register_lazy(ep.name, ep, {})
+
+
+def _register_lazy(name: str, entry_point: metadata.EntryPoint, defaults: dict[str, Any]) -> None:
+    """Register the family ``entry_point`` names without importing it (and its gymnasium id)."""
+    module, _, attr = entry_point.value.partition(":")
+    if not module or not attr:
+        raise ValueError(f"family {name!r}: {entry_point.value!r} is not of the form 'package.module:FamilyClass'")
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing.owner() != entry_point.value.replace(" ", ""):
+        raise ValueError(f"task family {name!r} is already registered by {existing.owner()}; {entry_point.value} "
+                         "cannot register it too (give one of them another name)")
+    if existing is None or existing.factory is None:
+        _REGISTRY[name] = _Entry(None, dict(defaults), entry_point)
+    _register_gym_id(name)
 
 
 def _register_gym_id(name: str) -> None:

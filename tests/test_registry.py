@@ -166,6 +166,40 @@ def test_a_mujoco_plugin_registered_twice_is_one_family_a_gym_id_after_import_an
     assert done.returncode == 0 and (tmp_path / "run" / "checkpoints" / "iter_000002.pt").is_file(), done.stderr
 
 
+def test_import_metarl_imports_no_mujoco_yet_every_family_is_registered_and_a_gym_id():
+    check = textwrap.dedent("""
+        import sys, gymnasium, metarl, metarl.agents
+        print(sorted(m for m in ("mujoco", "gymnasium.envs.mujoco", "stable_baselines3", "metaworld") if m in sys.modules))
+        names = metarl.envs.registered()
+        print(sorted(i.removeprefix("metarl/") for i in gymnasium.registry if i.startswith("metarl/")) ==
+              [n for n in names if n not in ("Omniglot-v0", "Sinusoid-v0")])  # few-shot sources have no environment
+        print(metarl.envs.make("HalfCheetahVel-PEARL-v0").parameters()["velocity"].high)  # its module's defaults
+        import metarl.envs.locomotion, metarl.envs.rand_params, metarl.envs.xml_robot
+        print(metarl.envs.registered() == names)  # the lazily registered names are all the modules register
+    """)
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[:4] == ["[]", "True", "3.0", "True"], done.stderr
+
+
+def test_a_family_registered_by_where_it_lives_is_imported_when_made(tmp_path, monkeypatch, clean_registry):
+    (tmp_path / "lazy_family.py").write_text(f"from {__name__} import Pendulum\n\nclass Lazy(Pendulum):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    metarl.envs.register("Lazy-v0", "lazy_family:Lazy", high=6.0)
+    try:
+        assert "lazy_family" not in sys.modules and "metarl/Lazy-v0" in gym.registry
+        family = metarl.envs.make("Lazy-v0")
+        assert type(family).__name__ == "Lazy" and family.parameters()["g"].high == 6.0
+        metarl.envs.register("Lazy-v0", "lazy_family:Lazy")  # the same family again: harmless
+        with pytest.raises(ValueError, match=r"'Lazy-v0' is already registered by lazy_family:Lazy; "
+                                             r"lazy_family:Other cannot register it too"):
+            metarl.envs.register("Lazy-v0", "lazy_family:Other")
+        with pytest.raises(ValueError, match="'lazy_family.Lazy' is not of the form 'package.module:FamilyClass'"):
+            metarl.envs.register("Lazy2-v0", "lazy_family.Lazy")
+    finally:
+        sys.modules.pop("lazy_family", None)
+        gym.registry.pop("metarl/Lazy-v0", None)
+
+
 def test_unknown_family_lists_the_known_ones():
     with pytest.raises(ValueError) as err:
         metarl.envs.make("HalfCheetahVelocity-v0")
