@@ -1,10 +1,13 @@
 """Omniglot (Lake et al. 2015) as few-shot episodes: the Vinyals et al. 2016 split with rotations, and the
 original background/evaluation alphabets split.
 
-The data are read from ``omniglot.npz`` (bit-packed 105x105 drawings, see its README) in ``data_dir``:
-by default ``$METARL_OMNIGLOT_DIR``, else ``shared/data/omniglot`` beside the repository. The file's sha256
-is checked. Images are shrunk to 28x28 by area averaging (ink = 1, background = 0) and stored as uint8
-(:func:`metarl.envs.preprocess_drawings` makes one's own drawings the same way).
+The drawings ship with metarl (MIT licence, Copyright (c) 2015 Brenden Lake; ``data/omniglot/`` beside this
+module holds the licence and the README of the file): ``omniglot.npz``, every 105x105 drawing bit-packed, is
+read from ``data_dir`` (default ``$METARL_OMNIGLOT_DIR``, else the copy shipped with metarl) and its sha256
+checked. :func:`pack_omniglot` (``metarl data omniglot``) builds the same file from the official
+``images_background.zip`` and ``images_evaluation.zip``. Images are shrunk to 28x28 by area averaging (ink =
+255, background = 0) and stored as uint8 (:func:`metarl.envs.preprocess_drawings` makes one's own drawings
+the same way).
 
 Splits (``split=``):
     vinyals           train 4,112 / test 1,692 classes; a class is a character rotated by 0, 90, 180 or 270
@@ -13,40 +16,53 @@ Splits (``split=``):
     vinyals-trainval  train+validation 4,800 / test 1,692 classes
     background        the 30 background alphabets (964 characters) / the 20 evaluation alphabets (659), no
                       rotations (Lake et al. 2015; Koch et al. 2015)
+
+The Vinyals split files (``splits/vinyals/<part>.txt``, one ``<alphabet>/<characterNN>/rot<degrees>`` class
+a line) are those shipped with metarl, whichever ``data_dir`` the drawings come from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from metarl.rundir import atomic_write
+
 from .fewshot import FewShotEpisodes, LabelledData, preprocess_drawings
 from .registry import register
 
-__all__ = ["OMNIGLOT_SHA256", "Omniglot", "default_data_dir", "omniglot_split"]
+__all__ = ["OMNIGLOT_SHA256", "Omniglot", "default_data_dir", "omniglot_split", "pack_omniglot"]
 
 OMNIGLOT_SHA256 = "57e8f71d5d5461d21a1cd5a6e107fd52192d8432f5560e7464e56e617725df7a"
+SHIPPED_DIR = Path(__file__).resolve().parent / "data" / "omniglot"
+PARTS = ("background", "evaluation")  # the official zips, in the order of the packed file's characters
 SPLITS = {"vinyals": ("train", "test"), "vinyals-val": ("train", "val"), "vinyals-trainval": ("trainval", "test"),
           "background": ("background", "evaluation")}
 
 
 def default_data_dir() -> Path:
+    """``$METARL_OMNIGLOT_DIR`` if set, else the folder of the ``omniglot.npz`` shipped with metarl."""
     env = os.environ.get("METARL_OMNIGLOT_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+    return Path(env) if env else SHIPPED_DIR
 
 
 @lru_cache(maxsize=2)
-def _characters(data_dir: str, image_size: int) -> tuple[dict[str, int], torch.Tensor]:
-    """Every character as ``"<alphabet>/<characterNN>" -> row`` and the images ``[1623, 20, S, S]`` uint8."""
+def _characters(data_dir: str, image_size: int) -> tuple[dict[str, list[str]], torch.Tensor]:
+    """The characters of each part as ``"<alphabet>/<characterNN>"`` and all their images ``[characters,
+    drawings, S, S]`` uint8, the background part's first."""
     path = Path(data_dir) / "omniglot.npz"
     if not path.is_file():
         raise FileNotFoundError(f"Omniglot data file {str(path)!r} does not exist; set data_dir (or "
-                                f"$METARL_OMNIGLOT_DIR) to the folder holding omniglot.npz")
+                                f"$METARL_OMNIGLOT_DIR) to the folder holding omniglot.npz, or leave both unset "
+                                "for the copy shipped with metarl")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != OMNIGLOT_SHA256:
         raise ValueError(f"Omniglot data file {str(path)!r} has sha256 {digest}, expected {OMNIGLOT_SHA256}: "
@@ -54,19 +70,18 @@ def _characters(data_dir: str, image_size: int) -> tuple[dict[str, int], torch.T
     data = np.load(path)
     n_pixels, shape = int(data["n_pixels"]), tuple(int(s) for s in data["image_shape"])
     names, chunks = {}, []
-    for part in ("background", "evaluation"):
+    for part in PARTS:
         packed = data[f"images_{part}"]
-        for alphabet, character in zip(data[f"alphabet_{part}"], data[f"character_{part}"], strict=True):
-            names[f"{alphabet}/{character}"] = len(names)
+        names[part] = [f"{a}/{c}" for a, c in zip(data[f"alphabet_{part}"], data[f"character_{part}"], strict=True)]
         for start in range(0, len(packed), 128):
             ink = np.unpackbits(packed[start:start + 128], axis=-1, count=n_pixels).reshape(-1, 1, *shape)
             small = preprocess_drawings(ink.view(bool), image_size, ink="light")
-            chunks.append(small.view(-1, 20, image_size, image_size))
+            chunks.append(small.view(-1, packed.shape[1], image_size, image_size))
     return names, torch.cat(chunks)
 
 
-def _split_file(data_dir: Path, name: str) -> list[str]:
-    path = data_dir / "splits" / "vinyals" / f"{name}.txt"
+def _split_file(name: str) -> list[str]:
+    path = SHIPPED_DIR / "splits" / "vinyals" / f"{name}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"Omniglot split file {str(path)!r} does not exist")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -76,19 +91,18 @@ def omniglot_split(part: str, data_dir: str | Path | None = None, image_size: in
     """One part of a split (``train``, ``val``, ``test``, ``trainval``, ``background`` or ``evaluation``)."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     names, images = _characters(str(data_dir), image_size)
-    if part in ("background", "evaluation"):
-        rows = [r for n, r in names.items() if (r < 964) == (part == "background")]
-        x = images[rows]
-        class_names = [n for n, r in names.items() if r in set(rows)]
+    if part in PARTS:
+        start = 0 if part == "background" else len(names["background"])
+        x, class_names = images[start:start + len(names[part])], names[part]
     else:
-        classes = _split_file(data_dir, part)
-        rotated = []
-        for entry in classes:
+        rows = {name: row for row, name in enumerate(names["background"] + names["evaluation"])}
+        class_names, rotated = _split_file(part), []
+        for entry in class_names:
             character, rotation = entry.rsplit("/", 1)
-            if character not in names or rotation not in ("rot000", "rot090", "rot180", "rot270"):
+            if character not in rows or rotation not in ("rot000", "rot090", "rot180", "rot270"):
                 raise ValueError(f"Omniglot split {part!r}: unknown class {entry!r}")
-            rotated.append(torch.rot90(images[names[character]], k=int(rotation[3:]) // 90, dims=(-2, -1)))
-        x, class_names = torch.stack(rotated), classes
+            rotated.append(torch.rot90(images[rows[character]], k=int(rotation[3:]) // 90, dims=(-2, -1)))
+        x = torch.stack(rotated)
     n_classes, per_class = x.shape[:2]
     return LabelledData(x.reshape(-1, 1, image_size, image_size), torch.arange(n_classes).repeat_interleave(per_class),
                         class_names)
@@ -110,3 +124,74 @@ def Omniglot(*, split: str = "vinyals", data_dir: str | None = None, image_size:
                            test_episodes=test_episodes, seed=seed, name="Omniglot-v0",
                            preprocessing=f"metarl.envs.preprocess_drawings(images, {image_size}, ink='dark') for "
                                          "drawings as Omniglot's PNG files (dark ink on white)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing the official zips
+# ---------------------------------------------------------------------------------------------
+def pack_omniglot(background: str | Path, evaluation: str | Path, out: str | Path) -> str:
+    """Write ``omniglot.npz`` (the layout of ``data/omniglot/README.md``) from the official
+    ``images_background.zip`` and ``images_evaluation.zip`` (github.com/brendenlake/omniglot, ``python/``) and
+    return its sha256: :data:`OMNIGLOT_SHA256` for the full official set. Each
+    ``images_<part>/<alphabet>/<characterNN>/<id>_<drawer>.png`` is one drawing, ink where the PNG is dark;
+    characters are in the order of their global ``id``, drawings in the order of their drawer."""
+    arrays: dict[str, np.ndarray] = {}
+    drawers = shape = None
+    for part, path in zip(PARTS, (background, evaluation), strict=True):
+        characters, part_drawers, part_shape = _read_zip(Path(path), part)
+        if drawers is not None and (part_drawers, part_shape) != (drawers, shape):
+            raise ValueError(f"{str(path)!r} has drawers {part_drawers} of {part_shape} images; the background zip "
+                             f"has drawers {drawers} of {shape} images")
+        drawers, shape = part_drawers, part_shape
+        ids = sorted(characters)
+        arrays[f"images_{part}"] = np.stack([characters[i][2] for i in ids])
+        arrays[f"alphabet_{part}"] = np.array([characters[i][0] for i in ids])
+        arrays[f"character_{part}"] = np.array([characters[i][1] for i in ids])
+        arrays[f"char_id_{part}"] = np.array(ids, dtype=np.int16)
+    arrays["drawing_index"] = np.array(drawers, dtype=np.int8)
+    arrays["n_pixels"] = np.array(int(np.prod(shape)), dtype=np.int64)
+    arrays["image_shape"] = np.array(shape, dtype=np.int64)
+    atomic_write(out, lambda f: np.savez_compressed(f, **arrays))
+    return hashlib.sha256(Path(out).read_bytes()).hexdigest()
+
+
+def _read_zip(path: Path, part: str) -> tuple[dict[int, tuple[str, str, np.ndarray]], list[int], tuple[int, int]]:
+    """The characters of one official zip, ``id -> (alphabet, character, packed drawings [drawers, bytes])``,
+    the drawer numbers and the image shape."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist (expected the official images_{part}.zip)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{str(path)!r} is not a zip file (expected the official images_{part}.zip)")
+    pattern = re.compile(rf"images_{part}/([^/]+)/([^/]+)/(\d+)_(\d+)\.png")
+    files: dict[tuple[str, str], dict[int, tuple[int, str]]] = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            match = pattern.fullmatch(name)
+            if match:
+                alphabet, character, char_id, drawer = match.groups()
+                files.setdefault((alphabet, character), {})[int(drawer)] = (int(char_id), name)
+        if not files:
+            raise ValueError(f"{str(path)!r} holds no images_{part}/<alphabet>/<character>/<id>_<drawer>.png files "
+                             f"(expected the official images_{part}.zip)")
+        drawers = sorted(next(iter(files.values())))
+        characters, shape = {}, None
+        for (alphabet, character), drawings in files.items():
+            ids = {char_id for char_id, _ in drawings.values()}
+            if sorted(drawings) != drawers or len(ids) != 1:
+                raise ValueError(f"{str(path)!r}: {alphabet}/{character} has drawers {sorted(drawings)} and ids "
+                                 f"{sorted(ids)}; every character needs drawers {drawers} and one id")
+            ink = []
+            for drawer in drawers:
+                with Image.open(io.BytesIO(archive.read(drawings[drawer][1]))) as image:
+                    ink.append(np.asarray(image.convert("L")) < 128)
+            if shape is None:
+                shape = ink[0].shape
+            if any(i.shape != shape for i in ink):
+                raise ValueError(f"{str(path)!r}: {alphabet}/{character} has images of another size than {shape}")
+            char_id = ids.pop()
+            if char_id in characters:
+                raise ValueError(f"{str(path)!r}: id {char_id} names two characters")
+            characters[char_id] = (alphabet, character, np.packbits(np.stack(ink).reshape(len(drawers), -1), axis=-1))
+    return characters, drawers, tuple(shape)

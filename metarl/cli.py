@@ -426,6 +426,21 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from metarl.envs.omniglot import OMNIGLOT_SHA256, pack_omniglot
+
+    try:
+        digest = pack_omniglot(args.background, args.evaluation, args.out)
+    except ValueError as err:  # not the official zips: what the user gave, named in the message
+        raise ConfigError(str(err)) from None
+    print(f"written: {args.out}, sha256 {digest}")
+    if digest == OMNIGLOT_SHA256:
+        print("  the file metarl ships; Omniglot-v0 reads it as omniglot.npz in the folder given as data_dir")
+    else:
+        print("  not the file metarl ships (other drawings): Omniglot-v0 refuses it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning for robotics.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -436,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent", nargs="?", help="an agent name (default: the run config's own fields)")
     p.add_argument("--markdown", action="store_true", help="a Markdown table")
     p.set_defaults(run=cmd_config)
+    p = sub.add_parser("data", help="build a data set's file from its official downloads")
+    p.add_argument("dataset", choices=["omniglot"], help="omniglot: omniglot.npz from the official zips")
+    p.add_argument("--background", required=True, metavar="ZIP", help="the official images_background.zip")
+    p.add_argument("--evaluation", required=True, metavar="ZIP", help="the official images_evaluation.zip")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (omniglot.npz)")
+    p.set_defaults(run=cmd_data)
     p = sub.add_parser("rollout", help="random-policy rollouts of task families (all by default)")
     p.add_argument("names", nargs="*", help="family names (default: every registered family)")
     p.add_argument("--episodes", type=int, default=1, help="episodes per task (default 1)")

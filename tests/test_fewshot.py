@@ -10,18 +10,13 @@ from conftest import toy_episodes
 from metarl.agents import ProtoNet, ProtoNetConfig
 from metarl.agents.protonet import prototype_logits
 from metarl.envs import FewShotEpisodes, LabelledData, load_tasks, preprocess_drawings, save_tasks
-from metarl.envs.omniglot import default_data_dir, omniglot_split
+from metarl.envs.omniglot import omniglot_split
 
 import metarl
 from metarl.cli import main
 from metarl.config import RunConfig
 from metarl.trainer import Trainer
 
-needs_omniglot = pytest.mark.skipif(not (default_data_dir() / "omniglot.npz").is_file(),
-                                    reason="Omniglot data not found beside the repository")
-
-
-@needs_omniglot
 def test_omniglot_vinyals_split_sizes_and_rotations():
     train, test = omniglot_split("train"), omniglot_split("test")
     assert (train.num_classes, test.num_classes) == (4112, 1692)
@@ -36,7 +31,6 @@ def test_omniglot_vinyals_split_sizes_and_rotations():
     assert (back.num_classes, evaluation.num_classes) == (964, 659)
 
 
-@needs_omniglot
 def test_omniglot_training_episodes_never_use_test_classes():
     source = metarl.envs.make("Omniglot-v0", ways=20, shots=1, queries=5)
     test_names = set(source.splits["test"].class_names)
@@ -199,7 +193,6 @@ def test_supervised_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert len(logged("whole")) == 6 and logged("whole") == logged("cut")
 
 
-@needs_omniglot
 def test_cli_trains_and_evaluates_omniglot_per_setting(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "experiments/protonet_omniglot_1shot.yaml", "iterations=2", "eval_tasks=20",
