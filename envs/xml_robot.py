@@ -6,14 +6,17 @@ built for you. Parameters named after a physics field (``body_mass``, ``geom_fri
 :mod:`metarl.envs.rand_params`) scale that field of the model, so goals and randomised physics mix
 freely: a scalar parameter scales every element (``"geom_friction": LogUniform(1.5, 1.0)``), one of the
 field's scale shape each element (``self.physics(["geom_friction"])``). Other names that look like physics
-(a model field that cannot be scaled, or a name ending in ``_scale``) are refused rather than ignored. The
+(a model field that cannot be scaled, or a name ending in ``_scale``) are refused rather than ignored. A reward
+that takes a fourth argument, ``reward(params, data, action, before)``, also sees the state before the step
+(the ``before_fields`` of MjData, by default ``qpos`` and ``xpos``), for finite-difference velocities. The
 README walks through :data:`CRAWLER_XML`, a four-legged robot shipped with metarl.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +43,7 @@ class XmlRobotEnv(TaskEnv, MujocoEnv):
     def __init__(self, family: MujocoTaskFamily, task: Task, render_mode: str | None = None):
         self.metadata = {
             "render_modes": ["human", "rgb_array", "depth_array"],
-            "render_fps": int(np.round(1.0 / (family.model.opt.timestep * family.frame_skip))),
+            "render_fps": int(np.round(1.0 / family.dt)),
         }
         camera = {"camera_name": family.camera_name} if family.camera_name else \
             {"default_camera_config": tracking_camera(family.model)}
@@ -79,26 +82,53 @@ class XmlRobotEnv(TaskEnv, MujocoEnv):
 
     def step(self, action: np.ndarray):
         action = np.asarray(action, dtype=np.float64)  # as MuJoCo applies it (a policy's may be float32)
+        family = self.family
+        before = (Before({f: getattr(self.data, f).copy() for f in family.before_fields}),) \
+            if family.reward_takes_before else ()
         self.do_simulation(action, self.frame_skip)
-        reward = self.family.reward(self.params, self.data, action)
+        reward = family.reward(self.params, self.data, action, *before)
         terminated = self.family.terminated(self.params, self.data)
         if self.render_mode == "human":
             self.render()
         return self.family.observation(self.data), float(reward), bool(terminated), self._time_up(), {}
 
 
+class Before:
+    """MjData fields as they were before a step (a family's ``before_fields``): ``before.qpos`` and so on, of the
+    shapes ``data`` has them (stacked ``[n, ...]`` in ``batch_reward``)."""
+
+    def __init__(self, fields: dict[str, np.ndarray]):
+        self._fields = fields
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._fields:
+            raise AttributeError(f"the state before the step holds {', '.join(self._fields)}, not {name!r}: add it to "
+                                 "the family's before_fields")
+        return self._fields[name]
+
+
 class HookRules:
-    """A :class:`MujocoTaskFamily`'s hooks after the physics of a batched step."""
+    """A :class:`MujocoTaskFamily`'s hooks after the physics of a batched step. The state before a step, for a
+    ``batch_reward`` that takes it, is each environment's state after its previous step (or its reset, before
+    the first), kept here as ``RobotRules`` keeps the position of gymnasium's robots."""
 
     reads_forces = True  # the hooks may read anything of the MjData
 
     def __init__(self, envs: Sequence[XmlRobotEnv]):
         self.family, self.params = envs[0].family, stack_params(envs)
+        fields = self.family.before_fields if self.family.batch_reward_takes_before else ()
+        every = DataBatch([e.data for e in envs], np.arange(len(envs)))
+        self.before = {f: getattr(every, f).copy() for f in fields}
 
     def evaluate(self, data: DataBatch, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         params = {k: v[data.idx] for k, v in self.params.items()}
+        before = (Before({f: v[data.idx] for f, v in self.before.items()}),) if self.before else ()
+        for f, v in self.before.items():
+            v[data.idx] = getattr(data, f)
         family = self.family
-        return (family.batch_observation(data), family.batch_reward(params, data, controls),
+        return (family.batch_observation(data), family.batch_reward(params, data, controls, *before),
                 family.batch_terminated(params, data))
 
 
@@ -107,8 +137,9 @@ class MujocoTaskFamily(TaskFamily):
 
     Optional hooks: ``observation`` (default: qpos without the root's horizontal position, then qvel; see
     :func:`root_position_qpos`), ``terminated``
-    (default: never), class attributes ``frame_skip``, ``reset_noise_scale`` and ``camera_name`` (a camera of
-    the model for videos; default: one that tracks the root body, see :func:`tracking_camera`). ``physics(fields)``
+    (default: never), class attributes ``frame_skip``, ``reset_noise_scale``, ``camera_name`` (a camera of
+    the model for videos; default: one that tracks the root body, see :func:`tracking_camera`) and
+    ``before_fields`` (what a reward taking ``before`` sees of the state before the step). ``physics(fields)``
     gives log-uniform scale parameters for physics fields of the model.
 
     The sampler steps all environments of a meta-batch together and calls the ``batch_*`` versions of the
@@ -120,26 +151,46 @@ class MujocoTaskFamily(TaskFamily):
     frame_skip: ClassVar[int] = 5
     reset_noise_scale: ClassVar[float] = 0.01
     camera_name: ClassVar[str | None] = None
+    before_fields: ClassVar[tuple[str, ...]] = ("qpos", "xpos")
 
     def __init__(self, *, horizon: int = 200, **common: Any):
         super().__init__(horizon=horizon, **common)
         if not Path(self.xml_file).is_file():
             raise FileNotFoundError(f"{type(self).__name__}.xml_file {self.xml_file!r} does not exist")
         self.model = mujoco.MjModel.from_xml_path(self.xml_file)
+        self.reward_takes_before = _takes_before(self.reward, "reward", "action")
+        self.batch_reward_takes_before = self.reward_takes_before \
+            if type(self).batch_reward is MujocoTaskFamily.batch_reward else \
+            _takes_before(self.batch_reward, "batch_reward", "actions")
+        probe = mujoco.MjData(self.model)
+        bad = [f for f in self.before_fields if not isinstance(getattr(probe, f, None), np.ndarray)
+               or f.startswith(("efc_", "iefc_", "island_"))]
+        if bad:
+            raise ValueError(f"{type(self).__name__}.before_fields: {', '.join(map(repr, bad))} are not fixed-size "
+                             "array fields of mujoco.MjData (e.g. qpos, qvel, xpos, subtree_com)")
         dropped = root_position_qpos(self.model)
         self._observed_qpos = np.array([i for i in range(self.model.nq) if i not in dropped], dtype=np.intp)
+
+    @property
+    def dt(self) -> float:
+        """Seconds of simulated time per step (``model.opt.timestep * frame_skip``, the environments' ``dt``)."""
+        return float(self.model.opt.timestep) * self.frame_skip
 
     def physics(self, fields: list[str], base: float = 1.5, limit: float = 3.0) -> dict[str, Distribution]:
         """Log-uniform scales ``base ** U[-limit, limit]`` for physics fields of this model."""
         return physics_distributions(self.model, fields, base, limit)
 
     @abstractmethod
-    def reward(self, params: dict[str, np.ndarray], data: mujoco.MjData, action: np.ndarray) -> float:
-        """Reward after a step, from the task parameters, the simulator state and the action.
+    def reward(self, params: dict[str, np.ndarray], data: mujoco.MjData, action: np.ndarray,
+               before: Before) -> float:
+        """Reward after a step, from the task parameters, the simulator state after the step, the action and
+        (for a hook that takes it: one written as ``reward(self, params, data, action)`` is called without it)
+        ``before``, the :class:`Before` state: ``before.qpos``, ``before.xpos`` and the other ``before_fields``.
 
-        Velocities are in ``data`` after the step, exact rather than by finite differences: ``data.qvel`` (a
-        slide root's velocity along its axis, a free root's linear velocity in ``qvel[0:3]``), or a body's
-        ``data.cvel``; the step lasts ``self.model.opt.timestep * self.frame_skip`` seconds."""
+        Velocities: exact ones are in ``data`` after the step (``data.qvel``: a slide root's velocity along its
+        axis, a free root's linear velocity in ``qvel[0:3]``; a body's ``data.cvel``); a finite difference over
+        the step, as gymnasium's robots reward, is ``(data.qpos[0] - before.qpos[0]) / self.dt`` (or of a
+        body's ``xpos``). The step lasts ``self.dt = model.opt.timestep * frame_skip`` seconds."""
 
     def observation(self, data: mujoco.MjData) -> np.ndarray:
         """The observation after a step; the default, written on the last axis, serves a DataBatch too."""
@@ -148,12 +199,17 @@ class MujocoTaskFamily(TaskFamily):
     def terminated(self, params: dict[str, np.ndarray], data: mujoco.MjData) -> bool:
         return False
 
-    def batch_reward(self, params: dict[str, np.ndarray], data: DataBatch, actions: np.ndarray) -> np.ndarray:
+    def batch_reward(self, params: dict[str, np.ndarray], data: DataBatch, actions: np.ndarray,
+                     before: Before | None = None) -> np.ndarray:
         """Rewards ``[n]`` of a batch of environments after a step: ``params`` stacked per environment,
         ``data.qpos`` of shape ``[n, nq]`` and so on, ``actions`` ``[n, nu]`` (float64, as ``reward`` gets
-        them). By default ``reward`` on each environment."""
+        them), ``before.qpos`` ``[n, nq]`` and so on (an override that takes no ``before`` is called without
+        it). By default ``reward`` on each environment."""
         rows = _rows(params, len(data))
-        return np.array([float(self.reward(p, d, a)) for p, d, a in zip(rows, data.datas, actions, strict=True)])
+        befores = [(Before(b),) for b in _rows(before._fields, len(data))] if self.reward_takes_before \
+            else [()] * len(data)
+        return np.array([float(self.reward(p, d, a, *b))
+                         for p, d, a, b in zip(rows, data.datas, actions, befores, strict=True)])
 
     def batch_observation(self, data: DataBatch) -> np.ndarray:
         """Observations ``[n, obs_dim]`` of a batch; by default ``observation`` on each environment."""
@@ -205,6 +261,17 @@ def root_position_qpos(model: mujoco.MjModel) -> list[int]:
         elif kind == mujoco.mjtJoint.mjJNT_SLIDE and abs(model.jnt_axis[joint][2]) < 1e-9:
             dropped.append(address)
     return dropped
+
+
+def _takes_before(hook: Callable[..., Any], name: str, actions: str) -> bool:
+    """Whether a reward hook takes the state before the step, read from its signature: ``(params, data,
+    {actions}, before)``, or ``(params, data, {actions})`` as hooks were written before ``before`` existed."""
+    parameters = [p for p in inspect.signature(hook).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(parameters) not in (3, 4):
+        raise TypeError(f"{name} must take (params, data, {actions}) or (params, data, {actions}, before), not "
+                        f"({', '.join(p.name for p in parameters)})")
+    return len(parameters) == 4
 
 
 def _float64(actions: np.ndarray) -> np.ndarray:

@@ -47,6 +47,26 @@ class VectorCrawler(Crawler):
         return -distance - 0.01 * np.einsum("ij,ij->i", actions, actions)
 
 
+class SpeedCrawler(Crawler):
+    """A reward on the torso's speed toward the goal by finite differences: the hook reads the state before the step."""
+
+    def reward(self, params, data, action, before):
+        torso = self.model.body("torso").id
+        progress = np.linalg.norm(before.xpos[torso, :2] - params["goal"]) - np.linalg.norm(data.xpos[torso, :2] -
+                                                                                               params["goal"])
+        return progress / self.dt - 0.01 * float(action @ action) + data.qpos[2] - before.qpos[2]
+
+
+class VectorSpeedCrawler(SpeedCrawler):
+    """The same reward as an array operation over the batch."""
+
+    def batch_reward(self, params, data, actions, before):
+        torso = self.model.body("torso").id
+        progress = np.sqrt(np.square(before.xpos[:, torso, :2] - params["goal"]).sum(-1)) - \
+            np.sqrt(np.square(data.xpos[:, torso, :2] - params["goal"]).sum(-1))
+        return progress / self.dt - 0.01 * np.einsum("ij,ij->i", actions, actions) + data.qpos[:, 2] - before.qpos[:, 2]
+
+
 def _actions(space: gym.Space, n: int, rng: np.random.Generator) -> np.ndarray:
     """Random actions as the sampler hands them over (float32 in a Box, integers otherwise)."""
     if isinstance(space, gym.spaces.Box):
@@ -120,7 +140,7 @@ def test_robots_without_vectorised_formulas_step_in_the_physics_threads():
     assert _check_batched_trajectory(family, tasks) > 0
 
 
-@pytest.mark.parametrize("family_class", [Crawler, VectorCrawler])
+@pytest.mark.parametrize("family_class", [Crawler, VectorCrawler, SpeedCrawler, VectorSpeedCrawler])
 def test_a_users_xml_family_steps_batched_with_its_hooks(family_class):
     family = family_class(horizon=60)
     tasks = family.sample_tasks(3, seed=0)

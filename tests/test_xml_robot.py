@@ -133,3 +133,43 @@ def test_physics_parameters_scale_their_field_and_misnamed_ones_are_refused(plan
         family = Misnamed()
         with pytest.raises(ValueError, match=f"parameter\\(s\\) '{name}' look like physics but scale nothing"):
             family.make_env(family.train_tasks[0])
+
+
+def test_a_reward_taking_before_sees_the_state_before_the_step(planar):
+    seen = []
+
+    class Finite(planar):
+        before_fields = ("qpos", "qvel")
+
+        def reward(self, params, data, action, before):
+            seen.append(before)
+            return (data.qpos[0] - before.qpos[0]) / self.dt
+
+    family = Finite()
+    assert family.reward_takes_before and not planar().reward_takes_before  # a three-argument hook: no before
+    env = family.make_env(family.train_tasks[0])
+    env.reset(seed=0)
+    data = env.unwrapped.data
+    for _ in range(2):
+        qpos, qvel = data.qpos.copy(), data.qvel.copy()
+        _, reward, *_ = env.step(np.ones(1))
+        assert np.array_equal(seen[-1].qpos, qpos) and np.array_equal(seen[-1].qvel, qvel)
+        assert not np.array_equal(data.qpos, qpos) and reward == (data.qpos[0] - qpos[0]) / (0.01 * 5)
+    with pytest.raises(AttributeError, match="holds qpos, qvel, not 'xpos': add it to the family's before_fields"):
+        _ = seen[-1].xpos
+
+
+def test_reward_hooks_and_before_fields_that_cannot_work_are_refused(planar):
+    class TwoArguments(planar):
+        def reward(self, params, data):
+            return 0.0
+
+    with pytest.raises(TypeError, match=r"reward must take \(params, data, action\) or \(params, data, action, "
+                                        r"before\), not \(params, data\)"):
+        TwoArguments()
+
+    class NotState(planar):
+        before_fields = ("qpos", "efc_force", "time")
+
+    with pytest.raises(ValueError, match=r"NotState.before_fields: 'efc_force', 'time' are not fixed-size array"):
+        NotState()
