@@ -8,6 +8,7 @@ from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from metarl.agents.matching import MatchingNet, MatchingNetConfig
 from metarl.agents.meta_lstm import MetaLSTM, MetaLSTMConfig
 from metarl.agents.metasgd import MetaSGD, MetaSGDConfig
+from metarl.agents.pearl import PEARL, PEARLConfig
 from metarl.agents.pretrained import Pretrained, PretrainedConfig
 from metarl.agents.promp import ProMP, ProMPConfig
 from metarl.agents.protonet import ProtoNet, ProtoNetConfig
@@ -49,6 +50,7 @@ SB3_AGENTS = {"sb3_scratch": ("SB3Scratch", "SB3ScratchConfig"), "sb3_pretrained
 AGENTS = _Agents({"maml": (MAML, MAMLConfig), "metasgd": (MetaSGD, MetaSGDConfig), "anil": (ANIL, ANILConfig),
           "reptile": (Reptile, ReptileConfig), "pretrained": (Pretrained, PretrainedConfig),
           "maml_trpo": (MAMLTRPO, MAMLTRPOConfig), "promp": (ProMP, ProMPConfig), "rl2": (RL2, RL2Config),
+          "pearl": (PEARL, PEARLConfig),
           "protonet": (ProtoNet, ProtoNetConfig),
           "matching": (MatchingNet, MatchingNetConfig), "siamese": (Siamese, SiameseConfig),
           "relation": (RelationNet, RelationNetConfig),
@@ -66,6 +68,7 @@ def __getattr__(name: str) -> type:
 __all__ = ["AGENTS", "ANIL", "MAML", "ANILConfig", "MAMLConfig", "MetaSGD", "MetaSGDConfig", "Pretrained",
            "PretrainedConfig", "Reptile", "ReptileConfig",
            "MatchingNet", "MatchingNetConfig", "RelationNet", "RelationNetConfig", "Siamese", "SiameseConfig",
-           "MAMLTRPO", "RL2", "MAMLTRPOConfig", "ProMP", "ProMPConfig", "ProtoNet", "ProtoNetConfig", "RL2Config",
+           "MAMLTRPO", "RL2", "MAMLTRPOConfig", "PEARL", "PEARLConfig", "ProMP", "ProMPConfig", "ProtoNet",
+           "ProtoNetConfig", "RL2Config",
            "MetaLSTM", "MetaLSTMConfig", "Snail", "SnailConfig", "SB3Oracle", "SB3OracleConfig", "SB3Pretrained",
            "SB3PretrainedConfig", "SB3Scratch", "SB3ScratchConfig"]

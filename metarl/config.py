@@ -85,6 +85,14 @@ RANGES: dict[str, Range] = {
     "value_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE, "entropy_coef": NON_NEGATIVE, "ent_coef": NON_NEGATIVE,
     "init_inner_kl_penalty": NON_NEGATIVE, "target_inner_kl": POSITIVE, "cosine_scale": POSITIVE,
     "margin": POSITIVE, "preprocess_p": POSITIVE,
+    # PEARL (agents/pearl.py)
+    "latent_size": AT_LEAST_1, "encoder_hidden_sizes": WIDTH, "kl_lambda": NON_NEGATIVE, "reward_scale": POSITIVE,
+    "policy_lr": POSITIVE, "qf_lr": POSITIVE, "vf_lr": POSITIVE, "context_lr": POSITIVE,
+    "policy_mean_reg": NON_NEGATIVE, "policy_std_reg": NON_NEGATIVE, "batch_size": AT_LEAST_1,
+    "embedding_batch_size": AT_LEAST_1, "num_train_steps_per_itr": AT_LEAST_1, "num_initial_steps": NON_NEGATIVE,
+    "num_tasks_sample": AT_LEAST_1, "num_steps_prior": NON_NEGATIVE, "num_steps_posterior": NON_NEGATIVE,
+    "num_extra_rl_steps_posterior": NON_NEGATIVE, "update_post_train": AT_LEAST_1, "replay_buffer_size": AT_LEAST_1,
+    "num_exp_traj_eval": NON_NEGATIVE,
 }
 
 

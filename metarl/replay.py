@@ -87,7 +87,7 @@ class ReplayBuffer:
         missing = [k for k in ("position", *self.fields) if k not in state]
         if missing:
             raise ValueError(f"a replay buffer state lacks the field(s) {', '.join(missing)}")
-        arrays = {name: np.array(state[name], dtype=np.float32) for name in self.fields}
+        arrays = {name: torch.as_tensor(state[name], dtype=torch.float32).numpy().copy() for name in self.fields}
         sizes = {len(v) for v in arrays.values()}
         position = state["position"]
         if len(sizes) != 1 or not sizes <= set(range(self.capacity + 1)):

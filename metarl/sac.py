@@ -26,14 +26,15 @@ from torch import nn
 
 from metarl.nets import MLP, mlp
 
-__all__ = ["Critic", "PolicySample", "TanhGaussianPolicy", "policy_loss", "q_target", "soft_update",
+__all__ = ["Critic", "PolicySample", "TanhGaussianPolicy", "policy_loss", "q_target", "small_output", "soft_update",
            "tanh_gaussian_log_prob", "v_target"]
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the policy's log standard deviation is clamped here (rlkit's bounds)
 OUTPUT_INIT = 3e-3  # output layers start uniform in +-this, so values and actions start near zero (rlkit's init_w)
 
 
-def _small_output(net: MLP) -> MLP:
+def small_output(net: MLP) -> MLP:
+    """``net`` with its output layer drawn uniformly in +-:data:`OUTPUT_INIT`."""
     last = net[-1]
     nn.init.uniform_(last.weight, -OUTPUT_INIT, OUTPUT_INIT)
     nn.init.uniform_(last.bias, -OUTPUT_INIT, OUTPUT_INIT)
@@ -45,7 +46,7 @@ class Critic(nn.Module):
 
     def __init__(self, in_dim: int, hidden_sizes: Sequence[int]):
         super().__init__()
-        self.net = _small_output(mlp([in_dim, *hidden_sizes, 1]))
+        self.net = small_output(mlp([in_dim, *hidden_sizes, 1]))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat(inputs, dim=-1)).squeeze(-1)
@@ -71,7 +72,7 @@ class TanhGaussianPolicy(nn.Module):
 
     def __init__(self, in_dim: int, act_dim: int, hidden_sizes: Sequence[int]):
         super().__init__()
-        self.net = _small_output(mlp([in_dim, *hidden_sizes, 2 * act_dim]))
+        self.net = small_output(mlp([in_dim, *hidden_sizes, 2 * act_dim]))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(x).chunk(2, dim=-1)

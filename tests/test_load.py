@@ -95,6 +95,9 @@ FEW_SHOT = {"protonet": {}, "matching": {}, "siamese": {}, "relation": {},
 META_RL = {"maml_trpo": {"meta_batch_size": 2, "episodes_per_task": 2, "hidden_sizes": [8]},
            "promp": {"meta_batch_size": 2, "episodes_per_task": 2, "hidden_sizes": [8]},
            "rl2": {"meta_batch_size": 2, "episodes_per_trial": 2, "hidden_size": 8},
+           "pearl": {"meta_batch_size": 2, "batch_size": 4, "embedding_batch_size": 4, "num_train_steps_per_itr": 1,
+                     "num_initial_steps": 0, "num_tasks_sample": 1, "num_steps_prior": 1,
+                     "num_extra_rl_steps_posterior": 0, "hidden_sizes": [8], "encoder_hidden_sizes": [8]},
            "sb3_pretrained": {"meta_batch_size": 1, "episodes_per_task": 2, "minibatches": 2, "n_epochs": 1},
            "sb3_oracle": {"meta_batch_size": 1, "episodes_per_task": 2, "minibatches": 2, "n_epochs": 1},
            "sb3_scratch": {"episodes_per_task": 2, "minibatches": 2, "n_epochs": 1}}
@@ -234,7 +237,7 @@ def test_a_damaged_source_file_is_named_and_an_older_run_needs_its_data(toy_run)
 
 def test_loading_a_few_shot_learner_imports_no_stable_baselines3(toy_run):
     check = (f"import sys, metarl; agent = metarl.load({toy_run!r}); from metarl.agents import AGENTS; "
-             "assert 'sb3_oracle' in AGENTS and len(AGENTS) == 17; print(sorted(m for m in sys.modules if "
+             "assert 'sb3_oracle' in AGENTS and len(AGENTS) == 18; print(sorted(m for m in sys.modules if "
              "m.split('.')[0] in ('stable_baselines3', 'tensorboard')))")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
