@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from conftest import toy_episodes
-from metarl.envs import register, registry
+from metarl.envs import register, registry, save_tasks
 
 import metarl
 from metarl.cli import main
@@ -235,9 +235,30 @@ def test_a_damaged_source_file_is_named_and_an_older_run_needs_its_data(toy_run)
         metarl.load(toy_run)
 
 
-def test_loading_a_few_shot_learner_imports_no_stable_baselines3(toy_run):
+def test_loading_a_few_shot_learner_imports_no_stable_baselines3_nor_mujoco(toy_run):
     check = (f"import sys, metarl; agent = metarl.load({toy_run!r}); from metarl.agents import AGENTS; "
-             "assert 'sb3_oracle' in AGENTS and len(AGENTS) == 18; print(sorted(m for m in sys.modules if "
-             "m.split('.')[0] in ('stable_baselines3', 'tensorboard')))")
+             "assert 'sb3_oracle' in AGENTS and len(AGENTS) == len(list(AGENTS)); print(sorted(m for m in sys.modules "
+             "if m.split('.')[0] in ('stable_baselines3', 'tensorboard', 'mujoco') "
+             "or m.startswith('gymnasium.envs.mujoco')))")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_eval_on_a_file_of_episodes_prints_the_files_protocol(tmp_path, capsys):
+    def toy_glyphs(*, test_episodes=None):
+        return toy_episodes(name="ToyGlyphs-v0", test_episodes=test_episodes)
+
+    register("ToyGlyphs-v0", toy_glyphs)
+    try:
+        run_dir = _train(tmp_path, {"family": "ToyGlyphs-v0", "agent": "protonet", "iterations": 1,
+                                    "checkpoint_every": 1, "evaluate": False, "agent_config": {"channels": 4}})
+        episodes = tmp_path / "episodes.jsonl"
+        save_tasks(toy_episodes(name="ToyGlyphs-v0", test_ways=2, test_shots=1, test_queries=3,
+                                num_test_tasks=7).test_tasks, episodes)
+        capsys.readouterr()
+        assert main(["eval", run_dir, "--tasks", "7", f"family_overrides.test_episodes={episodes}"]) == 0
+    finally:
+        registry._REGISTRY.pop("ToyGlyphs-v0")
+        gym.registry.pop("metarl/ToyGlyphs-v0", None)
+    out = capsys.readouterr().out
+    assert f"(2-way 1-shot 3-query, 7 episodes of {episodes} from 8 classes)" in out and "3-way" not in out
