@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from metarl.functional import Params, call
-from metarl.inner_loop import InnerLoopAgent, InnerLoopConfig, InnerProblem
+from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig, InnerProblem
 
 __all__ = ["ANIL", "ANILConfig"]
 

@@ -6,7 +6,7 @@ element-wise product, so ``alpha`` sets each parameter's step size and sign), an
 meta-learned together on the query loss at ``theta'_i`` (its Algorithm 1). The learned rates are the
 per-parameter ``lr`` dict of the shared :func:`metarl.functional.sgd_step`; they start at ``inner_lr`` (the
 paper draws them at random in a range) and live in the model (``model["lr"]``), so the optimiser and
-checkpoints cover them. Everything else is MAML (the shared :class:`~metarl.inner_loop.InnerLoopAgent`).
+checkpoints cover them. Everything else is MAML (the shared :class:`~metarl.supervised_inner_loop.InnerLoopAgent`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metarl.functional import Params
-from metarl.inner_loop import InnerLoopAgent, InnerLoopConfig
+from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig
 
 __all__ = ["MetaSGD", "MetaSGDConfig"]
 

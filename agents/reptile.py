@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from metarl.functional import Params, call, detach
-from metarl.inner_loop import InnerLoopAgent, InnerLoopConfig, task_loss
+from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig, task_loss
 from metarl.supervised import FewShotBatch, episode_scores
 
 __all__ = ["OUTER_OPTIMIZERS", "Reptile", "ReptileConfig"]
