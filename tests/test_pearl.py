@@ -3,6 +3,7 @@ evaluation protocol, exact resume with the buffers, bad configs, the sparse poin
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ from metarl.agents.pearl import kl_to_prior, product_of_gaussians
 
 import metarl
 from metarl.cli import main
-from metarl.config import ConfigError, build_dataclass
+from metarl.config import ConfigError, build_dataclass, load_config
 from metarl.replay import ReplayBuffer
+from metarl.run import build_run
 from metarl.sac import TanhGaussianPolicy, q_target, tanh_gaussian_log_prob, v_target
 
 TINY = {"latent_size": 2, "encoder_hidden_sizes": [8], "hidden_sizes": [8, 8], "meta_batch_size": 3, "batch_size": 4,
@@ -300,3 +302,10 @@ def test_train_and_eval_through_the_command_line(tmp_path, capsys):
     assert [s["episodes_of_experience"] for s in report["steps"]] == [0, 1, 2]  # eval_steps 2: 3 trajectories
     assert (run_dir / "videos" / "task0.gif").is_file()
     assert "trajectory on the new task" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["pearl_navigation2d", "pearl_halfcheetah_vel", "pearl_sparse_point_robot"])
+def test_experiment_configs_build(name):
+    config = load_config(Path(__file__).resolve().parents[1] / "experiments" / f"{name}.yaml")
+    family, agent, _ = build_run(config)
+    assert isinstance(agent, PEARL) and config.eval_tasks == len(family.test_tasks[: config.eval_tasks])
