@@ -2,6 +2,7 @@
 
 import pickle
 
+import gymnasium as gym
 import metaworld
 import numpy as np
 import pytest
@@ -22,6 +23,17 @@ def test_ml1_splits_are_the_classic_api_train_and_test_goals():
     bench = metaworld.ML1("reach-v3", seed=3)
     for ours, theirs in ((fam.train_tasks, bench.train_tasks), (fam.test_tasks, bench.test_tasks)):
         np.testing.assert_array_equal([t["rand_vec"] for t in ours], [pickle.loads(t.data)["rand_vec"] for t in theirs])
+
+
+def test_the_ml1_train_vector_id_builds_the_test_goals_which_our_train_split_never_holds():
+    """The upstream defect the family works around (metaworld 3.1.1; PR #573): ``Meta-World/ML1-train`` binds its
+    split late and builds the test goals. If this starts failing, upstream fixed it."""
+    vec = gym.make_vec("Meta-World/ML1-train", env_name="reach-v3", seed=0, meta_batch_size=1)
+    built = {tuple(pickle.loads(t.data)["rand_vec"]) for t in vec.get_attr("tasks")[0]}
+    vec.close()
+    fam = metarl.envs.make("ML1-v0", env_name="reach-v3", seed=0)
+    assert built == {t["rand_vec"] for t in fam.test_tasks}
+    assert not built & {t["rand_vec"] for t in fam.train_tasks}
 
 
 def test_ml10_classes_and_set_task_switches_class_and_goal():
