@@ -1,7 +1,7 @@
 """MAML-TRPO: Model-Agnostic Meta-Learning for RL with a TRPO outer loop (Finn et al. 2017, Algorithm 3).
 
 Inner loop (eq. 1): ``theta'_i = theta - alpha grad_theta L_Ti(f_theta)`` on support episodes of task
-``T_i``, with the policy-gradient loss of :meth:`MetaRLAgent.inner_loss`. Outer loop (eq. 2), solved as
+``T_i``, with the policy-gradient loss of :meth:`MAMLRLAgent.inner_loss`. Outer loop (eq. 2), solved as
 a trust-region problem (Schulman et al. 2015):
 
     min_theta  L(theta) = mean_i  -E_{query_i} [ pi_theta'_i(a|s) / pi_old_i(a|s) A ]
@@ -39,7 +39,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from metarl.functional import Params, detach, flat, stack, unflatten_like
-from metarl.meta_rl import MetaBatch, MetaRLAgent, MetaRLConfig, masked_mean
+from metarl.meta_rl import MAMLRLAgent, MAMLRLConfig, MetaBatch, masked_mean
 from metarl.sampler import Episodes
 from metarl.task import TaskSource
 from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
@@ -48,8 +48,8 @@ METRICS = ("hvp", "gauss_newton", "fisher")
 
 
 @dataclass
-class MAMLTRPOConfig(MetaRLConfig, TRPOConfig):
-    """MetaRLConfig, the trust region (``max_kl``, ``cg_iters``, ``cg_damping``, ``ls_max_steps``,
+class MAMLTRPOConfig(MAMLRLConfig, TRPOConfig):
+    """MAMLRLConfig, the trust region (``max_kl``, ``cg_iters``, ``cg_damping``, ``ls_max_steps``,
     ``ls_backtrack_ratio``) and the conjugate-gradient metric."""
 
     metric: str = "gauss_newton"  # "hvp" (exact KL Hessian), "gauss_newton" (the same, factored) or "fisher"
@@ -63,7 +63,7 @@ class MAMLTRPOConfig(MetaRLConfig, TRPOConfig):
             raise ValueError(f"metric_subsample must be in (0, 1], got {self.metric_subsample!r}")
 
 
-class MAMLTRPO(MetaRLAgent):
+class MAMLTRPO(MAMLRLAgent):
     config: MAMLTRPOConfig
 
     def __init__(self, family: TaskSource, config: MAMLTRPOConfig, seed: int = 0):

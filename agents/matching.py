@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.nets import class_sum
-from metarl.supervised import FewShotBatch, FewShotConfig, QueryClassifier
+from metarl.supervised import FewShotConfig, QueryClassifier
+from metarl.task import FewShotBatch
 
 __all__ = ["FullContextEmbedding", "MatchingNet", "MatchingNetConfig", "matching_attention", "matching_log_probs"]
 

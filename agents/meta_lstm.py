@@ -39,7 +39,8 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from metarl.functional import Params, flat, unflatten_like
-from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, episode_scores
+from metarl.supervised import FewShotAgent, FewShotConfig, episode_scores
+from metarl.task import FewShotBatch
 
 __all__ = ["MetaLSTM", "MetaLSTMConfig", "MetaLearnerLSTM", "preprocess"]
 

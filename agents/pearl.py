@@ -54,7 +54,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -62,12 +62,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarl.contract import Capability
 from metarl.guards import check_count, check_tasks
 from metarl.nets import mlp
 from metarl.replay import ReplayBuffer
 from metarl.sac import Critic, TanhGaussianPolicy, policy_loss, q_target, small_output, soft_update, v_target
 from metarl.sampler import Episodes, Sampler
-from metarl.task import Task, TaskSource
+from metarl.task import EnvironmentFamily, Task, TaskSource
 from metarl.video import FeedForward, VideoPolicies
 
 __all__ = ["PEARL", "ContextEncoder", "PEARLConfig", "kl_to_prior", "product_of_gaussians"]
@@ -178,6 +179,10 @@ class LatentActor:
 
 
 class PEARL:
+    learns_from: ClassVar[type] = EnvironmentFamily
+    metric = "return"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS})
+
     def __init__(self, family: TaskSource, config: PEARLConfig, seed: int = 0):
         self.family, self.config = family, config
         probe = family.make_env(family.train_tasks[0])

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
-from metarl.meta_rl import MetaBatch, MetaRLAgent, MetaRLConfig, masked_mean
+from metarl.meta_rl import MAMLRLAgent, MAMLRLConfig, MetaBatch, masked_mean
 from metarl.task import TaskSource
 
 
 @dataclass
-class ProMPConfig(MetaRLConfig):
+class ProMPConfig(MAMLRLConfig):
     inner_estimator: str = "lvc"
     learning_rate: float = 1e-3  # Adam step size of the outer loop
     promp_steps: int = 5  # outer steps per meta-batch, without re-sampling
@@ -34,7 +34,7 @@ class ProMPConfig(MetaRLConfig):
     adaptive_inner_kl_penalty: bool = False
 
 
-class ProMP(MetaRLAgent):
+class ProMP(MAMLRLAgent):
     config: ProMPConfig
 
     def __init__(self, family: TaskSource, config: ProMPConfig, seed: int = 0):

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from metarl.nets import class_sum
-from metarl.supervised import FewShotBatch, FewShotConfig, QueryClassifier
+from metarl.supervised import FewShotConfig, QueryClassifier
+from metarl.task import FewShotBatch
 
 __all__ = ["ProtoNet", "ProtoNetConfig", "prototype_logits"]
 

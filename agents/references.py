@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from metarl.task import Task, TaskSource
+from metarl.errors import ConfigError
+from metarl.task import EnvironmentFamily, Task
 
 __all__ = ["BANDIT_STRATEGIES", "MDP_STRATEGIES", "evaluate_references"]
 
@@ -152,7 +153,7 @@ class PSRL(RandomAction):
 MDP_STRATEGIES: dict[str, type] = {"random": RandomAction, "PSRL": PSRL}
 
 
-def _play(family: TaskSource, task: Task, make: Callable, episodes: int, seed: int) -> list[float]:
+def _play(family: EnvironmentFamily, task: Task, make: Callable, episodes: int, seed: int) -> list[float]:
     env = family.make_env(task)
     rng = np.random.default_rng(seed)
     bandit = "probs" in task.keys()
@@ -182,14 +183,14 @@ def _play(family: TaskSource, task: Task, make: Callable, episodes: int, seed: i
     return returns
 
 
-def evaluate_references(family: TaskSource, tasks: list[Task], episodes: int, seed: int) -> dict[str, np.ndarray]:
+def evaluate_references(family: EnvironmentFamily, tasks: list[Task], episodes: int, seed: int) -> dict[str, np.ndarray]:
     """Per strategy, the return of each episode of a trial on each task: ``[episodes, len(tasks)]``."""
     if "probs" in tasks[0].keys():
         strategies = BANDIT_STRATEGIES
     elif "transitions" in tasks[0].keys():
         strategies = MDP_STRATEGIES
     else:
-        raise ValueError(f"reference strategies exist for Bandit and TabularMDP families, not {tasks[0].family}")
+        raise ConfigError(f"reference strategies exist for Bandit and TabularMDP families, not {tasks[0].family}")
     return {
         name: np.array([_play(family, task, make, episodes, seed + i) for i, task in enumerate(tasks)]).T
         for name, make in strategies.items()

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.nets import Conv4, class_sum, conv_block
-from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, query_accuracy
+from metarl.supervised import FewShotAgent, FewShotConfig, query_accuracy
+from metarl.task import FewShotBatch
 
 __all__ = ["RelationModule", "RelationNet", "RelationNetConfig"]
 

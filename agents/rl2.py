@@ -25,19 +25,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from metarl.contract import Capability
 from metarl.guards import check_count, check_tasks
 from metarl.recurrent import RecurrentActor, RecurrentController, RecurrentCritic, RecurrentPolicy
 from metarl.returns import gae
 from metarl.sampler import Sampler
-from metarl.task import Task, TaskSource, as_task
+from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
 from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
-from metarl.video import run_episode
+from metarl.video import VideoPolicies, recurrent_policies, run_episode
 
 OUTER_LOOPS = ("ppo", "trpo")
 CRITICS = ("shared", "separate")
@@ -102,6 +103,10 @@ def _compact(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 
 
 class RL2:
+    learns_from: ClassVar[type] = EnvironmentFamily
+    metric = "return"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT_IN_CONTEXT, Capability.VIDEOS})
+
     def __init__(self, family: TaskSource, config: RL2Config, seed: int = 0):
         self.family, self.config = family, config
         probe = family.make_env(family.train_tasks[0])
@@ -271,6 +276,10 @@ class RL2:
         finally:
             env.close()
         return controller
+
+    def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies:
+        """Episode 1 of a trial against its last episode (``steps`` is unused; :func:`metarl.video.recurrent_policies`)."""
+        return recurrent_policies(self.policy, self.family, self.config.episodes_per_trial, task, seed)
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The curve's x-axis name and the episodes of experience on the task before each point."""

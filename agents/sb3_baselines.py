@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -44,11 +44,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from metarl.contract import Capability, check_source
+from metarl.errors import ConfigError
 from metarl.evaluation import mean_ci
-from metarl.guards import check_count, check_tasks
+from metarl.guards import check_count, check_device, check_tasks
 from metarl.nets import ACTIVATIONS
 from metarl.sampler import Sampler
-from metarl.task import Task, TaskSource
+from metarl.task import EnvironmentFamily, Task
 from metarl.video import FeedForward, VideoPolicies
 from metarl.wrappers import TaskObservation, task_vector
 
@@ -73,6 +75,7 @@ class SB3Config:
     learning_rate: float = 3e-4
     gamma: float = 0.99
     deterministic: bool = False  # evaluate the mean action (False: sample, as the meta-learners' curves do)
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:<index>": where SB3 keeps its networks (small MLPs: the CPU is fast)
     # PPO
     n_epochs: int = 10
     minibatches: int = 20  # batch_size = rollout size // minibatches
@@ -103,6 +106,7 @@ class SB3Config:
             raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in (0, 1] and [0, 1]")
         if self.learning_starts < 0 or self.gradient_steps == 0 or self.gradient_steps < -1:
             raise ValueError("learning_starts must be >= 0 and gradient_steps >= 1 or -1")
+        check_device(self.device)
 
 
 @dataclass
@@ -186,21 +190,22 @@ class SB3Baseline:
     env steps with seeds, evaluation through the sampler, fine-tuning curves, weights and checkpoints."""
 
     config: SB3Config
+    learns_from: ClassVar[type] = EnvironmentFamily
+    metric = "return"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS})
     oracle = False  # the oracle's observations carry the task parameters
     initial_label = "initial"
 
-    def __init__(self, family: TaskSource, config: SB3Config, seed: int = 0):
+    def __init__(self, family: EnvironmentFamily, config: SB3Config, seed: int = 0):
         self.family, self.config, self.seed = family, config, seed
-        if not hasattr(family, "make_env"):
-            raise ValueError(f"{family.name} is a few-shot task source; the SB3 baselines need environments")
+        check_source(type(self), family)
         probe = family.make_env(family.train_tasks[0])
         self.action_space = probe.action_space
         probe.close()
         if config.algorithm == "sac" and not isinstance(self.action_space, gym.spaces.Box):
-            raise ValueError(f"algorithm 'sac' needs continuous (Box) actions; {family.name} has {self.action_space}")
+            raise ConfigError(f"algorithm 'sac' needs continuous (Box) actions; {family.name} has {self.action_space}")
         self.horizon = int(family.horizon)
         self.sampler = Sampler(family, config.episodes_per_task)
-        self.evaluation_info: dict[str, Any] = {}
 
     # -- SB3 models ---------------------------------------------------------------------------
     @property
@@ -229,11 +234,11 @@ class SB3Baseline:
                        batch_size=max(2, rollout // c.minibatches), n_epochs=c.n_epochs, gamma=c.gamma,
                        gae_lambda=c.gae_lambda, clip_range=c.clip_range, ent_coef=c.ent_coef, vf_coef=c.vf_coef,
                        max_grad_norm=c.max_grad_norm, policy_kwargs={**kwargs, "net_arch": list(c.hidden_sizes)},
-                       seed=seed, device="cpu", verbose=0)
+                       seed=seed, device=c.device, verbose=0)
         return SAC("MlpPolicy", env, learning_rate=c.learning_rate, buffer_size=c.buffer_size,
                    learning_starts=c.learning_starts, batch_size=c.sac_batch_size, tau=c.tau, gamma=c.gamma,
                    train_freq=1, gradient_steps=c.gradient_steps,
-                   policy_kwargs={**kwargs, "net_arch": list(c.hidden_sizes)}, seed=seed, device="cpu", verbose=0)
+                   policy_kwargs={**kwargs, "net_arch": list(c.hidden_sizes)}, seed=seed, device=c.device, verbose=0)
 
     def _learn(self, model: BaseAlgorithm, steps: int, seed: int, callback: BaseCallback | None = None) -> None:
         """``steps`` env steps of training, every random draw seeded from ``seed``."""
@@ -327,7 +332,7 @@ class SB3Baseline:
 class _MultiTask(SB3Baseline):
     """Pretrained and oracle: one model trained on the meta-batches the trainer samples."""
 
-    def __init__(self, family: TaskSource, config: SB3Config, seed: int = 0):
+    def __init__(self, family: EnvironmentFamily, config: SB3Config, seed: int = 0):
         super().__init__(family, config, seed)
         train = family.train_tasks  # placeholders until the first meta-batch (cycled for finite families)
         self.model = self._build([train[i % len(train)] for i in range(config.meta_batch_size)], seed)
@@ -373,13 +378,15 @@ class SB3Scratch(SB3Baseline):
     """PPO (or SAC) from a seeded random initialisation on each held-out task; no meta-training."""
 
     config: SB3ScratchConfig
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS, Capability.EVALUATION_INFO})
     initial_label = "untrained"
 
-    def __init__(self, family: TaskSource, config: SB3ScratchConfig, seed: int = 0):
+    def __init__(self, family: EnvironmentFamily, config: SB3ScratchConfig, seed: int = 0):
         super().__init__(family, config, seed)
         model = self._build([family.train_tasks[0]], seed)
         self.initial = self._weights(model)
         model.get_env().close()
+        self.evaluation_info: dict[str, Any] = {}  # the large-budget reference, from adaptation_curve
 
     def _initial_weights(self) -> dict[str, torch.Tensor]:
         return self.initial
@@ -391,7 +398,7 @@ class SB3Scratch(SB3Baseline):
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """The curve of :class:`SB3Baseline`, and with ``ceiling_budgets`` the large-budget reference on the
-        first ``ceiling_tasks`` tasks (in ``evaluation_info``, which ``metarl eval`` adds to the JSON)."""
+        first ``ceiling_tasks`` tasks (in ``evaluation_info``, which the evaluation adds to its JSON)."""
         c, tasks, steps = self.config, check_tasks(tasks), check_count("steps", steps, 0)
         self.evaluation_info = {}
         curve, ceiling = [], []

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.nets import class_sum
-from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, query_accuracy
+from metarl.supervised import FewShotAgent, FewShotConfig, query_accuracy
+from metarl.task import FewShotBatch
 
 __all__ = ["Siamese", "SiameseConfig", "WeightedL1", "balanced_pair_mean", "contrastive_loss", "euclidean_distance"]
 

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from metarl.guards import check_count
-from metarl.supervised import FewShotBatch
-from metarl.task import Task
+from metarl.task import FewShotBatch, Task
 
 from .registry import register
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metarl.evaluation import SCORE_KEYS, read_report
 from metarl.logger import read_metrics
 
 
@@ -33,9 +34,10 @@ def main(run_dirs: list[str]) -> None:
     for d in map(Path, run_dirs):
         if not (d / "eval.json").is_file():
             continue
-        report = json.loads((d / "eval.json").read_text())
+        report = read_report(d / "eval.json")
         rows = read_metrics(d)
-        curve = "; ".join(f"{s['index']}: {s['mean_return']:.2f} ± {s['ci95']:.2f}" for s in report["steps"])
+        mean_key = SCORE_KEYS[report["metric"]][0]
+        curve = "; ".join(f"{s['index']}: {s[mean_key]:.2f} ± {s['ci95']:.2f}" for s in report["steps"])
         gains = "; ".join(f"{s['index']}: {s['gain']:+.2f} ± {s['gain_ci95']:.2f}" for s in report["steps"][1:])
         seconds = statistics.median(r["time_s"] for r in rows)
         steps = statistics.median(r["env_steps"] for r in rows)

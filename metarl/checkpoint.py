@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from metarl.errors import CheckpointError
 from metarl.guards import check_finite, nonfinite_entry
 from metarl.rundir import atomic_write
 
@@ -19,10 +20,6 @@ __all__ = ["CheckpointError", "checkpoint_iteration", "latest_checkpoint", "load
            "save_checkpoint"]
 
 NAME = re.compile(r"iter_(\d+)\.pt")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit the run; the message names the path."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

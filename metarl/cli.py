@@ -18,9 +18,10 @@
                                                        multi-seed report: IQM/mean with bootstrap CIs, curves, table
 
 The command line reaches the task families through their registry and builds its runs with
-:mod:`metarl.run`, as ``metarl.load`` does. Every error a user can cause (a bad config,
-checkpoint or run directory, a run that diverged) ends the command with exit code 2 and one line on stderr
-naming the problem.
+:mod:`metarl.run`, as ``metarl.load`` does. Every error a user can cause (a bad config, checkpoint or run
+directory, a run that diverged: a :class:`~metarl.errors.MetaRLError`) and what the machine lacks (a file, an
+optional package) ends the command with exit code 2 and one line on stderr naming the problem; any other
+exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -37,20 +38,30 @@ from typing import Any
 
 import numpy as np
 
-from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent
-from metarl.config import ConfigError, RunConfig, config_reference, load_config
-from metarl.run import build_run, load, saved_config
-from metarl.rundir import remove_temp_files, run_lock, write_json
-from metarl.task import as_task
+from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
+from metarl.config import RunConfig, config_reference, load_config
+from metarl.contract import Capability, require
+from metarl.errors import CheckpointError, ConfigError, MetaRLError
+from metarl.evaluation import SCORE_KEYS, read_report
+from metarl.run import agent_classes, agent_names, build_run, load, make_family, reference_curves, saved_config
+from metarl.rundir import remove_temp_files, run_lock
+from metarl.task import EnvironmentFamily, as_task, provides
 from metarl.trainer import EVAL_SEED_SALT, RESUME_OVERRIDABLE, Trainer, derive_seed
-
-FEW_SHOT_SOURCES = ("Omniglot-v0", "Sinusoid-v0")  # built-in task sources without environments
 
 
 def _families() -> Any:
     import metarl.envs
 
     return metarl.envs
+
+
+def _environment_families() -> list[str]:
+    """The registered families that build environments, without making them: those registered as gymnasium ids
+    (few-shot episode sources are not)."""
+    import gymnasium as gym
+
+    envs = _families()
+    return [name for name in envs.registered() if f"{envs.registry.GYM_NAMESPACE}/{name}" in gym.registry]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -102,12 +113,11 @@ def rollout_returns(env: Any, episodes: int, seed: int) -> tuple[list[float], in
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    envs = _families()
-    names = args.names or [n for n in envs.registered() if n not in FEW_SHOT_SOURCES]
+    names = args.names or _environment_families()
     print(f"{'family':26s} {'split':5s} {'task':44s} {'return':>10s} {'steps':>6s} {'steps/s':>9s}")
     for name in names:
-        family = envs.make(name)
-        if not hasattr(family, "make_env"):
+        family = make_family(name)
+        if not provides(family, EnvironmentFamily):
             raise ConfigError(f"{name!r} is a few-shot task source: it has no environment to roll out")
         for split, task in (("train", family.train_tasks[0]), ("test", family.test_tasks[0])):
             env = family.make_env(task)
@@ -157,7 +167,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                       progress=not args.no_progress)
     print(f"run directory: {run_dir}")
     if config.evaluate:
-        _add_agent_info(agent, run_dir / "eval.json")
         _print_eval(run_dir)
     return 0
 
@@ -227,7 +236,8 @@ def train_seeds(args: argparse.Namespace) -> int:
 
 
 EVAL_OVERRIDABLE = ("family_overrides.test_ways", "family_overrides.test_shots", "family_overrides.test_queries",
-                    "family_overrides.num_test_tasks", "family_overrides.test_episodes", "eval_tasks", "eval_steps")
+                    "family_overrides.num_test_tasks", "family_overrides.test_episodes", "eval_tasks", "eval_steps",
+                    "agent_config.device")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -249,13 +259,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
         state = load_checkpoint(path)
         family, agent, resolved = _build(config)
-        if args.video:  # a family that cannot render is refused before the evaluation
+        if args.video:  # an agent or a family that cannot make videos is refused before the evaluation
             from metarl.video import check_renderable
 
+            require(agent, Capability.VIDEOS, "make videos")
             check_renderable(family, family.test_tasks[0])
         restore_agent(agent, state, path, config.agent)
         Trainer(config, family, agent, run_dir, resolved).evaluate(args.tasks, args.steps, args.name)
-        _add_agent_info(agent, run_dir / f"{args.name}.json")
         _print_eval(run_dir, args.name)
         if args.video:
             from metarl.video import write_videos
@@ -282,15 +292,19 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         raise ConfigError(f"--task must be a JSON mapping of the task's parameters, e.g. '{{\"goal\": [0.3, -0.2]}}'; "
                           f"got {args.task!r}")
     agent = load(run_dir, args.checkpoint)
-    if not hasattr(agent, "adapt"):
-        raise ConfigError(f"metarl adapt takes a meta-RL agent (maml_trpo, promp, rl2); the agent of "
-                          f"{str(run_dir)!r} is {type(agent).__name__}")
-    in_context = hasattr(agent.config, "episodes_per_trial")  # RL²: adapts through the episodes of a trial
+    in_context = Capability.ADAPT_IN_CONTEXT in agent.capabilities  # RL²: adapts through the episodes of a trial
+    if not in_context:
+        require(agent, Capability.ADAPT, "adapt to a task you give (metarl adapt takes maml_trpo, promp, rl2)")
     given, wanted = ("--steps", "--episodes") if in_context else ("--episodes", "--steps")
     if getattr(args, given.removeprefix("--")) is not None:
         raise ConfigError(f"{type(agent).__name__} adapts {'in context' if in_context else 'by inner steps'}: "
                           f"give {wanted}, not {given}")
-    task = as_task(agent.family, params)
+    try:
+        task = as_task(agent.family, params)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConfigError(f"--task {args.task}: {err}") from None
+    if args.video:
+        require(agent, Capability.VIDEOS, "make videos")
     if in_context:
         episodes = agent.config.episodes_per_trial if args.episodes is None else args.episodes
         returns = agent.adapt(task, episodes, seed=args.seed).returns
@@ -312,27 +326,20 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_agent_info(agent: Any, path: Path) -> None:
-    """Add what the agent measured beside its curve (``agent.evaluation_info``, e.g. the scratch baseline's
-    large-budget reference) to the evaluation JSON."""
-    info = getattr(agent, "evaluation_info", None)
-    if info and path.is_file():
-        write_json(path, {**json.loads(path.read_text()), **info})
-
-
 def _interval(half_width: float | None) -> str:
     """A 95% interval's half-width as printed; ``n/a`` where it is undefined (one task: ``null`` in the JSON)."""
     return "n/a" if half_width is None else f"{half_width:.2f}"
 
 
 def _print_eval(run_dir: Path, name: str = "eval") -> None:
-    report = json.loads((run_dir / f"{name}.json").read_text())
+    report = read_report(run_dir / f"{name}.json")
     print(f"{report['label']}: {report['num_tasks']} held-out tasks")
     print(f"  {report['x_label']}:")
-    supervised = report.get("metric", "return") != "return"  # few-shot: the points are inner steps
+    mean_key = SCORE_KEYS[report["metric"]][0]
+    few_shot = report["metric"] != "return"  # the points are inner steps, not episodes
     for step in report["steps"]:
-        where = "" if supervised else f" ({step['episodes_of_experience']:4d} episodes of experience)"
-        print(f"  {step['index']:3d}{where}: {step['mean_return']:10.2f} +- {_interval(step['ci95'])}   gain over "
+        where = "" if few_shot else f" ({step['episodes_of_experience']:4d} episodes of experience)"
+        print(f"  {step['index']:3d}{where}: {step[mean_key]:10.2f} +- {_interval(step['ci95'])}   gain over "
               f"point 0: {step['gain']:+.2f} +- {_interval(step['gain_ci95'])}")
     ceiling = report.get("reference_ceiling")
     if ceiling:
@@ -350,12 +357,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         path = Path(run_dir) / "eval.json"
         if not path.is_file():
             raise ConfigError(f"{str(path)!r} does not exist: run `metarl eval {run_dir}` first")
-        reports.append(json.loads(path.read_text()))
+        reports.append(read_report(path))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     plot_adaptation(reports, args.out, title=args.title or reports[0].get("family", ""))
     print(f"{'run':40s} " + " ".join(f"{f'point {s}':>16s}" for s in range(len(reports[0]["steps"]))))
     for r in reports:
-        cells = " ".join(f"{s['mean_return']:8.2f} +-{s['ci95']:6.2f}" for s in r["steps"])
+        cells = " ".join(f"{s[SCORE_KEYS[r['metric']][0]]:8.2f} +-{s['ci95']:6.2f}" for s in r["steps"])
         print(f"{r['label']:40s} {cells}")
     print(f"written: {args.out}")
     return 0
@@ -374,15 +381,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_references(args: argparse.Namespace) -> int:
-    from metarl.agents.references import evaluate_references
     from metarl.evaluation import adaptation_report, mean_ci, write_report
 
     run_dir = Path(args.run_dir)
     config = saved_config(run_dir)
-    family = _families().make(config.family, **config.family_overrides)
+    family = make_family(config.family, config.family_overrides)
     episodes = int(config.agent_config.get("episodes_per_trial", 1))
     tasks = family.test_tasks[: config.eval_tasks]
-    results = evaluate_references(family, tasks, episodes, seed=config.seed)
+    results = reference_curves(family, tasks, episodes, seed=config.seed)
     reports = [adaptation_report(curve, name, "episode of the trial", list(range(episodes)))
                for name, curve in results.items()]
     with run_lock(run_dir):
@@ -390,7 +396,7 @@ def cmd_references(args: argparse.Namespace) -> int:
     rows = [(r["label"], np.asarray(r["per_task_returns"]).sum(0)) for r in reports]
     evaluated = run_dir / "eval.json"
     if evaluated.is_file():
-        curve = np.asarray(json.loads(evaluated.read_text())["per_task_returns"])
+        curve = np.asarray(read_report(evaluated)["per_task_returns"])
         rows.insert(0, (f"{config.agent} (this run)", curve.sum(0)))
     print(f"{config.family} {config.family_overrides}: total reward over a trial of {episodes} episode(s), "
           f"{len(tasks)} held-out tasks")
@@ -402,11 +408,7 @@ def cmd_references(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from metarl.agents import AGENTS
-
-    if args.agent is not None and args.agent not in AGENTS:
-        raise ConfigError(f"unknown agent {args.agent!r}; accepted: {', '.join(AGENTS)}")
-    cls = RunConfig if args.agent is None else AGENTS[args.agent][1]
+    cls = RunConfig if args.agent is None else agent_classes(args.agent)[1]
     rows = config_reference(cls)
     title = "run config (the top level of a YAML config)" if args.agent is None else f"agent_config of {args.agent}"
     if args.markdown:
@@ -422,7 +424,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             if row["description"]:
                 print(f"  {'':22s} {row['description']}")
     if args.agent is None:
-        print(f"\nagents (metarl config AGENT for their fields): {', '.join(AGENTS)}")
+        print(f"\nagents (metarl config AGENT for their fields): {', '.join(agent_names())}")
     return 0
 
 
@@ -523,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
-    except (ValueError, TypeError, ImportError, OSError) as err:
+    except (MetaRLError, ImportError, OSError) as err:  # anything else is a bug: its traceback shows
         message = f"{err.strerror}: {err.filename!r}" if isinstance(err, OSError) and err.filename else str(err)
         print(f"metarl {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2

@@ -28,14 +28,12 @@ from typing import Any
 
 import yaml
 
+from metarl.errors import ConfigError
+
 __all__ = ["RANGES", "ConfigError", "Range", "RunConfig", "build_dataclass", "check_ranges", "config_reference",
            "load_config", "parse_overrides"]
 
 MAX_INT = 2**31 - 1
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the offending field or value."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ with a message that names them.
 - :func:`check_transitions`: observations and rewards an environment returns (the sampler calls it);
 - :func:`nonfinite_entry` and :func:`check_finite`: the first non-finite number in a nested state
   (parameters, optimiser state, statistics), which the sampler, the trainer and the checkpoints refuse;
-- :func:`check_count` and :func:`check_tasks`: the counts and task lists of the Python API.
+- :func:`check_count` and :func:`check_tasks`: the counts and task lists of the Python API;
+- :func:`check_device`: a device name, refused where this machine lacks the device.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["NonFiniteError", "check_count", "check_finite", "check_tasks", "check_transitions", "nonfinite_entry"]
+from metarl.errors import NonFiniteError
 
-
-class NonFiniteError(ValueError):
-    """A NaN or infinity where only finite numbers make sense; the message names where it was found."""
+__all__ = ["NonFiniteError", "check_count", "check_device", "check_finite", "check_tasks", "check_transitions",
+           "nonfinite_entry"]
 
 
 def check_count(name: str, value: Any, minimum: int = 1) -> int:
@@ -30,6 +30,25 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_device(name: str) -> torch.device:
+    """``name`` (``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``) as a torch device, else a ``ValueError`` naming it; a
+    CUDA device this machine lacks is refused too."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {name!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r} is not available: this machine has no CUDA device; use device 'cpu'")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r} is not available: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def check_tasks(tasks: Any) -> list[Any]:

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from metarl.rundir import atomic_write
+from metarl.rundir import RunDirError, atomic_write
 
 __all__ = ["MetricsLogger", "read_metrics"]
 
@@ -40,7 +40,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
             except ValueError:
                 row = None
             if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
-                raise ValueError(f"{str(path)!r} line {number} is not a metrics row: {line[:80]!r}")
+                raise RunDirError(f"{str(path)!r} line {number} is not a metrics row: {line[:80]!r}")
             rows.append(row)
         return rows
     path = path.with_suffix(".csv")

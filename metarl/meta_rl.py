@@ -1,11 +1,11 @@
-"""What every gradient-based meta-RL agent shares: sampling support and query episodes, advantages,
+"""What the MAML-RL agents (MAML-TRPO, ProMP) share: sampling support and query episodes, advantages,
 the policy-gradient inner loop, and the adaptation curve on held-out tasks.
 
 For a meta-batch of tasks ``T_i``, MAML-RL (Finn et al. 2017, Algorithm 3) samples *support*
 episodes with ``theta``, adapts ``theta'_i = theta - alpha grad L_i(theta)`` (``inner_steps`` times),
 samples *query* episodes with ``theta'_i``, and lets the agent's outer loop improve the post-adaptation
 objective. Outer loops (TRPO, ProMP) live in ``metarl.agents``; they differentiate through
-:meth:`MetaRLAgent.adapted`, which rebuilds ``theta'`` from ``theta`` with the graph kept.
+:meth:`MAMLRLAgent.adapted`, which rebuilds ``theta'`` from ``theta`` with the graph kept.
 """
 
 from __future__ import annotations
@@ -13,26 +13,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from metarl.contract import Capability
 from metarl.functional import Params, detach, sgd_step, stack
 from metarl.guards import check_count, check_tasks
 from metarl.policies import Policy, make_policy
 from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
 from metarl.sampler import EnvSource, Episodes, Sampler
-from metarl.task import Task, TaskSource, as_task
+from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
+from metarl.video import VideoPolicies, maml_policies
 
-__all__ = ["AdaptedPolicy", "MetaBatch", "MetaRLAgent", "MetaRLConfig", "masked_mean"]
+__all__ = ["AdaptedPolicy", "MAMLRLAgent", "MAMLRLConfig", "MetaBatch", "masked_mean"]
 
 INNER_ESTIMATORS = ("vpg", "lvc")
 
 
 @dataclass
-class MetaRLConfig:
+class MAMLRLConfig:
     """Hyperparameters shared by the MAML-RL agents (pytorch-maml-rl / ProMP names in comments)."""
 
     meta_batch_size: int = 40  # tasks per meta-iteration (meta-batch-size)
@@ -71,7 +73,7 @@ class MetaRLConfig:
 
 
 class AdaptedPolicy:
-    """A policy adapted to one task (from :meth:`MetaRLAgent.adapt`): ``act(obs)`` gives its actions.
+    """A policy adapted to one task (from :meth:`MAMLRLAgent.adapt`): ``act(obs)`` gives its actions.
 
     ``returns``: the mean episode return on the task before and after each inner step of the adaptation."""
 
@@ -116,12 +118,15 @@ class MetaBatch:
         return sum(e.env_steps for e in self.support) + self.query.env_steps
 
 
-class MetaRLAgent(ABC):
+class MAMLRLAgent(ABC):
     """Policy, sampler and inner loop; subclasses implement :meth:`meta_step` (the outer loop)."""
 
-    config: MetaRLConfig
+    config: MAMLRLConfig
+    learns_from: ClassVar[type] = EnvironmentFamily
+    metric = "return"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT, Capability.VIDEOS})
 
-    def __init__(self, family: TaskSource, config: MetaRLConfig, seed: int = 0):
+    def __init__(self, family: TaskSource, config: MAMLRLConfig, seed: int = 0):
         self.family, self.config = family, config
         probe = family.make_env(family.train_tasks[0])
         torch.manual_seed(seed)
@@ -248,6 +253,10 @@ class MetaRLAgent(ABC):
         returns = [e.episode_returns().mean().item() for e in [*batch.support, batch.query]]
         return AdaptedPolicy(self.policy, {k: v[0] for k, v in batch.query_params.items()}, task, returns,
                              self.action_space)
+
+    def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies:
+        """``theta`` against ``theta'`` after ``steps`` inner steps on ``task`` (:func:`metarl.video.maml_policies`)."""
+        return maml_policies(self, task, steps, seed)
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The adaptation curve's x-axis, and the episodes of experience on the task before each point."""

@@ -4,7 +4,7 @@ Runs whose ``config.yaml`` differ only in ``seed`` (once the agent's current def
 earlier version lacks) are one *method*, labelled by the run directory's name
 without a trailing ``-seed<k>``. For each method the report shows
 
-* the adaptation curve on held-out tasks, read from each seed's ``eval.json`` (``per_task_returns``): at each
+* the adaptation curve on held-out tasks, read from each seed's ``eval.json`` (its per-task scores): at each
   point, each seed's interquartile mean and mean over its held-out tasks, averaged over seeds, with 95%
   bootstrap intervals over seeds (:mod:`metarl.statistics`); all methods of a task family share a figure;
 * the learning curve over meta-training (``return_post``, or ``accuracy`` for few-shot runs, per iteration):
@@ -18,7 +18,6 @@ around, while the Markdown page links them. ``summary.json`` holds every number 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import json
 import re
@@ -28,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from metarl.config import ConfigError, build_dataclass
-from metarl.evaluation import curve_axis, metric_name
+from metarl.config import read_yaml
+from metarl.errors import ConfigError, RunDirError
+from metarl.evaluation import SCORE_KEYS, curve_axis, metric_name, read_report
 from metarl.logger import read_metrics
+from metarl.run import with_agent_defaults
 from metarl.statistics import aggregate
 
-__all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_label", "with_agent_defaults"]
+__all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_label"]
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 LEARNING_KEYS = ("return_post", "accuracy", "mse", "loss")  # the first one every run of a method logs
@@ -76,27 +76,15 @@ def method_label(run_dir: str | Path) -> str:
     return SEED_SUFFIX.sub("", Path(run_dir).resolve().name)
 
 
-def with_agent_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with every field of its agent's config dataclass present, so that a run saved before a field
-    existed compares equal to one saved after with that field at its default. Unknown agents or fields that no
-    longer validate leave the config as saved."""
-    from metarl.agents import AGENTS
-
-    if config.get("agent") not in AGENTS:
-        return config
-    try:
-        agent_config = build_dataclass(AGENTS[config["agent"]][1], config.get("agent_config") or {}, "agent_config")
-    except ConfigError:  # build_dataclass reports every invalid field as one
-        return config
-    return {**config, "agent_config": dataclasses.asdict(agent_config)}
-
-
 def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
-        raise FileNotFoundError(f"{str(path)!r} is not a run directory (no config.yaml)")
-    config = with_agent_defaults(yaml.safe_load((path / "config.yaml").read_text()))
-    evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
+        raise RunDirError(f"{str(path)!r} is not a run directory (no config.yaml)")
+    saved = read_yaml(path / "config.yaml", "run config")
+    if not isinstance(saved, dict):
+        raise RunDirError(f"run config {str(path / 'config.yaml')!r} does not hold a mapping; it was edited or damaged")
+    config = with_agent_defaults(saved)
+    evaluation = read_report(path / "eval.json") if (path / "eval.json").is_file() else None
     metrics = read_metrics(path)
     return Run(path, config, evaluation, metrics)
 
@@ -115,7 +103,7 @@ def group_runs(runs: list[Run]) -> list[Method]:
         seeds = [r.seed for r in members]
         for a, b in zip(members, members[1:], strict=False):
             if a.seed == b.seed:
-                raise ValueError(f"runs {str(a.path)!r} and {str(b.path)!r} have the same config and seed {a.seed}: "
+                raise ConfigError(f"runs {str(a.path)!r} and {str(b.path)!r} have the same config and seed {a.seed}: "
                                  "a method's seeds must be independent runs")
         label = " / ".join(dict.fromkeys(method_label(r.path) for r in members))
         unique, n = label, 2
@@ -141,8 +129,8 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
     tasks = min(int(r["num_tasks"]) for r in reports)
     if any(len(r["steps"]) != points or int(r["num_tasks"]) != tasks for r in reports):
         method.notes.append(f"seeds evaluated differently: the first {points} points and {tasks} tasks they share")
-    curves = [np.asarray(r["per_task_returns"], dtype=np.float64)[:points, :tasks] for r in reports]
     first = reports[0]
+    curves = [np.asarray(r[SCORE_KEYS[r["metric"]][1]], dtype=np.float64)[:points, :tasks] for r in reports]
     rows = []
     for s in range(points):
         scores = np.stack([curve[s] for curve in curves])  # [seed, task]
@@ -155,7 +143,7 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
             row["gain_mean"], row["gain_mean_ci"] = gain["mean"], gain["mean_ci"]
             row["gain_per_seed_mean"] = gain["per_seed_mean"]
         rows.append(row)
-    result = {"x_label": first["x_label"], "metric": first.get("metric", "return"), "family": method.config["family"],
+    result = {"x_label": first["x_label"], "metric": first["metric"], "family": method.config["family"],
               "seeds": [run.seed for run in evaluated], "num_tasks": tasks, "points": rows}
     ceilings = [r["reference_ceiling"] for r in reports if "reference_ceiling" in r]
     if ceilings:  # a from-scratch baseline trained on with a large budget (sb3_scratch's ceiling_budgets)
@@ -385,9 +373,9 @@ def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html",
     """Write the report of ``run_dirs`` into the folder ``out``: ``report.html`` (or ``report.md``), the PNG
     figures and ``summary.json``. Returns the page's path."""
     if fmt not in ("html", "md"):
-        raise ValueError(f"unknown report format {fmt!r}; accepted: html, md")
+        raise ConfigError(f"unknown report format {fmt!r}; accepted: html, md")
     if not run_dirs:
-        raise ValueError("metarl report needs at least one run directory")
+        raise ConfigError("metarl report needs at least one run directory")
     paths: dict[Path, Path] = {}
     for d in run_dirs:  # each directory once, as first given
         paths.setdefault(Path(d).resolve(), Path(d))

@@ -2,7 +2,7 @@
 loaded back from a run directory (:func:`load`, exported as ``metarl.load``).
 
 This is the composition root of the library: the one core module that reaches the task families and the
-agents, and only through their registries (the command line builds its runs here too).
+agents, and only through their registries (the command line and the reports reach them here too).
 
 A few-shot run also holds ``source.json``: what its agent needs of the task source (the example shape, the
 metric, the ways and shots), so that loading the agent needs no data set.
@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
-from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent
-from metarl.config import ConfigError, RunConfig, build_dataclass, load_config, read_yaml
+from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
+from metarl.config import RunConfig, build_dataclass, load_config, read_yaml
+from metarl.contract import Agent, check_agent, check_source
+from metarl.errors import CheckpointError, ConfigError, MetaRLError
 from metarl.rundir import atomic_write
+from metarl.task import EpisodeSource, Task, TaskSource, provides
 
-__all__ = ["SOURCE_FILE", "SavedSource", "build_run", "load", "saved_config", "set_eval", "write_source"]
+__all__ = ["SOURCE_FILE", "SavedSource", "agent_classes", "agent_names", "build_run", "load", "make_family",
+           "reference_curves", "saved_config", "set_eval", "with_agent_defaults", "write_source"]
 
 SOURCE_FILE = "source.json"
 EPISODE_FIELDS = ("ways", "shots", "test_ways", "test_shots")  # what some learners size their networks by
@@ -38,8 +44,8 @@ class SavedSource:
 
     @classmethod
     def of(cls, family: Any) -> SavedSource | None:
-        """The saved form of a few-shot source (one with ``batch``), or None for an environment family."""
-        if not hasattr(family, "batch"):
+        """The saved form of a few-shot source (an :class:`EpisodeSource`), or None for an environment family."""
+        if not provides(family, EpisodeSource):
             return None
         spec = {"name": family.name, "metric": family.metric, "describe": family.describe(),
                 **{k: getattr(family, k) for k in EPISODE_FIELDS if hasattr(family, k)}}
@@ -80,18 +86,72 @@ def _read_source(run_dir: Path) -> SavedSource | None:
                           "source from its data") from None
 
 
-def build_run(config: RunConfig, source: Any = None) -> tuple[Any, Any, dict[str, Any]]:
-    """The task source and agent a config names, and the config with every agent default filled in;
-    ``source``: use this task source instead of making the config's family."""
+def make_family(name: str, overrides: Mapping[str, Any] | None = None) -> TaskSource:
+    """The task family (or few-shot episode source) registered as ``name``, made with ``overrides``; an unknown
+    name or override, or a value the family refuses, is a :class:`ConfigError`."""
     import metarl.envs
+
+    try:
+        return metarl.envs.make(name, **(overrides or {}))
+    except MetaRLError:
+        raise
+    except ValueError as err:
+        raise ConfigError(" ".join(str(err).split())) from err
+
+
+def agent_names() -> list[str]:
+    """The names of the registered agents (``metarl.agents.AGENTS``)."""
     from metarl.agents import AGENTS
 
-    family = source if source is not None else metarl.envs.make(config.family, **config.family_overrides)
-    if config.agent not in AGENTS:
-        raise ConfigError(f"unknown agent {config.agent!r}; accepted: {', '.join(AGENTS)}")
-    agent_cls, config_cls = AGENTS[config.agent]
+    return list(AGENTS)
+
+
+def agent_classes(name: str) -> tuple[type, type]:
+    """The agent class and its config class registered as ``name``; an unknown name is a :class:`ConfigError`."""
+    from metarl.agents import AGENTS
+
+    if name not in AGENTS:
+        raise ConfigError(f"unknown agent {name!r}; accepted: {', '.join(AGENTS)}")
+    return AGENTS[name]
+
+
+def with_agent_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config with every field of its agent's config dataclass present, so that a run saved before a
+    field existed compares equal to one saved after with that field at its default. Unknown agents or fields
+    that no longer validate leave the config as saved."""
+    if config.get("agent") not in agent_names():
+        return config
+    try:
+        agent_config = build_dataclass(agent_classes(config["agent"])[1], config.get("agent_config") or {},
+                                       "agent_config")
+    except ConfigError:  # build_dataclass reports every invalid field as one
+        return config
+    return {**config, "agent_config": dataclasses.asdict(agent_config)}
+
+
+def reference_curves(family: TaskSource, tasks: list[Task], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """The classic bandit and MDP strategies RL^2 is compared against, on ``tasks``: per strategy, the return of
+    each episode of a trial on each task (:func:`metarl.agents.references.evaluate_references`)."""
+    from metarl.agents.references import evaluate_references
+
+    return evaluate_references(family, tasks, episodes, seed)
+
+
+def build_run(config: RunConfig, source: Any = None) -> tuple[Any, Agent, dict[str, Any]]:
+    """The task source and agent a config names, and the config with every agent default filled in;
+    ``source``: use this task source instead of making the config's family. A value the agent refuses is a
+    :class:`ConfigError`; the agent is checked against the agent contract (:func:`metarl.contract.check_agent`)."""
+    family = source if source is not None else make_family(config.family, config.family_overrides)
+    agent_cls, config_cls = agent_classes(config.agent)
     agent_config = build_dataclass(config_cls, config.agent_config, f"agent_config of {config.agent}")
-    agent = agent_cls(family, agent_config, seed=config.seed)
+    check_source(agent_cls, family)
+    try:
+        agent = agent_cls(family, agent_config, seed=config.seed)
+    except MetaRLError:
+        raise
+    except ValueError as err:  # the agent refused its config or its family (a cell, an action space)
+        raise ConfigError(" ".join(str(err).split())) from err
+    check_agent(agent)
     resolved = {**config.to_dict(), "agent_config": dataclasses.asdict(agent_config)}
     return family, agent, resolved
 
@@ -114,13 +174,14 @@ def set_eval(agent: Any) -> None:
             value.eval()
 
 
-def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> Any:
+def load(run_dir: str | Path, checkpoint: str | Path | None = None, device: str | None = None) -> Agent:
     """The trained agent of a run directory, in eval mode, from its latest checkpoint (or ``checkpoint``).
 
     A few-shot learner needs no data set (``agent.fit(support_x, support_y).predict(query_x)``); a meta-RL
-    agent gets its task family from the run's config (``agent.adapt(task)``)."""
+    agent gets its task family from the run's config (``agent.adapt(task)``). ``device``: where an agent with a
+    ``device`` field keeps its networks, instead of the run's (``"cpu"`` for a run trained on a GPU)."""
     run_dir = Path(run_dir)
-    config = saved_config(run_dir)
+    config = saved_config(run_dir, None if device is None else [f"agent_config.device={device}"])
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to load")

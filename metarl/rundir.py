@@ -23,14 +23,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from metarl.errors import RunDirError
+
 __all__ = ["RunDirError", "atomic_write", "finite_json", "remove_temp_files", "run_lock", "write_json"]
 
 LOCK_NAME = ".lock"
 _held: dict[Path, int] = {}  # run directories this process has locked, and how many times (re-entrant)
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be used: busy, not a directory, not writable; the message names it."""
 
 
 def _temp_name(path: Path) -> Path:

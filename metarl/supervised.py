@@ -3,53 +3,36 @@ evaluation on held-out episodes (accuracy in percent or MSE per episode, by inne
 adapts by gradient steps), the optimiser and its schedule, and checkpointing.
 
 An episode's support set plays the part of the adaptation rollouts of meta-RL and its query set that of the
-post-adaptation rollouts (see ARCHITECTURE). A learner defines three things:
+post-adaptation rollouts. A learner defines three things:
 
     build()                 its network (an ``nn.Module``)
     loss(batch)             the meta-training loss on the query sets of a meta-batch, and metrics
     predict(batch, steps)   query predictions after reading the support set: one tensor per point of the
                             adaptation curve (after 0..steps inner steps, or a single point)
+
+The network and each meta-batch's examples live on ``config.device`` (``"cuda"`` where the machine has one: the
+Conv4 work is what a GPU speeds up); scores, predictions and checkpoints come back to the CPU.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from metarl.guards import check_count, check_tasks
+from metarl.contract import Capability, check_source
+from metarl.guards import check_count, check_device, check_tasks
 from metarl.nets import Conv4, mlp
-from metarl.task import Task
+from metarl.task import EpisodeSource, FewShotBatch, Task
 
-__all__ = ["FewShotAgent", "FewShotBatch", "FewShotConfig", "FittedLearner", "QueryClassifier", "episode_scores",
+__all__ = ["FewShotAgent", "FewShotConfig", "FittedLearner", "QueryClassifier", "episode_scores",
            "query_accuracy"]
 
 NETWORKS = ("conv4", "mlp")
-
-
-@dataclass
-class FewShotBatch:
-    """A meta-batch of episodes: ``support_x [B, N*K, ...]``, ``support_y [B, N*K]``, ``query_x [B, N*Q, ...]``,
-    ``query_y [B, N*Q]``. Classification labels are ``0..ways-1``, sorted in the support set (class ``i``
-    occupies rows ``i*K .. i*K+K-1``); regression targets are float tensors ``[B, n, 1]``."""
-
-    support_x: torch.Tensor
-    support_y: torch.Tensor
-    query_x: torch.Tensor
-    query_y: torch.Tensor
-    ways: int  # 0 for regression
-
-    @property
-    def size(self) -> int:
-        return self.support_x.shape[0]
-
-    def chunk(self, start: int, stop: int) -> FewShotBatch:
-        return FewShotBatch(self.support_x[start:stop], self.support_y[start:stop], self.query_x[start:stop],
-                            self.query_y[start:stop], self.ways)
 
 
 @dataclass
@@ -64,8 +47,10 @@ class FewShotConfig:
     channels: int = 64  # conv4 filters
     hidden_sizes: tuple[int, ...] | list[int] = (40, 40)  # MLP widths (the sinusoid: 40-40)
     eval_chunk: int = 50  # held-out episodes evaluated at once
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:<index>": where the network and the examples live
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         for name in ("meta_batch_size", "channels", "eval_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name} must be >= 1, got {getattr(self, name)!r}")
@@ -92,15 +77,16 @@ class FewShotAgent(ABC):
     """Base of the few-shot learners: one Adam outer loop and the shared evaluation."""
 
     config: FewShotConfig
+    learns_from: ClassVar[type] = EpisodeSource
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
     multi_point: bool = False  # True for learners whose adaptation curve runs over inner steps
 
-    def __init__(self, family: Any, config: FewShotConfig, seed: int = 0):
-        if not hasattr(family, "batch") or getattr(family, "metric", None) not in ("accuracy", "mse"):
-            raise ValueError(f"{type(self).__name__} learns from few-shot episodes; {family!r} is not a few-shot "
-                             "task source (e.g. Omniglot-v0, Sinusoid-v0)")
+    def __init__(self, family: EpisodeSource, config: FewShotConfig, seed: int = 0):
+        check_source(type(self), family)
         self.family, self.config, self.metric = family, config, family.metric
+        self.device = check_device(config.device)
         torch.manual_seed(seed)
-        self.model = self.build()
+        self.model = self.build().to(self.device)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
         self.iteration = 0
 
@@ -109,10 +95,10 @@ class FewShotAgent(ABC):
     def build(self) -> nn.Module: ...
 
     @abstractmethod
-    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, batch: FewShotBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
 
     @abstractmethod
-    def predict(self, batch: Any, steps: int) -> list[torch.Tensor]: ...
+    def predict(self, batch: FewShotBatch, steps: int) -> list[torch.Tensor]: ...
 
     # -- shared --------------------------------------------------------------------------------------
     def parameters(self) -> list[nn.Parameter]:
@@ -136,7 +122,7 @@ class FewShotAgent(ABC):
     def _example_shape(self) -> list[int]:
         return list(self.family.describe()["example_shape"])
 
-    def outer_backward(self, batch: Any) -> dict[str, float]:
+    def outer_backward(self, batch: FewShotBatch) -> dict[str, float]:
         """Fill the parameters' ``.grad`` with the outer gradient (Reptile overrides this)."""
         loss, metrics = self.loss(batch)
         loss.backward()
@@ -145,7 +131,7 @@ class FewShotAgent(ABC):
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
         c = self.config
         torch.manual_seed(seed)  # every random choice of a step derives from its seed: resume is exact
-        batch = self.family.batch(check_tasks(tasks))
+        batch = self.family.batch(check_tasks(tasks), self.device)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.outer_backward(batch)
@@ -168,11 +154,11 @@ class FewShotAgent(ABC):
         self.model.eval()
         scores = []
         for start in range(0, len(tasks), self.config.eval_chunk):
-            batch = self.family.batch(tasks[start:start + self.config.eval_chunk])
+            batch = self.family.batch(tasks[start:start + self.config.eval_chunk], self.device)
             predictions = self.predict(batch, steps)
             scores.append(torch.stack([episode_scores(p.detach(), batch.query_y, self.metric) for p in predictions]))
         self.model.train(training)
-        return torch.cat(scores, dim=1).numpy().astype(np.float64)
+        return torch.cat(scores, dim=1).cpu().numpy().astype(np.float64)
 
     def fit(self, support_x: torch.Tensor | np.ndarray, support_y: torch.Tensor | np.ndarray | list,
             steps: int | None = None) -> FittedLearner:
@@ -188,13 +174,15 @@ class FewShotAgent(ABC):
         if not isinstance(support_y, np.ndarray | torch.Tensor):
             raise TypeError(f"support_y must be a numpy array, a torch tensor or a list, got {type(support_y).__name__}")
         labels = support_y.numpy() if isinstance(support_y, torch.Tensor) else support_y
-        steps = getattr(self.config, "inner_steps", 0) if steps is None else check_count("steps", steps, 0)
+        if steps is None:  # those of meta-training for the learners that adapt by inner steps
+            steps = self.config.inner_steps if self.multi_point else 0
+        steps = check_count("steps", steps, 0)
         if self.metric == "mse":
             if labels.shape not in ((len(x),), (len(x), 1)) or not np.issubdtype(labels.dtype, np.number):
                 raise ValueError(f"support_y must hold {len(x)} numeric targets ([n] or [n, 1]), got shape "
                                  f"{list(labels.shape)} of {labels.dtype}")
             y = torch.as_tensor(labels, dtype=torch.float32).reshape(len(x), 1)
-            return FittedLearner(self, x, y, None, steps)
+            return FittedLearner(self, x.to(self.device), y.to(self.device), None, steps)
         if labels.shape != (len(x),):
             raise ValueError(f"support_y must hold one label per support example, shape [{len(x)}], got "
                              f"{list(labels.shape)}")
@@ -203,10 +191,11 @@ class FewShotAgent(ABC):
             shown = dict(zip(classes.tolist(), counts.tolist(), strict=True))
             raise ValueError(f"support_y needs at least 2 classes with the same number of examples each, got {shown}")
         order = np.argsort(index, kind="stable")  # the learners read class i from rows i*K .. i*K+K-1
-        return FittedLearner(self, x[torch.from_numpy(order)], torch.from_numpy(index[order]), classes, steps)
+        support_x, support_y = x[torch.from_numpy(order)], torch.from_numpy(index[order])
+        return FittedLearner(self, support_x.to(self.device), support_y.to(self.device), classes, steps)
 
     def examples(self, x: torch.Tensor | np.ndarray, name: str = "x") -> torch.Tensor:
-        """``x`` checked against the examples this learner takes and converted to a float tensor."""
+        """``x`` checked against the examples this learner takes and converted to a float tensor (on the CPU)."""
         if isinstance(x, np.ndarray):
             if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
                 raise TypeError(f"{name} has dtype {x.dtype}; accepted: float or uint8 numbers")
@@ -238,11 +227,11 @@ class FewShotAgent(ABC):
             return f"inner gradient steps on the support set ({shots})", list(range(points))
         return f"after reading the support set ({shots})", [0] * points
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "iteration": self.iteration}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
@@ -259,15 +248,15 @@ class FittedLearner:
 
     def scores(self, query_x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``[n, ways]`` class scores (logits; higher is likelier), or ``[n, 1]`` regression outputs."""
-        x = self.agent.examples(query_x, "query_x")
+        x = self.agent.examples(query_x, "query_x").to(self.agent.device)
         ways = 0 if self.classes is None else len(self.classes)
         dummy = torch.zeros(1, len(x), dtype=torch.long) if ways else torch.zeros(1, len(x), 1)
-        batch = FewShotBatch(self.support_x[None], self.support_y[None], x[None], dummy, ways)
+        batch = FewShotBatch(self.support_x[None], self.support_y[None], x[None], dummy.to(x.device), ways)
         model = self.agent.model
         training = model.training
         model.eval()
         try:
-            return self.agent.predict(batch, self.steps)[-1][0].detach()
+            return self.agent.predict(batch, self.steps)[-1][0].detach().cpu()
         finally:
             model.train(training)
 

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.functional import INNER_OPTIMIZERS, Params, call, detach, stack, trajectory
-from metarl.supervised import FewShotAgent, FewShotBatch, FewShotConfig, episode_scores
+from metarl.supervised import FewShotAgent, FewShotConfig, episode_scores
+from metarl.task import FewShotBatch
 
 __all__ = ["InnerLoopAgent", "InnerLoopConfig", "InnerProblem", "task_loss"]
 

@@ -3,19 +3,33 @@
 A :class:`Task` is an immutable, hashable, JSON-serialisable set of parameters tagged with the
 name of the family it belongs to (a target velocity, a goal, a bandit's arm probabilities, ...).
 A :class:`TaskSource` hands tasks out: a fixed training set, a fixed held-out test set, and fresh
-draws from the task distribution.
+draws from the task distribution. Where the two kinds of problem differ, so do their sources:
+
+* an :class:`EnvironmentFamily` (meta-RL) builds a gymnasium environment for a task, whose episodes end at
+  the family's ``horizon``;
+* an :class:`EpisodeSource` (few-shot learning) gathers the examples of a meta-batch of episodes as one
+  :class:`FewShotBatch`, scored by its ``metric``. A few-shot task source is a TaskSource and an
+  EpisodeSource; a learner loaded from its run directory reads an EpisodeSource without data.
+
+:func:`provides` tells which protocols an object provides, without running its properties.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Task", "TaskSource", "as_task", "freeze"]
+if TYPE_CHECKING:
+    import gymnasium as gym
+    import torch
+
+__all__ = ["EnvironmentFamily", "EpisodeSource", "FewShotBatch", "Task", "TaskSource", "as_task", "freeze",
+           "missing_members", "provides"]
 
 
 def freeze(value: Any) -> Any:
@@ -128,8 +142,84 @@ class TaskSource(Protocol):
         ...
 
 
-def as_task(family: Any, task: Task | Mapping[str, Any]) -> Task:
+class EnvironmentFamily(TaskSource, Protocol):
+    """Tasks that are environments (meta-RL): what the sampler and the meta-RL agents read of a family."""
+
+    horizon: int  # steps per episode: the environment reports ``truncated=True`` at the horizon
+
+    def make_env(self, task: Task, render_mode: str | None = None) -> gym.Env:
+        """A gymnasium environment solving ``task`` (``render_mode="rgb_array"`` for videos, where supported)."""
+        ...
+
+    def check_task(self, task: Any) -> Task:
+        """``task`` if it is a task of this family, else a ``ValueError`` naming what is wrong."""
+        ...
+
+
+@dataclass
+class FewShotBatch:
+    """A meta-batch of episodes: ``support_x [B, N*K, ...]``, ``support_y [B, N*K]``, ``query_x [B, N*Q, ...]``,
+    ``query_y [B, N*Q]``. Classification labels are ``0..ways-1``, sorted in the support set (class ``i``
+    occupies rows ``i*K .. i*K+K-1``); regression targets are float tensors ``[B, n, 1]``."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    ways: int  # 0 for regression
+
+    @property
+    def size(self) -> int:
+        return self.support_x.shape[0]
+
+    def chunk(self, start: int, stop: int) -> FewShotBatch:
+        return FewShotBatch(self.support_x[start:stop], self.support_y[start:stop], self.query_x[start:stop],
+                            self.query_y[start:stop], self.ways)
+
+
+class EpisodeSource(Protocol):
+    """Tasks that are few-shot episodes of examples: what the few-shot learners read of their source."""
+
+    name: str
+    metric: str  # what the query predictions are scored by: "accuracy" (percent) or "mse"
+
+    def describe(self) -> dict[str, Any]:
+        """``example_shape`` (one example's shape), ``train`` and ``test`` (the episodes, in words), and
+        optionally ``preprocessing`` (how to make one's own examples like these)."""
+        ...
+
+    def batch(self, tasks: list[Task], device: torch.device | str = "cpu") -> FewShotBatch:
+        """The examples of ``tasks`` (episodes of this source), on ``device``."""
+        ...
+
+
+def as_task(family: EnvironmentFamily, task: Task | Mapping[str, Any]) -> Task:
     """``task`` checked by ``family``; a mapping of parameters (``{"goal": [0.3, -0.2]}``) becomes its Task."""
     if isinstance(task, Mapping) and not isinstance(task, Task):
         task = Task(family.name, dict(task))
     return family.check_task(task)
+
+
+_ABSENT = object()
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """What a protocol class requires: its annotated attributes, methods and properties, its bases' included."""
+    names: list[str] = []
+    for klass in reversed(protocol.__mro__):
+        if Protocol in klass.__bases__:
+            names += list(klass.__dict__.get("__annotations__", {}))
+            names += [name for name, value in vars(klass).items()
+                      if not name.startswith("_") and (callable(value) or isinstance(value, property))]
+    return list(dict.fromkeys(names))
+
+
+def missing_members(obj: Any, protocol: type) -> list[str]:
+    """The members of ``protocol`` that ``obj`` lacks, looked up without running its properties (a few-shot
+    source's ``test_tasks`` draws its held-out episodes)."""
+    return [name for name in protocol_members(protocol) if inspect.getattr_static(obj, name, _ABSENT) is _ABSENT]
+
+
+def provides(obj: Any, protocol: type) -> bool:
+    """Whether ``obj`` has every member of ``protocol`` (e.g. ``provides(family, EnvironmentFamily)``)."""
+    return not missing_members(obj, protocol)

@@ -12,37 +12,30 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import yaml
 from tqdm import tqdm
 
-from metarl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restore_agent, save_checkpoint
+from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent, save_checkpoint
 from metarl.config import RunConfig
+from metarl.contract import Agent, Capability
+from metarl.errors import CheckpointError, NonFiniteError
 from metarl.evaluation import adaptation_report, plot_adaptation, write_report
-from metarl.guards import NonFiniteError, check_finite
+from metarl.guards import check_finite
 from metarl.logger import MetricsLogger
 from metarl.run import write_source
 from metarl.rundir import atomic_write, remove_temp_files, run_lock
-from metarl.task import Task, TaskSource
+from metarl.task import TaskSource
 
 __all__ = ["RESUME_OVERRIDABLE", "Agent", "Trainer", "derive_seed"]
 
 EVAL_SEED_SALT = 2**31 - 1
 PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
-RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps"})
+RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps",
+                                "agent_config.device"})
 STEP_SIZES = ("lr", "learning_rate", "inner_lr", "max_kl")  # named in the message of a diverged run
-
-
-class Agent(Protocol):
-    config: Any
-
-    def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]: ...
-    def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray: ...
-    def curve_axis(self, points: int) -> tuple[str, list[int]]: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 def derive_seed(*keys: int) -> int:
@@ -121,7 +114,7 @@ class Trainer:
         before, after = _flatten(recorded), _flatten(self.resolved_config)
         keys = before.keys() | {k for k in after if k.startswith("family_overrides.")}  # agent defaults may grow
         changed = [f"{k}: {_shown(before, k)} -> {_shown(after, k)}" for k in sorted(keys)
-                   if k.split(".")[0] not in RESUME_OVERRIDABLE and before.get(k) != after.get(k)]
+                   if not {k, k.split(".")[0]} & RESUME_OVERRIDABLE and before.get(k) != after.get(k)]
         if changed:
             raise CheckpointError(f"the config of run {str(self.run_dir)!r} differs from the one its checkpoint "
                                   f"{path.name} was written with ({'; '.join(changed)}); restore config.yaml, or "
@@ -163,11 +156,11 @@ class Trainer:
             raise NonFiniteError(f"evaluation of run {str(self.run_dir)!r}: the score of held-out {tasks[task]!r} "
                                  f"at point {point} of the adaptation curve is {curve[point, task]}")
         x_label, experience = self.agent.curve_axis(len(curve))
-        report = adaptation_report(curve, self.run_dir.name, x_label, experience,
-                                   metric=getattr(self.agent, "metric", "return"), family=c.family,
-                                   family_overrides=c.family_overrides, agent=c.agent, seed=c.seed,
-                                   distinct_tasks=len(set(tasks)),
-                                   seconds=time.perf_counter() - t0)
+        report = adaptation_report(curve, self.run_dir.name, x_label, experience, self.agent.metric,
+                                   family=c.family, family_overrides=c.family_overrides, agent=c.agent, seed=c.seed,
+                                   distinct_tasks=len(set(tasks)), seconds=time.perf_counter() - t0)
+        if Capability.EVALUATION_INFO in self.agent.capabilities:  # e.g. the scratch baseline's ceiling
+            report.update(self.agent.evaluation_info)
         write_report(report, self.run_dir / f"{name}.json")
         plot_adaptation([report], self.run_dir / f"{name}.png", title=f"{c.family}: held-out tasks")
         return report

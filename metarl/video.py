@@ -8,15 +8,14 @@ with ``render_mode="rgb_array"``; the two episodes start from the same reset see
 A video has exactly ``horizon + 1`` frames: the frame after ``reset`` and one after every step. An episode
 that ends early (Navigation2D stops at the goal) keeps its last frame for the rest of the video.
 
-Agents provide their policies through ``agent.video_policies(task, steps, seed)`` (:class:`VideoAgent`; the
-stable-baselines3 baselines implement it). The MAML-RL agents (:class:`MetaRLAgent`) and recurrent in-context
-agents (RL², a :class:`RecurrentPolicy` with ``config.episodes_per_trial``) are served here from the core
-pieces they are built on, without importing them:
+An agent that can make videos declares :attr:`~metarl.contract.Capability.VIDEOS` and provides its policies
+through ``agent.video_policies(task, steps, seed)`` (:class:`~metarl.contract.MakesVideos`). The agents built on
+the core's pieces make them with the adapters here:
 
-* MAML agents: ``theta`` against ``theta'`` after ``steps`` inner steps on the task, the adapted parameters
-  from :meth:`MetaRLAgent.collect` on that one task;
-* RL²: episode 1 of a trial against episode ``K`` of a trial (the first ``K - 1`` episodes run unrendered
-  with the same seeds, so the hidden state carries what they taught it).
+* the MAML-RL agents (:func:`maml_policies`): ``theta`` against ``theta'`` after ``steps`` inner steps on the
+  task, the adapted parameters from :meth:`MAMLRLAgent.collect` on that one task;
+* RL² (:func:`recurrent_policies`): episode 1 of a trial against episode ``K`` of a trial (the first ``K - 1``
+  episodes run unrendered with the same seeds, so the hidden state carries what they taught it).
 
 Actions are sampled from seeded generators, as in the evaluation, so a video is the same for a seed.
 GIF is written with Pillow; MP4 needs imageio's ffmpeg plugin (``imageio-ffmpeg``) or PyAV.
@@ -29,19 +28,23 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from metarl.contract import Capability, MakesVideos, require
+from metarl.errors import ConfigError
 from metarl.functional import Params
-from metarl.meta_rl import MetaRLAgent
 from metarl.recurrent import RecurrentController, RecurrentPolicy
-from metarl.task import Task, TaskSource
+from metarl.task import EnvironmentFamily, Task, provides
 
-__all__ = ["EpisodePolicy", "FeedForward", "VideoAgent", "VideoPolicies", "check_renderable", "render_episode",
-           "video_policies", "write_video", "write_videos"]
+if TYPE_CHECKING:
+    from metarl.meta_rl import MAMLRLAgent
+
+__all__ = ["EpisodePolicy", "FeedForward", "VideoPolicies", "check_renderable", "maml_policies", "recurrent_policies",
+           "render_episode", "write_video", "write_videos"]
 
 PANEL_HEIGHT = 256  # each side is scaled to this height
 LABEL_HEIGHT = 32  # the strip above the panels (so 256 + 32 = 288, a multiple of 16 as video codecs like)
@@ -64,10 +67,6 @@ class VideoPolicies:
     after_label: str
 
 
-class VideoAgent(Protocol):
-    def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies: ...
-
-
 class FeedForward:
     """A memoryless policy, from a function of the observation."""
 
@@ -86,7 +85,7 @@ def _seeds(seed: int, n: int) -> list[int]:
 
 
 # -- the core agents' policies -------------------------------------------------------------------
-def _mlp_side(agent: MetaRLAgent, params: Params, seed: int) -> FeedForward:
+def _mlp_side(agent: MAMLRLAgent, params: Params, seed: int) -> FeedForward:
     generator = torch.Generator().manual_seed(seed)
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -97,7 +96,7 @@ def _mlp_side(agent: MetaRLAgent, params: Params, seed: int) -> FeedForward:
     return FeedForward(act)
 
 
-def maml_policies(agent: MetaRLAgent, task: Task, steps: int, seed: int) -> VideoPolicies:
+def maml_policies(agent: MAMLRLAgent, task: Task, steps: int, seed: int) -> VideoPolicies:
     """``theta`` and ``theta'`` after ``steps`` inner steps on ``task`` (support episodes from ``collect``)."""
     collect_seed, act_seed = _seeds(seed, 2)
     adapted = agent.collect([task], collect_seed, steps).query_params
@@ -107,7 +106,7 @@ def maml_policies(agent: MetaRLAgent, task: Task, steps: int, seed: int) -> Vide
     return VideoPolicies(_mlp_side(agent, theta, act_seed), _mlp_side(agent, after, act_seed), "before (theta)", label)
 
 
-def recurrent_policies(policy: RecurrentPolicy, family: TaskSource, episodes_per_trial: int, task: Task,
+def recurrent_policies(policy: RecurrentPolicy, family: EnvironmentFamily, episodes_per_trial: int, task: Task,
                        seed: int) -> VideoPolicies:
     """Episode 1 of a trial against episode ``K``: the after-controller first runs episodes ``1..K-1``
     unrendered (episode 1 from the rendered episodes' reset seed, so it is the before-side's episode)."""
@@ -123,18 +122,6 @@ def recurrent_policies(policy: RecurrentPolicy, family: TaskSource, episodes_per
         env.close()
     return VideoPolicies(RecurrentController(policy, act_seed), after, "episode 1 of the trial",
                          f"episode {episodes_per_trial} of the trial")
-
-
-def video_policies(agent: Any, task: Task, steps: int, seed: int) -> VideoPolicies:
-    """The agent's own ``video_policies``, or the core adapters for MAML agents and RL²."""
-    if hasattr(agent, "video_policies"):
-        return agent.video_policies(task, steps, seed)
-    if isinstance(agent, MetaRLAgent):
-        return maml_policies(agent, task, steps, seed)
-    episodes = getattr(getattr(agent, "config", None), "episodes_per_trial", None)
-    if isinstance(getattr(agent, "policy", None), RecurrentPolicy) and episodes:
-        return recurrent_policies(agent.policy, agent.family, int(episodes), task, seed)
-    raise ValueError(f"{type(agent).__name__} cannot make videos: it has no video_policies(task, steps, seed)")
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -164,18 +151,18 @@ def run_episode(env: gym.Env, policy: EpisodePolicy, seed: int, render: bool) ->
     return frames, rewards
 
 
-def rendering_env(family: TaskSource, task: Task) -> gym.Env:
+def rendering_env(family: EnvironmentFamily, task: Task) -> gym.Env:
     """``family.make_env(task, render_mode="rgb_array")``, or an error naming a family that cannot render."""
-    if not hasattr(family, "make_env"):
-        raise ValueError(f"{family.name} is a few-shot task source: it has no environment to render")
+    if not provides(family, EnvironmentFamily):
+        raise ConfigError(f"{family!r} is a few-shot task source: it has no environment to render")
     try:
         return family.make_env(task, render_mode="rgb_array")
     except ValueError as err:
-        raise ValueError(f"{family.name} cannot be rendered ({err}); videos need a family with an rgb_array "
+        raise ConfigError(f"{family.name} cannot be rendered ({err}); videos need a family with an rgb_array "
                          "render mode (Navigation2D, the MuJoCo families, Meta-World)") from None
 
 
-def check_renderable(family: TaskSource, task: Task) -> float:
+def check_renderable(family: EnvironmentFamily, task: Task) -> float:
     """Raise the error of :func:`rendering_env` for a family that cannot render; else its frames per second."""
     env = rendering_env(family, task)
     try:
@@ -184,7 +171,8 @@ def check_renderable(family: TaskSource, task: Task) -> float:
         env.close()
 
 
-def render_episode(family: TaskSource, task: Task, policy: EpisodePolicy, seed: int) -> tuple[list[np.ndarray], list[float]]:
+def render_episode(family: EnvironmentFamily, task: Task, policy: EpisodePolicy,
+                   seed: int) -> tuple[list[np.ndarray], list[float]]:
     env = rendering_env(family, task)
     try:
         return run_episode(env, policy, seed, render=True)
@@ -254,14 +242,15 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: float) -> Path:
     return path
 
 
-def write_videos(agent: Any, family: TaskSource, tasks: list[Task], steps: int, seed: int, out_dir: str | Path,
-                 fmt: str = "gif") -> list[Path]:
+def write_videos(agent: MakesVideos, family: EnvironmentFamily, tasks: list[Task], steps: int, seed: int,
+                 out_dir: str | Path, fmt: str = "gif") -> list[Path]:
     """``out_dir/task<k>.<fmt>`` for each task: the agent's policy before and after adaptation side by side.
     MP4 without an encoder is refused with a message on stderr, and GIF is written instead."""
+    require(agent, Capability.VIDEOS, "make videos")
     if fmt not in FORMATS:
-        raise ValueError(f"video format must be one of {FORMATS}, got {fmt!r}")
+        raise ConfigError(f"video format must be one of {FORMATS}, got {fmt!r}")
     if not tasks:
-        raise ValueError("no tasks to render: ask for at least one video task")
+        raise ConfigError("no tasks to render: ask for at least one video task")
     if fmt == "mp4" and not mp4_available():
         print("metarl: mp4 needs imageio's ffmpeg plugin (pip install imageio-ffmpeg) or PyAV (pip install av), "
               "neither is installed; writing GIF instead", file=sys.stderr)
@@ -271,7 +260,7 @@ def write_videos(agent: Any, family: TaskSource, tasks: list[Task], steps: int, 
     written = []
     task_seeds = _seeds(seed, len(tasks))
     for k, task in enumerate(tasks):
-        pair = video_policies(agent, task, steps, task_seeds[k])
+        pair = agent.video_policies(task, steps, task_seeds[k])
         reset = render_seed(task_seeds[k])
         before, before_rewards = render_episode(family, task, pair.before, reset)
         after, after_rewards = render_episode(family, task, pair.after, reset)

@@ -199,7 +199,8 @@ def test_cli_trains_and_evaluates_omniglot_per_setting(tmp_path, capsys):
             "family_overrides.ways=5", "agent_config.channels=8", "--run-dir", str(run), "--no-progress"]
     assert main(args) == 0
     report = json.loads((run / "eval.json").read_text())
-    assert report["metric"] == "accuracy" and report["num_tasks"] == 20 and 20 <= report["steps"][0]["mean_return"] <= 100
+    assert report["metric"] == "accuracy" and report["num_tasks"] == 20 and 20 <= report["steps"][0]["mean_accuracy"] <= 100
+    assert "mean_return" not in report["steps"][0] and len(report["per_task_accuracy"][0]) == 20
     assert main(["eval", str(run), "--tasks", "10", "family_overrides.test_ways=20", "--name", "eval_20way"]) == 0
     wide = json.loads((run / "eval_20way.json").read_text())
     assert wide["family_overrides"]["test_ways"] == 20 and "20-way 1-shot" in wide["x_label"]

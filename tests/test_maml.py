@@ -10,7 +10,7 @@ from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
 
 import metarl
 from metarl.functional import flat, unflatten_like
-from metarl.meta_rl import MetaBatch, MetaRLConfig, masked_mean
+from metarl.meta_rl import MAMLRLConfig, MetaBatch, masked_mean
 from metarl.sampler import Episodes
 from metarl.task import Task
 from metarl.trpo import TRPOConfig, conjugate_gradient, kl_hessian_product, trpo_step
@@ -190,7 +190,7 @@ def test_promp_outer_gradient_at_the_sampling_parameters_is_maml_trpos(tiny):
     # and the inner KL penalty is at its minimum, so ProMP's outer gradient is the MAML surrogate's (with the same
     # inner estimator), whose ratio the finite-difference tests above check. A sign error in ProMP's ratio flips it.
     agent, batch = tiny
-    shared = {f.name: getattr(agent.config, f.name) for f in dataclasses.fields(MetaRLConfig)}  # vpg inner step
+    shared = {f.name: getattr(agent.config, f.name) for f in dataclasses.fields(MAMLRLConfig)}  # vpg inner step
     promp = ProMP(agent.family, ProMPConfig(**shared), seed=0)
     promp.policy.double()
     promp.policy.load_state_dict(agent.policy.state_dict())

@@ -11,11 +11,13 @@ import torch
 import yaml
 
 from metarl.cli import main
+from metarl.evaluation import read_report
 from metarl.report import Run, group_runs, load_run, method_label
 
 torch.set_num_threads(1)
 
-QUICK = str(Path(__file__).resolve().parents[1] / "experiments" / "maml_trpo_navigation2d_quick.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = str(ROOT / "experiments" / "maml_trpo_navigation2d_quick.yaml")
 TINY = ["iterations=2", "agent_config.meta_batch_size=2", "agent_config.episodes_per_task=2", "eval_tasks=4",
         "eval_steps=1", "family_overrides.horizon=20"]
 
@@ -133,3 +135,20 @@ def test_a_large_budget_ceiling_is_reported_as_the_mean_over_seeds(runs, tmp_pat
     row = ("| scratch | ceiling: 50 budgets | 100k env steps | — | -7.00 (-8.00 to -6.00) (first 5 tasks) | -8.00, -6.00 "
            "| 2 x 5 |")
     assert row in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_few_shot_run_evaluated_before_accuracy_had_its_own_name_still_renders(tmp_path, capsys):
+    """experiments/results/maml_omniglot_5way1shot kept its accuracy under ``mean_return`` and
+    ``per_task_returns``, as every few-shot evaluation did before reports named scores by their metric."""
+    kept = ROOT / "experiments" / "results" / "maml_omniglot_5way1shot"
+    assert "mean_return" in json.loads((kept / "eval.json").read_text())["steps"][1]
+    report = read_report(kept / "eval.json")
+    assert report["steps"][1]["mean_accuracy"] == pytest.approx(77.65, abs=0.005) and "mean_return" not in \
+        report["steps"][1]
+    assert len(report["per_task_accuracy"][1]) == 1000 and "per_task_returns" not in report
+    assert main(["report", str(kept), "--out", str(tmp_path / "r"), "--format", "md"]) == 0
+    page = (tmp_path / "r" / "report.md").read_text()
+    row = r"\| maml_omniglot_5way1shot \| 1 \| 1 \| [0-9.]+ \(1 seed\) \| 77.65 \(1 seed\) \| 77.65 \| 1 x 1000 \|"
+    assert re.search(row, page)  # point 1 of the curve table: the mean accuracy
+    assert main(["plot", str(kept), "--out", str(tmp_path / "plot.png")]) == 0
+    assert "   77.65 +-  0.65" in capsys.readouterr().out

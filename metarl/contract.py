@@ -1,0 +1,150 @@
+"""The agent contract: what every agent provides, and the optional capabilities it may declare.
+
+An agent is registered in ``metarl.agents.AGENTS`` as ``name: (AgentClass, ConfigClass)`` and built as
+``AgentClass(family, config, seed=seed)`` from a task source and an instance of its config dataclass. The
+trainer, the evaluation and the checkpoints read exactly the members of :class:`Agent`. What the command line
+offers beyond that is a :class:`Capability`: an agent names those it has in ``capabilities`` and provides
+the members of each one's protocol (:data:`CAPABILITY_PROTOCOLS`). :func:`check_agent` checks both once, when
+a run is built, so that no caller probes an agent for what it can do.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+from metarl.errors import ConfigError
+from metarl.task import EnvironmentFamily, Task, missing_members, provides
+
+if TYPE_CHECKING:
+    from metarl.video import VideoPolicies
+
+__all__ = ["CAPABILITY_PROTOCOLS", "METRICS", "AdaptsByInnerSteps", "AdaptsInContext", "Adaptation", "Agent",
+           "AgentConfig", "Capability", "MakesVideos", "ReportsEvaluationInfo", "check_agent", "check_source",
+           "require"]
+
+METRICS = ("return", "accuracy", "mse")  # what an adaptation curve scores: returns, accuracy in percent, MSE
+
+
+class AgentConfig(Protocol):
+    """What the trainer reads of an agent's config dataclass."""
+
+    meta_batch_size: int  # tasks the trainer samples for each meta-step
+
+
+class Capability(enum.StrEnum):
+    """An optional part of the contract, provided through the members of its protocol."""
+
+    VIDEOS = "videos"  # MakesVideos: the policy before and after adaptation (metarl eval --video, metarl adapt --video)
+    ADAPT = "adapt"  # AdaptsByInnerSteps: adapts to one given task by inner steps (metarl adapt --steps)
+    ADAPT_IN_CONTEXT = "adapt_in_context"  # AdaptsInContext: adapts through a trial's episodes (metarl adapt --episodes)
+    EVALUATION_INFO = "evaluation_info"  # ReportsEvaluationInfo: what it measured beside its curve, in eval.json
+
+
+class Agent(Protocol):
+    """What every agent provides: the trainer and the evaluation read these members and nothing else."""
+
+    config: AgentConfig
+    learns_from: ClassVar[type]  # the task sources it takes: EnvironmentFamily (meta-RL) or EpisodeSource (few-shot)
+    metric: str  # what adaptation_curve scores, one of METRICS
+    capabilities: ClassVar[frozenset[Capability]]  # the optional protocols it provides (CAPABILITY_PROTOCOLS)
+
+    def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
+        """One meta-iteration on a meta-batch of ``config.meta_batch_size`` tasks, every random draw derived from
+        ``seed``; the metrics to log (``env_steps``: environment steps taken; a ``loss`` must be finite)."""
+        ...
+
+    def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
+        """``[points, len(tasks)]``: the score (``metric``) on each held-out task at each point of the adaptation
+        (before and after each of ``steps`` inner steps, each episode of a trial, or one point)."""
+        ...
+
+    def curve_axis(self, points: int) -> tuple[str, list[int]]:
+        """The curve's x-axis label, and the episodes of experience on the task before each point."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """All a checkpoint needs to resume exactly: tensors, numbers, strings, lists and dicts only (checkpoints
+        are read with ``torch.load(weights_only=True)``)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Adaptation(Protocol):
+    """An agent adapted to one task."""
+
+    returns: list[float]  # the return at each point of the adaptation: after each inner step, or each episode
+
+
+class AdaptsByInnerSteps(Protocol):
+    """:attr:`Capability.ADAPT`: adapts to one task of its family (or a mapping of its parameters) by ``steps``
+    inner steps (default: those of meta-training), each on ``config.episodes_per_task`` episodes."""
+
+    family: EnvironmentFamily
+
+    def adapt(self, task: Task | Mapping[str, Any], steps: int | None = None, seed: int = 0) -> Adaptation: ...
+
+
+class AdaptsInContext(Protocol):
+    """:attr:`Capability.ADAPT_IN_CONTEXT`: adapts to one task of its family (or a mapping of its parameters)
+    through ``episodes`` episodes of a trial (meta-training's trial has ``config.episodes_per_trial``)."""
+
+    family: EnvironmentFamily
+
+    def adapt(self, task: Task | Mapping[str, Any], episodes: int | None = None, seed: int = 0) -> Adaptation: ...
+
+
+class MakesVideos(Protocol):
+    """:attr:`Capability.VIDEOS`: the policy before and after ``steps`` steps of adaptation to ``task``, each
+    acting through an episode (:mod:`metarl.video` renders them side by side)."""
+
+    def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies: ...
+
+
+class ReportsEvaluationInfo(Protocol):
+    """:attr:`Capability.EVALUATION_INFO`: what ``adaptation_curve`` measured beside the curve (e.g. the scratch
+    baseline's large-budget reference), which the evaluation adds to its JSON."""
+
+    evaluation_info: dict[str, Any]
+
+
+CAPABILITY_PROTOCOLS: dict[Capability, type] = {
+    Capability.VIDEOS: MakesVideos,
+    Capability.ADAPT: AdaptsByInnerSteps,
+    Capability.ADAPT_IN_CONTEXT: AdaptsInContext,
+    Capability.EVALUATION_INFO: ReportsEvaluationInfo,
+}
+
+
+def check_agent(agent: Any) -> None:
+    """Refuse an agent that lacks a member of the contract or of a capability it declares, naming them (a
+    ``TypeError``: an agent class to fix, not a configuration)."""
+    name = type(agent).__name__
+    missing = missing_members(agent, Agent)
+    if missing:
+        raise TypeError(f"agent {name} lacks {', '.join(missing)} of the agent contract (metarl.contract.Agent)")
+    if agent.metric not in METRICS:
+        raise TypeError(f"agent {name} scores its curve by {agent.metric!r}; accepted metrics: {', '.join(METRICS)}")
+    for capability in map(Capability, agent.capabilities):
+        missing = missing_members(agent, CAPABILITY_PROTOCOLS[capability])
+        if missing:
+            raise TypeError(f"agent {name} declares the capability {capability.value!r} but lacks {', '.join(missing)}")
+
+
+def check_source(agent_class: type, family: Any) -> None:
+    """Refuse a task source of another kind than the agent learns from (``agent_class.learns_from``)."""
+    if not provides(family, agent_class.learns_from):
+        kind = "environments (meta-RL)" if agent_class.learns_from is EnvironmentFamily else "few-shot episodes"
+        raise ConfigError(f"{agent_class.__name__} learns from {kind}; {family!r} is not a source of them")
+
+
+def require(agent: Any, capability: Capability, action: str) -> None:
+    """Refuse to ``action`` with an agent that does not declare ``capability``."""
+    if capability not in agent.capabilities:
+        declared = ", ".join(sorted(agent.capabilities)) or "none"
+        raise ConfigError(f"{type(agent).__name__} cannot {action}: it does not have the capability "
+                          f"{capability.value!r} (its capabilities: {declared})")
