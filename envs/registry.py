@@ -77,7 +77,10 @@ def register(name: str, factory: F | str | None = None, **defaults: Any) -> Any:
             raise ValueError(f"task family {name!r} is already registered by {existing.owner()}; {_origin(fn)} "
                              "cannot register it too (give one of them another name)")
         _check_overrides(name, fn, defaults)
-        _REGISTRY[name] = _Entry(fn, dict(defaults))
+        if existing is not None and existing.factory is None:  # registered by where it lives: now imported
+            existing.factory, existing.defaults = fn, {**defaults, **existing.defaults}
+        else:
+            _REGISTRY[name] = _Entry(fn, dict(defaults))
         if isinstance(fn, type) and issubclass(fn, TaskFamily):  # few-shot sources have no environment
             _register_gym_id(name)
         return fn
@@ -99,8 +102,8 @@ def make(name: str, **overrides: Any) -> TaskFamily | TaskSource:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown task family {name!r}.{hint} Known families: {', '.join(sorted(_REGISTRY))}")
-    factory = _REGISTRY[name].load()
-    entry = _REGISTRY[name]  # importing a family's module may register it anew, with its defaults
+    entry = _REGISTRY[name]
+    factory = entry.load()  # importing a family's module may register it: its defaults are the entry's then
     _check_overrides(name, factory, overrides)
     family = factory(**{**entry.defaults, **overrides})
     if not isinstance(family, TaskFamily | TaskSource):

@@ -182,13 +182,26 @@ def test_import_metarl_imports_no_mujoco_yet_every_family_is_registered_and_a_gy
 
 
 def test_a_family_registered_by_where_it_lives_is_imported_when_made(tmp_path, monkeypatch, clean_registry):
-    (tmp_path / "lazy_family.py").write_text(f"from {__name__} import Pendulum\n\nclass Lazy(Pendulum):\n    pass\n")
+    (tmp_path / "lazy_family.py").write_text(textwrap.dedent(f"""
+        import metarl
+        from {__name__} import Pendulum
+
+        @metarl.envs.register("Lazy-v0", high=6.0)
+        class Lazy(Pendulum):
+            pass
+    """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    metarl.envs.register("Lazy-v0", "lazy_family:Lazy", high=6.0)
+    metarl.envs.register("Lazy-v0", "lazy_family:Lazy")  # as metarl registers its MuJoCo families
+    metarl.envs.register("LazyLow-v0", "lazy_family:Lazy", low=1.0)
     try:
         assert "lazy_family" not in sys.modules and "metarl/Lazy-v0" in gym.registry
+        saved = dict(registry._REGISTRY)
         family = metarl.envs.make("Lazy-v0")
-        assert type(family).__name__ == "Lazy" and family.parameters()["g"].high == 6.0
+        assert type(family).__name__ == "Lazy" and family.parameters()["g"].high == 6.0  # its module's defaults
+        registry._REGISTRY.clear()
+        registry._REGISTRY.update(saved)  # what was registered before the import knows the family after it
+        assert metarl.envs.make("Lazy-v0").parameters()["g"].high == 6.0
+        assert metarl.envs.make("LazyLow-v0").parameters()["g"].low == 1.0
         metarl.envs.register("Lazy-v0", "lazy_family:Lazy")  # the same family again: harmless
         with pytest.raises(ValueError, match=r"'Lazy-v0' is already registered by lazy_family:Lazy; "
                                              r"lazy_family:Other cannot register it too"):
@@ -197,7 +210,8 @@ def test_a_family_registered_by_where_it_lives_is_imported_when_made(tmp_path, m
             metarl.envs.register("Lazy2-v0", "lazy_family.Lazy")
     finally:
         sys.modules.pop("lazy_family", None)
-        gym.registry.pop("metarl/Lazy-v0", None)
+        for name in ("Lazy-v0", "LazyLow-v0"):
+            gym.registry.pop(f"metarl/{name}", None)
 
 
 def test_unknown_family_lists_the_known_ones():
