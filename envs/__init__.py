@@ -28,14 +28,14 @@ from .fewshot import (
 )
 from .registry import ENTRY_POINT_GROUP, make, register, registered
 
-MUJOCO_FAMILIES = {  # registered by where they live: their module is imported when they are first made
+_MUJOCO_FAMILIES = {  # registered by where they live: their module is imported when they are first made
     "HalfCheetahVel-v0": "locomotion:HalfCheetahVel", "HalfCheetahVel-PEARL-v0": "locomotion:HalfCheetahVel",
     "HalfCheetahDir-v0": "locomotion:HalfCheetahDir", "AntVel-v0": "locomotion:AntVel", "AntDir-v0": "locomotion:AntDir",
     "AntDir2D-v0": "locomotion:AntDir2D", "HumanoidDir-v0": "locomotion:HumanoidDir", "AntGoal-v0": "locomotion:AntGoal",
     "RandParams-v0": "rand_params:RandParams", "HopperRandParams-v0": "rand_params:RandParams",
     "Walker2DRandParams-v0": "rand_params:Walker2DRandParams",
 }
-for _name, _where in MUJOCO_FAMILIES.items():
+for _name, _where in _MUJOCO_FAMILIES.items():
     register(_name, f"{__name__}.{_where}")
 _LAZY = {"PHYSICS_FIELDS": "rand_params", "RandParams": "rand_params", "CRAWLER_XML": "xml_robot",
          "MujocoTaskFamily": "xml_robot"}
