@@ -56,8 +56,9 @@ def test_the_omniglot_file_ships_with_the_package_and_is_declared_as_package_dat
     assert default_data_dir() == SHIPPED_DIR == ROOT / "envs" / "data" / "omniglot"
     assert hashlib.sha256((SHIPPED_DIR / "omniglot.npz").read_bytes()).hexdigest() == OMNIGLOT_SHA256
     assert "Copyright (c) 2015 Brenden Lake" in (SHIPPED_DIR / "LICENSE").read_text()
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["metarl.envs"]
-    declared = {p for pattern in patterns for p in (ROOT / "envs").glob(pattern)}
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    declared = {p for package, patterns in package_data.items() if package.startswith("metarl.envs.data.")
+                for pattern in patterns for p in ROOT.joinpath("envs", *package.split(".")[2:]).glob(pattern)}
     assert declared == {p for p in SHIPPED_DIR.rglob("*") if p.is_file()}  # every data file is installed
 
 
