@@ -17,6 +17,7 @@ from metarl.cli import main
 from metarl.config import RunConfig
 from metarl.trainer import Trainer
 
+
 def test_omniglot_vinyals_split_sizes_and_rotations():
     train, test = omniglot_split("train"), omniglot_split("test")
     assert (train.num_classes, test.num_classes) == (4112, 1692)
