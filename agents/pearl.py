@@ -427,9 +427,9 @@ class PEARL:
             informed = steps >= max(self.config.num_exp_traj_eval, 1)
             after = _sample(*self.encoder(context, mask), generator) if informed else \
                 torch.randn(1, self.config.latent_size, generator=generator)
-        source = f"the posterior over {steps} trajectories" if informed else "the prior"
+        source = "posterior" if informed else "prior"
         return VideoPolicies(self._feed_forward(prior, generator), self._feed_forward(after, generator),
-                             "trajectory 1: z from the prior", f"trajectory {steps + 1}: z from {source}")
+                             "trajectory 1: z ~ prior", f"trajectory {steps + 1}: z ~ {source}")
 
     def _feed_forward(self, z: torch.Tensor, generator: torch.Generator) -> FeedForward:
         actor = LatentActor(self, z, generator, self.config.eval_deterministic)
