@@ -21,7 +21,7 @@ from metarl.errors import RunDirError
 from metarl.rundir import atomic_write, write_json
 
 __all__ = ["SCORE_KEYS", "adaptation_report", "curve_axis", "mean_ci", "metric_name", "plot_adaptation",
-           "read_report", "write_report"]
+           "read_report", "success_report", "write_report"]
 
 # metric -> (the key of a point's mean, the key of the per-task scores [points, tasks])
 SCORE_KEYS = {"return": ("mean_return", "per_task_returns"), "accuracy": ("mean_accuracy", "per_task_accuracy"),
@@ -51,6 +51,25 @@ def adaptation_report(curve: np.ndarray, label: str, x_label: str, experience: l
                       "gain": gain, "gain_ci95": gain_ci})
     return {"label": label, "x_label": x_label, "metric": metric, "num_tasks": int(curve.shape[1]), "steps": steps,
             tasks_key: curve.tolist(), **info}
+
+
+def success_report(success: np.ndarray, classes: list[str] | None = None) -> dict[str, Any]:
+    """``success[s, k]``: the fraction of task ``k``'s episodes at point ``s`` of the adaptation that succeeded (an
+    episode succeeds if its environment reported ``info["success"]`` at any step, as Meta-World's evaluator
+    counts). Per point, the mean over tasks with its 95% interval, and with ``classes`` (each task's class, e.g.
+    Meta-World's ``env_name``) the same per class."""
+    steps = []
+    for s, row in enumerate(success):
+        mean, ci = mean_ci(row)
+        point: dict[str, Any] = {"index": s, "success_rate": mean, "ci95": ci}
+        if classes is not None:
+            point["per_class"] = {}
+            for name in sorted(set(classes)):
+                members = row[[c == name for c in classes]]
+                rate, rate_ci = mean_ci(members)
+                point["per_class"][name] = {"success_rate": rate, "ci95": rate_ci, "num_tasks": int(members.size)}
+        steps.append(point)
+    return {"steps": steps, "per_task_success": np.asarray(success).tolist()}
 
 
 def read_report(path: str | Path) -> dict[str, Any]:

@@ -9,7 +9,10 @@ without a trailing ``-seed<k>``. For each method the report shows
   bootstrap intervals over seeds (:mod:`metarl.statistics`); all methods of a task family share a figure;
 * the learning curve over meta-training (``return_post``, or ``accuracy`` for few-shot runs, per iteration):
   the mean over seeds and the band between the lowest and the highest seed;
-* a table of final numbers, wall-clock time (``elapsed_s``) and environment steps (``total_env_steps``).
+* a table of final numbers, wall-clock time (``elapsed_s``) and environment steps (``total_env_steps``); for
+  families whose environments report success (Meta-World), the success rate at the final point (from
+  ``eval.json``, aggregated over seeds as the scores are) and, where a run was also scored by Meta-World's own
+  evaluator (``eval_metaworld.json``), that success rate per seed.
 
 The figures are PNG files in the output folder; the HTML page embeds them (base64), so it is one file to send
 around, while the Markdown page links them. ``summary.json`` holds every number shown.
@@ -40,6 +43,7 @@ __all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_la
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 LEARNING_KEYS = ("return_post", "accuracy", "mse", "loss")  # the first one every run of a method logs
 REPS, CONFIDENCE, BOOTSTRAP_SEED = 2000, 0.95, 0
+BENCHMARK_REPORT = "eval_metaworld.json"  # metarl eval --protocol metaworld
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Run:
     config: dict[str, Any]
     evaluation: dict[str, Any] | None
     metrics: list[dict[str, Any]]
+    benchmark: dict[str, Any] | None = None  # eval_metaworld.json: Meta-World's own evaluator's numbers
 
     @property
     def seed(self) -> int:
@@ -86,7 +91,19 @@ def load_run(run_dir: str | Path) -> Run:
     config = with_agent_defaults(saved)
     evaluation = read_report(path / "eval.json") if (path / "eval.json").is_file() else None
     metrics = read_metrics(path)
-    return Run(path, config, evaluation, metrics)
+    return Run(path, config, evaluation, metrics, _read_benchmark(path / BENCHMARK_REPORT))
+
+
+def _read_benchmark(path: Path) -> dict[str, Any] | None:
+    """A run's ``eval_metaworld.json``, or None where it has none."""
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+        report["success_rate"] = float(report["success_rate"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunDirError(f"{str(path)!r} is not a Meta-World evaluation ({type(err).__name__}: {err})") from None
+    return report
 
 
 def group_runs(runs: list[Run]) -> list[Method]:
@@ -131,6 +148,8 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
         method.notes.append(f"seeds evaluated differently: the first {points} points and {tasks} tasks they share")
     first = reports[0]
     curves = [np.asarray(r[SCORE_KEYS[r["metric"]][1]], dtype=np.float64)[:points, :tasks] for r in reports]
+    success = [np.asarray(r["success"]["per_task_success"], dtype=np.float64)[:points, :tasks] for r in reports
+               if "success" in r]
     rows = []
     for s in range(points):
         scores = np.stack([curve[s] for curve in curves])  # [seed, task]
@@ -142,6 +161,9 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
                              seed=BOOTSTRAP_SEED)
             row["gain_mean"], row["gain_mean_ci"] = gain["mean"], gain["mean_ci"]
             row["gain_per_seed_mean"] = gain["per_seed_mean"]
+        if len(success) == len(curves):  # every seed's environments reported success
+            row["success"] = aggregate(np.stack([rates[s] for rates in success]), reps=REPS, confidence=CONFIDENCE,
+                                       seed=BOOTSTRAP_SEED)
         rows.append(row)
     result = {"x_label": first["x_label"], "metric": first["metric"], "family": method.config["family"],
               "seeds": [run.seed for run in evaluated], "num_tasks": tasks, "points": rows}
@@ -151,6 +173,9 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
         result["ceiling"] = {"mean": float(np.mean(per_seed)), "per_seed": per_seed,
                              "budgets": int(ceilings[0]["budgets"]), "tasks": int(ceilings[0]["tasks"]),
                              "env_steps_per_task": int(ceilings[0]["env_steps_per_task"])}
+    benchmark = [run.benchmark for run in method.runs if run.benchmark is not None]
+    if benchmark:
+        result["benchmark_success"] = [float(b["success_rate"]) for b in benchmark]
     return result
 
 
@@ -300,6 +325,11 @@ def _final_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
     header = ["method", "family", "agent", "seeds", "held-out tasks", "final point", "IQM [95% CI]",
               "mean [95% CI]", "gain over point 0 [95% CI]", "gain per seed", "final training metric", "iterations",
               "wall-clock per seed", "env steps per seed"]
+    adapted = [m.adaptation for m in methods if m.adaptation is not None]
+    with_success = any("success" in a["points"][-1] for a in adapted)
+    with_benchmark = any("benchmark_success" in a for a in adapted)
+    header += ["success rate, final point [95% CI]"] * with_success
+    header += ["success rate, Meta-World's evaluator (per seed)"] * with_benchmark
     rows = []
     for m in methods:
         a, lc = m.adaptation, m.learning
@@ -318,6 +348,11 @@ def _final_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
             final = f"{lc['key']} {_spread(lc['final'], _num)}" if lc["final"] else "—"
             row += [final, _spread([float(v) for v in lc["iterations_run"]], lambda v: f"{v:.0f}"),
                     _spread(lc["elapsed_s"], _duration), _spread(lc["total_env_steps"], _count)]
+        if with_success:
+            row.append(_ci(a["points"][-1]["success"], "mean", len(a["seeds"]))
+                       if a is not None and "success" in a["points"][-1] else "—")
+        if with_benchmark:
+            row.append(_per_seed(a["benchmark_success"]) if a is not None and "benchmark_success" in a else "—")
         rows.append(row)
     return header, rows
 
