@@ -41,7 +41,6 @@ from torch.distributions import Distribution, kl_divergence
 from metarl.functional import Params, detach, flat, stack, unflatten_like
 from metarl.meta_rl import MAMLRLAgent, MAMLRLConfig, MetaBatch, masked_mean
 from metarl.sampler import Episodes
-from metarl.task import TaskSource
 from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
 
 METRICS = ("hvp", "gauss_newton", "fisher")
@@ -65,9 +64,6 @@ class MAMLTRPOConfig(MAMLRLConfig, TRPOConfig):
 
 class MAMLTRPO(MAMLRLAgent):
     config: MAMLTRPOConfig
-
-    def __init__(self, family: TaskSource, config: MAMLTRPOConfig, seed: int = 0):
-        super().__init__(family, config, seed)
 
     def outer_terms(self, adapted: Params, batch: MetaBatch,
                     old: Distribution | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -67,9 +67,9 @@ from metarl.guards import check_count, check_tasks
 from metarl.nets import mlp
 from metarl.replay import ReplayBuffer
 from metarl.sac import Critic, TanhGaussianPolicy, policy_loss, q_target, small_output, soft_update, v_target
-from metarl.sampler import Episodes, Sampler
+from metarl.sampler import ActorState, Controller, Episodes, EpisodeSampler, Memoryless, Sampler
 from metarl.task import EnvironmentFamily, Task, TaskSource
-from metarl.video import FeedForward, VideoPolicies
+from metarl.video import VideoPolicies
 
 __all__ = ["PEARL", "ContextEncoder", "PEARLConfig", "kl_to_prior", "product_of_gaussians"]
 
@@ -160,22 +160,20 @@ def _sample(mu: torch.Tensor, var: torch.Tensor, generator: torch.Generator) -> 
     return mu + var.sqrt() * torch.randn(mu.shape, generator=generator)
 
 
-class LatentActor:
+class LatentActor(Memoryless):
     """Acts in the sampler for ``K`` tasks, one episode each, with the policy conditioned on each task's ``z``."""
 
-    def __init__(self, agent: PEARL, z: torch.Tensor, generator: torch.Generator, deterministic: bool):
-        self.agent, self.z, self.generator, self.deterministic = agent, z, generator, deterministic
+    def __init__(self, agent: PEARL, z: torch.Tensor, deterministic: bool):
+        self.agent, self.z, self.deterministic = agent, z, deterministic
 
-    def act(self, obs: torch.Tensor, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(self, obs: torch.Tensor, state: ActorState,
+            noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, ActorState]:
         x = torch.cat([obs, self.z], dim=-1)
-        if self.deterministic:
+        if self.deterministic or noise is None:
             action, log_prob = self.agent.policy.mode(x), torch.zeros(len(obs))
         else:
-            action, log_prob = self.agent.policy.sample(x, self.generator)[:2]
-        return self.agent.to_env(action), log_prob
-
-    def observe(self, active: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
-        pass
+            action, log_prob = self.agent.policy.sample(x, noise=noise)[:2]
+        return self.agent.to_env(action), log_prob, state
 
 
 class PEARL:
@@ -183,11 +181,12 @@ class PEARL:
     metric = "return"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS})
 
-    def __init__(self, family: TaskSource, config: PEARLConfig, seed: int = 0):
+    def __init__(self, family: TaskSource, config: PEARLConfig, seed: int = 0, sampler: EpisodeSampler | None = None):
         self.family, self.config = family, config
         probe = family.make_env(family.train_tasks[0])
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
+        self.action_space = act_space
         if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
             raise ValueError(f"PEARL takes flat Box observations; {family.name} has {obs_space}")
         if not (isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
@@ -224,7 +223,7 @@ class PEARL:
             fields["dense_rewards"] = ()
         self.replay = [ReplayBuffer(config.replay_buffer_size, fields) for _ in self.tasks]
         self.context_buffers = [ReplayBuffer(config.replay_buffer_size, fields) for _ in self.tasks]
-        self.sampler = Sampler(family, 1)
+        self.sampler = Sampler(family) if sampler is None else sampler
 
     # -- actions and transitions ---------------------------------------------------------------------
     def to_env(self, action: torch.Tensor) -> torch.Tensor:
@@ -263,9 +262,8 @@ class PEARL:
         n = self.config.embedding_batch_size
         return torch.as_tensor(np.stack([self._context_rows(self.context_buffers[i].sample(n, rng)) for i in indices]))
 
-    def _run(self, tasks: list[Task], z: torch.Tensor, seed: int, generator: torch.Generator,
-             deterministic: bool) -> Episodes:
-        return self.sampler.run(tasks, LatentActor(self, z, generator, deterministic), seed=seed)
+    def _run(self, tasks: list[Task], z: torch.Tensor, seed: int, deterministic: bool) -> Episodes:
+        return self.sampler.sample(tasks, LatentActor(self, z, deterministic), episodes_per_task=1, seed=seed)
 
     # -- meta-training ---------------------------------------------------------------------------------
     def _collect(self, indices: np.ndarray, steps: int, rng: np.random.Generator, generator: torch.Generator,
@@ -282,7 +280,7 @@ class PEARL:
                 belief = self.encoder(self._buffer_context(indices, rng))
             z = torch.randn(len(tasks), self.config.latent_size, generator=generator) if belief is None \
                 else _sample(*belief, generator)
-            episodes = self._run(tasks, z, int(rng.integers(2**31)), generator, deterministic=False)
+            episodes = self._run(tasks, z, int(rng.integers(2**31)), deterministic=False)
             for i, step in zip(indices, self._transitions(episodes), strict=True):
                 self.replay[i].add(**step)
                 if to_context:
@@ -399,7 +397,7 @@ class PEARL:
                 z = torch.randn(len(tasks), c.latent_size, generator=generator)
             else:
                 z = _sample(*self.encoder(context, mask), generator)
-            episodes = self._run(tasks, z, int(rng.integers(2**31)), generator, c.eval_deterministic)
+            episodes = self._run(tasks, z, int(rng.integers(2**31)), c.eval_deterministic)
             returns.append(episodes.episode_returns()[:, 0].numpy())
             rows = torch.zeros(len(tasks), self.horizon, self.context_dim)
             for k, step in enumerate(self._transitions(episodes)):
@@ -428,17 +426,11 @@ class PEARL:
             after = _sample(*self.encoder(context, mask), generator) if informed else \
                 torch.randn(1, self.config.latent_size, generator=generator)
         source = "posterior" if informed else "prior"
-        return VideoPolicies(self._feed_forward(prior, generator), self._feed_forward(after, generator),
+        return VideoPolicies(self._controller(prior, act_seed), self._controller(after, act_seed),
                              "trajectory 1: z ~ prior", f"trajectory {steps + 1}: z ~ {source}")
 
-    def _feed_forward(self, z: torch.Tensor, generator: torch.Generator) -> FeedForward:
-        actor = LatentActor(self, z, generator, self.config.eval_deterministic)
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return actor.act(torch.as_tensor(obs, dtype=torch.float32)[None], np.arange(1))[0][0].numpy()
-
-        return FeedForward(act)
+    def _controller(self, z: torch.Tensor, seed: int) -> Controller:
+        return Controller(LatentActor(self, z, self.config.eval_deterministic), self.action_space, seed)
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _networks(self) -> dict[str, nn.Module]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from metarl.meta_rl import MAMLRLAgent, MAMLRLConfig, MetaBatch, masked_mean
+from metarl.sampler import EpisodeSampler
 from metarl.task import TaskSource
 
 
@@ -37,8 +38,8 @@ class ProMPConfig(MAMLRLConfig):
 class ProMP(MAMLRLAgent):
     config: ProMPConfig
 
-    def __init__(self, family: TaskSource, config: ProMPConfig, seed: int = 0):
-        super().__init__(family, config, seed)
+    def __init__(self, family: TaskSource, config: ProMPConfig, seed: int = 0, sampler: EpisodeSampler | None = None):
+        super().__init__(family, config, seed, sampler)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
         self.kl_coeffs = [config.init_inner_kl_penalty] * config.inner_steps
 

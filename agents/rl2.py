@@ -23,7 +23,7 @@ the policy gradient in the shared recurrent network.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,9 +33,10 @@ from torch import nn
 
 from metarl.contract import Capability
 from metarl.guards import check_count, check_tasks
-from metarl.recurrent import RecurrentActor, RecurrentController, RecurrentCritic, RecurrentPolicy
+from metarl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
 from metarl.returns import gae
-from metarl.sampler import Sampler
+from metarl.sampler import Controller, EpisodeSampler, Sampler, Trials
+from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
 from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
 from metarl.video import VideoPolicies, recurrent_policies, run_episode
@@ -84,22 +85,59 @@ class RL2Config(TRPOConfig):
 
 
 @dataclass
-class Trials:
-    """Whole-trial sequences of ``n = tasks x trials`` slots, valid steps first (``mask``), padded after."""
+class TrialBatch:
+    """Whole trials of ``n = tasks x trials`` slots as the update reads them, valid steps first, padded after."""
 
     inputs: torch.Tensor  # [n, L, in]: what the network read at each step
     actions: torch.Tensor  # [n, L, ...]
     log_probs: torch.Tensor  # [n, L], recorded while sampling
-    values: torch.Tensor  # [n, L], the shared value head's, recorded while sampling
     rewards: torch.Tensor  # [n, L]
     mask: torch.Tensor  # [n, L]
     episode_returns: torch.Tensor  # [K, tasks, trials]
     env_steps: int
 
+    @classmethod
+    def of(cls, trials: Trials, policy: RecurrentPolicy) -> TrialBatch:
+        steps = trials.joined()
+        return cls(inputs=policy.trial_inputs(steps).flatten(0, 1), actions=steps.actions.flatten(0, 1),
+                   log_probs=steps.log_probs.flatten(0, 1), rewards=steps.rewards.flatten(0, 1),
+                   mask=steps.mask.flatten(0, 1), episode_returns=trials.episode_returns(), env_steps=trials.env_steps)
 
-def _compact(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    index = order.reshape(*order.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return torch.gather(x, 1, index)
+
+class PopArt:
+    """Running mean and standard deviation of the value targets, for a value head that learns them normalised:
+    whenever the statistics change, the head's weights are rescaled so that its outputs in return units are
+    preserved (van Hasselt et al. 2016, eq. 6)."""
+
+    def __init__(self, head: nn.Linear):
+        self.head = head
+        self.mean, self.std, self.count = 0.0, 1.0, 0.0
+
+    def normalize(self, returns: torch.Tensor) -> torch.Tensor:
+        return (returns - self.mean) / self.std
+
+    def denormalize(self, values: torch.Tensor) -> torch.Tensor:
+        return values * self.std + self.mean
+
+    def update(self, returns: torch.Tensor) -> None:
+        """Merge a batch of returns into the statistics (the parallel form of the mean and variance)."""
+        n = float(returns.numel())
+        batch_mean, batch_var = returns.mean().item(), returns.var(unbiased=False).item()
+        total = self.count + n
+        mean = self.mean + (batch_mean - self.mean) * n / total
+        var = (self.count * (self.std**2 if self.count else 0.0) + n * batch_var
+               + (batch_mean - self.mean) ** 2 * self.count * n / total) / total
+        std = max(var**0.5, 1e-4)
+        with torch.no_grad():
+            self.head.weight.mul_(self.std / std)
+            self.head.bias.mul_(self.std).add_(self.mean - mean).div_(std)
+        self.mean, self.std, self.count = mean, std, total
+
+    def state_dict(self) -> torch.Tensor:
+        return torch.tensor([self.mean, self.std, self.count], dtype=torch.float64)
+
+    def load_state_dict(self, state: torch.Tensor) -> None:
+        self.mean, self.std, self.count = (float(x) for x in state.tolist())
 
 
 class RL2:
@@ -107,7 +145,7 @@ class RL2:
     metric = "return"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT_IN_CONTEXT, Capability.VIDEOS})
 
-    def __init__(self, family: TaskSource, config: RL2Config, seed: int = 0):
+    def __init__(self, family: TaskSource, config: RL2Config, seed: int = 0, sampler: EpisodeSampler | None = None):
         self.family, self.config = family, config
         probe = family.make_env(family.train_tasks[0])
         torch.manual_seed(seed)
@@ -119,118 +157,94 @@ class RL2:
         if config.critic == "separate":
             self.critic = RecurrentCritic(self.policy.input_size, config.hidden_size, config.cell)
             trained += list(self.critic.parameters())
-        self.sampler = Sampler(family, config.trials_per_task)
+        self.sampler = Sampler(family) if sampler is None else sampler
         self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
-        self.return_stats = torch.tensor([0.0, 1.0, 0.0])  # running mean, std and count of value targets
+        self.popart = PopArt(self.policy.value if self.critic is None else self.critic.value)
 
-    def _update_return_stats(self, returns: torch.Tensor) -> None:
-        """Merge the batch's returns into the running statistics, preserving the value head's outputs."""
-        mean, std, count = self.return_stats.tolist()
-        n = float(returns.numel())
-        batch_mean, batch_var = returns.mean().item(), returns.var(unbiased=False).item()
-        total = count + n
-        new_mean = mean + (batch_mean - mean) * n / total
-        var = (count * (std**2 if count else 0.0) + n * batch_var + (batch_mean - mean) ** 2 * count * n / total) / total
-        new_std = max(var**0.5, 1e-4)
-        with torch.no_grad():
-            head = self.policy.value if self.critic is None else self.critic.value
-            head.weight.mul_(std / new_std)
-            head.bias.mul_(std).add_(mean - new_mean).div_(new_std)
-        self.return_stats = torch.tensor([new_mean, new_std, total])
-    def collect(self, tasks: list[Task], seed: int) -> Trials:
-        """One trial of ``episodes_per_trial`` episodes per slot, the hidden state carried across them."""
-        c, horizon, tasks = self.config, self.family.horizon, check_tasks(tasks)
-        n = len(tasks) * c.trials_per_task
-        seeds = np.random.SeedSequence(seed).generate_state(c.episodes_per_trial + 1)
-        actor = RecurrentActor(self.policy, n, torch.Generator().manual_seed(int(seeds[-1])))
-        episodes = []
-        for j in range(c.episodes_per_trial):
-            if j:
-                actor.end_episode()
-            episodes.append(self.sampler.run(tasks, actor, seed=int(seeds[j])))
-        records = [actor.episode_record(j, horizon) for j in range(c.episodes_per_trial)]
-
-        def joined(x: list[torch.Tensor]) -> torch.Tensor:
-            return torch.cat([t.reshape(n, horizon, *t.shape[3:]) for t in x], dim=1)
-
-        mask = joined([e.mask for e in episodes])
-        order = torch.argsort((mask == 0).int(), dim=1, stable=True)  # valid steps first, in order
-        return Trials(
-            inputs=_compact(torch.cat([r[0] for r in records], dim=1), order),
-            actions=_compact(joined([e.actions for e in episodes]), order),
-            log_probs=_compact(joined([e.log_probs for e in episodes]), order),
-            values=_compact(torch.cat([r[1] for r in records], dim=1), order),
-            rewards=_compact(joined([e.rewards for e in episodes]), order),
-            mask=_compact(mask, order),
-            episode_returns=torch.stack([e.episode_returns() for e in episodes]),
-            env_steps=sum(e.env_steps for e in episodes),
-        )
-
-    def update(self, trials: Trials) -> dict[str, float]:
-        """PPO epochs over minibatches of whole trials, or a TRPO step and the value head's fit."""
+    def collect(self, tasks: list[Task], seed: int) -> TrialBatch:
+        """``trials_per_task`` trials of ``episodes_per_trial`` episodes on each task, the hidden state carried
+        across the episodes of a trial."""
         c = self.config
-        mask = trials.mask
-        mean, std, _ = self.return_stats.tolist()
+        trials = self.sampler.run_trials(check_tasks(tasks), RecurrentActor(self.policy), seed=seed,
+                                         trials_per_task=c.trials_per_task, episodes_per_trial=c.episodes_per_trial)
+        return TrialBatch.of(trials, self.policy)
+
+    def values(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The value function on trials' inputs ``[n, L, in]`` (normalised): the policy's head or the critic."""
         if self.critic is None:
-            values = trials.values
-        else:
-            with torch.no_grad():
-                values = self.critic(trials.inputs)
-        values = values * std + mean  # the value function predicts normalised returns
-        last = torch.zeros(mask.shape[0])  # a trial ends the meta-episode
-        adv = gae(trials.rewards, values, mask, last, c.gamma, c.gae_lambda)
+            return self.policy.unroll(inputs, self.policy.initial_state(inputs.shape[0]))[1]
+        return self.critic(inputs)
+
+    def advantages(self, batch: TrialBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE over whole trials (a trial is one episode of the meta-MDP) and the value targets, normalised by
+        the return statistics, which the targets update first."""
+        c, mask = self.config, batch.mask
+        with torch.no_grad():
+            values = self.popart.denormalize(self.values(batch.inputs))
+        adv = gae(batch.rewards, values, mask, torch.zeros(mask.shape[0]), c.gamma, c.gae_lambda)
         returns = (adv + values) * mask
-        self._update_return_stats(returns[mask.bool()])
-        mean, std, _ = self.return_stats.tolist()
-        targets = (returns - mean) / std
+        self.popart.update(returns[mask.bool()])
         if c.normalize_advantages:
             mean = (adv * mask).sum() / mask.sum()
             std = (((adv - mean) ** 2 * mask).sum() / mask.sum()).sqrt()
             adv = (adv - mean) / (std + 1e-8) * mask
-        n = mask.shape[0]
-        trust_region = self._trpo_step(trials, adv) if c.outer == "trpo" else {}
-        generator = torch.Generator().manual_seed(int(trials.env_steps))
-        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": []}
-        for _ in range(c.ppo_epochs):
-            perm = torch.randperm(n, generator=generator)
-            for mb in perm.chunk(min(c.minibatches, n)):
-                m = mask[mb]
-                dist, values, _ = self.policy.unroll(trials.inputs[mb], self.policy.initial_state(len(mb)))
-                if self.critic is not None:
-                    values = self.critic(trials.inputs[mb])
-                logp = dist.log_prob(trials.actions[mb])
-                ratio = torch.exp(logp - trials.log_probs[mb])
-                a = adv[mb]
-                surrogate = torch.min(ratio * a, ratio.clamp(1 - c.clip_eps, 1 + c.clip_eps) * a)
-                count = m.sum()
-                policy_loss = -(surrogate * m).sum() / count
-                value_loss = (((values - targets[mb]) ** 2) * m).sum() / count
-                entropy = (dist.entropy() * m).sum() / count
-                if c.outer == "ppo":
-                    loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
-                else:  # the policy took its trust-region step: fit the critic
-                    loss = c.value_coef * value_loss
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.max_grad_norm)
-                self.optimizer.step()  # with TRPO it holds the critic only
-                stats["policy_loss"].append(policy_loss.item())
-                stats["value_loss"].append(value_loss.item())
-                stats["entropy"].append(entropy.item())
-                stats["approx_kl"].append((((trials.log_probs[mb] - logp) * m).sum() / count).item())
-        return {**{k: float(np.mean(v)) for k, v in stats.items()}, **trust_region}
+        return adv, self.popart.normalize(returns)
 
-    def _trpo_step(self, trials: Trials, adv: torch.Tensor) -> dict[str, float]:
-        """The trust-region step on every parameter but the value head's: mean KL over the valid steps."""
-        mask, count = trials.mask, trials.mask.sum()
+    def update(self, batch: TrialBatch, seed: int) -> dict[str, float]:
+        """The outer loop on a batch of trials: PPO, or a TRPO step and the critic's fit; ``seed`` orders the
+        minibatches."""
+        adv, targets = self.advantages(batch)
+        if self.config.outer == "ppo":
+            return self._ppo(batch, adv, targets, seed)
+        return {**self._trpo_step(batch, adv), **self._fit_critic(batch, targets, seed)}
+
+    def _minibatches(self, n: int, seed: int) -> Iterator[torch.Tensor]:
+        """``ppo_epochs`` passes over the ``n`` trials in random minibatches."""
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(self.config.ppo_epochs):
+            yield from torch.randperm(n, generator=generator).chunk(min(self.config.minibatches, n))
+
+    def _descend(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.max_grad_norm)
+        self.optimizer.step()
+
+    def _ppo(self, batch: TrialBatch, adv: torch.Tensor, targets: torch.Tensor, seed: int) -> dict[str, float]:
+        """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) with the value loss and an entropy bonus,
+        by Adam on minibatches of whole trials."""
+        c = self.config
+        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": []}
+        for mb in self._minibatches(batch.mask.shape[0], seed):
+            m, count = batch.mask[mb], batch.mask[mb].sum()
+            dist, values, _ = self.policy.unroll(batch.inputs[mb], self.policy.initial_state(len(mb)))
+            if self.critic is not None:
+                values = self.critic(batch.inputs[mb])
+            logp = dist.log_prob(batch.actions[mb])
+            ratio = torch.exp(logp - batch.log_probs[mb])
+            surrogate = torch.min(ratio * adv[mb], ratio.clamp(1 - c.clip_eps, 1 + c.clip_eps) * adv[mb])
+            policy_loss = -(surrogate * m).sum() / count
+            value_loss = (((values - targets[mb]) ** 2) * m).sum() / count
+            entropy = (dist.entropy() * m).sum() / count
+            self._descend(policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy)
+            stats["policy_loss"].append(policy_loss.item())
+            stats["value_loss"].append(value_loss.item())
+            stats["entropy"].append(entropy.item())
+            stats["approx_kl"].append((((batch.log_probs[mb] - logp) * m).sum() / count).item())
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    def _trpo_step(self, batch: TrialBatch, adv: torch.Tensor) -> dict[str, float]:
+        """The trust-region step (Schulman et al. 2015) on every parameter but the value head's: the importance-
+        weighted surrogate under the mean KL over the valid steps; with the policy's entropy before it."""
+        mask, count = batch.mask, batch.mask.sum()
         state = self.policy.initial_state(mask.shape[0])
         with torch.no_grad():
-            old, _, _ = self.policy.unroll(trials.inputs, state)
+            old, _, _ = self.policy.unroll(batch.inputs, state)
         theta = {k: p for k, p in self.policy.named_parameters() if not k.startswith("value.")}
 
         def objective(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            dist, _, _ = torch.func.functional_call(self.policy, params, (trials.inputs, state))
-            ratio = torch.exp(dist.log_prob(trials.actions) - trials.log_probs)
+            dist, _, _ = torch.func.functional_call(self.policy, params, (batch.inputs, state))
+            ratio = torch.exp(dist.log_prob(batch.actions) - batch.log_probs)
             kl = torch.distributions.kl_divergence(old, dist)
             surrogate = ((ratio * adv + self.config.entropy_coef * dist.entropy()) * mask).sum() / count
             return -surrogate, (kl * mask).sum() / count
@@ -240,16 +254,28 @@ class RL2:
                 return objective(params)
 
         loss, kl = objective(theta)
-        return trpo_step(theta, loss, kl_hessian_product(kl, list(theta.values())), evaluate, self.config)
+        entropy = ((old.entropy() * mask).sum() / count).item()
+        return {**trpo_step(theta, loss, kl_hessian_product(kl, list(theta.values())), evaluate, self.config),
+                "entropy": entropy}
+
+    def _fit_critic(self, batch: TrialBatch, targets: torch.Tensor, seed: int) -> dict[str, float]:
+        """The separate critic's regression on the value targets, by Adam on minibatches of whole trials."""
+        losses = []
+        for mb in self._minibatches(batch.mask.shape[0], seed):
+            m = batch.mask[mb]
+            value_loss = (((self.critic(batch.inputs[mb]) - targets[mb]) ** 2) * m).sum() / m.sum()
+            self._descend(self.config.value_coef * value_loss)
+            losses.append(value_loss.item())
+        return {"value_loss": float(np.mean(losses))}
 
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
-        trials = self.collect(tasks, seed)
-        per_episode = trials.episode_returns.mean(dim=(1, 2))
+        batch = self.collect(tasks, seed)
+        per_episode = batch.episode_returns.mean(dim=(1, 2))
         return {
             "return_pre": per_episode[0].item(),
             "return_post": per_episode[-1].item(),
-            "env_steps": float(trials.env_steps),
-            **self.update(trials),
+            "env_steps": float(batch.env_steps),
+            **self.update(batch, derive_seed(seed, 1)),
         }
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
@@ -257,21 +283,21 @@ class RL2:
         RL^2 adapts through its trial, whose length the config fixes)."""
         check_count("steps", steps, 0)
         with torch.no_grad():
-            trials = self.collect(tasks, seed)
-        return trials.episode_returns.mean(-1).numpy()
+            batch = self.collect(tasks, seed)
+        return batch.episode_returns.mean(-1).numpy()
 
-    def adapt(self, task: Task | Mapping[str, Any], episodes: int | None = None, seed: int = 0) -> RecurrentController:
-        """The policy adapted to one task of the family in context: ``episodes`` episodes of a trial (default:
-        all but the last of meta-training's trial) run on the task, the hidden state carried; the returned
-        controller continues the trial (``act(obs)``, ``observe(reward, done)``, ``end_episode()``; its
-        ``returns`` are those of the episodes run). ``task``: a Task or its parameters as a mapping."""
+    def adapt(self, task: Task | Mapping[str, Any], episodes: int | None = None, seed: int = 0) -> Controller:
+        """The policy adapted to one task of the family in context: ``episodes`` episodes of a trial (default: all
+        but the last of meta-training's trial) run on the task, the hidden state carried; the returned controller
+        continues the trial (``act(obs)``, ``observe(reward, done)``, ``end_episode()``; its ``returns`` are those
+        of the episodes run). ``task``: a Task or its parameters as a mapping."""
         task = as_task(self.family, task)
         episodes = self.config.episodes_per_trial - 1 if episodes is None else check_count("episodes", episodes, 0)
         env = self.family.make_env(task)
-        controller = RecurrentController(self.policy, seed, env.action_space)
+        controller = Controller(RecurrentActor(self.policy), env.action_space, derive_seed(seed, 0))
         try:
-            for reset in np.random.SeedSequence(seed).generate_state(episodes):
-                run_episode(env, controller, int(reset), render=False)
+            for j in range(episodes):
+                run_episode(env, controller, derive_seed(seed, 1, j), render=False)
                 controller.end_episode()
         finally:
             env.close()
@@ -287,7 +313,7 @@ class RL2:
 
     def state_dict(self) -> dict:
         state = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "return_stats": self.return_stats.clone()}
+                 "return_stats": self.popart.state_dict()}
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
         return state
@@ -297,4 +323,4 @@ class RL2:
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.return_stats = state["return_stats"].clone()
+        self.popart.load_state_dict(state["return_stats"])

@@ -49,18 +49,16 @@ from metarl.errors import ConfigError
 from metarl.evaluation import mean_ci
 from metarl.guards import check_count, check_device, check_tasks
 from metarl.nets import ACTIVATIONS
-from metarl.sampler import Sampler
+from metarl.policies import sample_action
+from metarl.sampler import ActorState, Controller, EpisodeSampler, Memoryless, Sampler
+from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task
-from metarl.video import FeedForward, VideoPolicies
+from metarl.video import VideoPolicies
 from metarl.wrappers import TaskObservation, task_vector
 
 __all__ = ["SB3Oracle", "SB3OracleConfig", "SB3Pretrained", "SB3PretrainedConfig", "SB3Scratch", "SB3ScratchConfig"]
 
 ALGORITHMS = ("ppo", "sac")
-
-
-def _seed(*keys: int) -> int:
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 @dataclass
@@ -146,43 +144,30 @@ class _EpisodeReturns(BaseCallback):
         return True
 
 
-class SB3Actor:
-    """An SB3 policy as a :class:`metarl.sampler.Actor`: actions drawn from a seeded generator (or the mean),
-    with the slots' task parameters appended to the observation for the oracle."""
+class SB3Actor(Memoryless):
+    """An SB3 policy as a :class:`metarl.sampler.Actor`: actions drawn with the sampler's noise (or the most
+    likely ones with ``deterministic``), with the slots' task parameters appended to the observation for the
+    oracle."""
 
-    def __init__(self, model: BaseAlgorithm, generator: torch.Generator, deterministic: bool,
-                 task_features: torch.Tensor | None = None):
-        self.model, self.generator, self.deterministic, self.task_features = model, generator, deterministic, task_features
+    def __init__(self, model: BaseAlgorithm, deterministic: bool, task_features: torch.Tensor | None = None):
+        self.model, self.deterministic, self.task_features = model, deterministic, task_features
         space = model.action_space
-        self.box = isinstance(space, gym.spaces.Box)
-        if self.box:
+        if isinstance(space, gym.spaces.Box):
             self.low, self.high = torch.as_tensor(space.low), torch.as_tensor(space.high)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(self, obs: torch.Tensor, state: ActorState,
+            noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, ActorState]:
         if self.task_features is not None:
             obs = torch.cat([obs, self.task_features], dim=-1)
+        noise = None if self.deterministic else noise
         if isinstance(self.model, SAC):  # tanh-squashed Gaussian, rescaled to the action bounds
             mean, log_std, _ = self.model.actor.get_action_dist_params(obs)
-            u = mean if self.deterministic else mean + log_std.exp() * self._noise(mean)
+            u = mean if noise is None else mean + log_std.exp() * noise
             action = self.low + (torch.tanh(u) + 1.0) * 0.5 * (self.high - self.low)
         else:
-            dist = self.model.policy.get_distribution(obs).distribution
-            if isinstance(dist, torch.distributions.Categorical):
-                probs = dist.probs
-                if self.deterministic:
-                    action = probs.argmax(-1)
-                else:
-                    action = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
-            else:
-                action = dist.mean if self.deterministic else dist.mean + dist.stddev * self._noise(dist.mean)
-        return action, torch.zeros(len(obs))
-
-    def _noise(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype)
-
-    def observe(self, active: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
-        pass
+            action = sample_action(self.model.policy.get_distribution(obs).distribution, noise)
+        return action, torch.zeros(len(obs)), state
 
 
 class SB3Baseline:
@@ -196,7 +181,8 @@ class SB3Baseline:
     oracle = False  # the oracle's observations carry the task parameters
     initial_label = "initial"
 
-    def __init__(self, family: EnvironmentFamily, config: SB3Config, seed: int = 0):
+    def __init__(self, family: EnvironmentFamily, config: SB3Config, seed: int = 0,
+                 sampler: EpisodeSampler | None = None):
         self.family, self.config, self.seed = family, config, seed
         check_source(type(self), family)
         probe = family.make_env(family.train_tasks[0])
@@ -205,7 +191,7 @@ class SB3Baseline:
         if config.algorithm == "sac" and not isinstance(self.action_space, gym.spaces.Box):
             raise ConfigError(f"algorithm 'sac' needs continuous (Box) actions; {family.name} has {self.action_space}")
         self.horizon = int(family.horizon)
-        self.sampler = Sampler(family, config.episodes_per_task)
+        self.sampler = Sampler(family) if sampler is None else sampler
 
     # -- SB3 models ---------------------------------------------------------------------------
     @property
@@ -273,36 +259,37 @@ class SB3Baseline:
         raise NotImplementedError
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _actor(self, model: BaseAlgorithm, tasks: list[Task], per_task: int, seed: int) -> SB3Actor:
+    def _actor(self, model: BaseAlgorithm, tasks: list[Task], per_task: int) -> SB3Actor:
         features = None
         if self.oracle:
             features = torch.as_tensor(np.stack([task_vector(t) for t in tasks])).repeat_interleave(per_task, dim=0)
-        return SB3Actor(model, torch.Generator().manual_seed(seed), self.config.deterministic, features)
+        return SB3Actor(model, self.config.deterministic, features)
 
     def _evaluate(self, model: BaseAlgorithm, tasks: list[Task], seed: int) -> np.ndarray:
         """Mean return of ``episodes_per_task`` episodes on each task: ``[len(tasks)]``."""
-        actor = self._actor(model, tasks, self.config.episodes_per_task, _seed(seed, 1))
-        return self.sampler.run(tasks, actor, seed=seed).episode_returns().mean(-1).numpy()
+        per_task = self.config.episodes_per_task
+        episodes = self.sampler.sample(tasks, self._actor(model, tasks, per_task), episodes_per_task=per_task, seed=seed)
+        return episodes.episode_returns().mean(-1).numpy()
 
     def _finetune(self, task: Task, budgets: int, seed: int, evaluate: bool = True,
                   model: BaseAlgorithm | None = None, done: int = 0) -> tuple[BaseAlgorithm, list[float]]:
         """Train on ``task`` from the initial weights (or go on with ``model``, already trained for ``done``
         budgets) up to ``budgets`` budgets; with ``evaluate``, the return at each point from ``done`` on."""
         if model is None:
-            model, done = self._build([task], _seed(seed, 0)), 0
+            model, done = self._build([task], derive_seed(seed, 0)), 0
             self._load_weights(model, self._initial_weights())
-        returns = [float(self._evaluate(model, [task], _seed(seed, 3, 0))[0])] if evaluate and done == 0 else []
+        returns = [float(self._evaluate(model, [task], derive_seed(seed, 3, 0))[0])] if evaluate and done == 0 else []
         for s in range(done + 1, budgets + 1):
-            self._learn(model, self.budget, _seed(seed, 2, s))
+            self._learn(model, self.budget, derive_seed(seed, 2, s))
             if evaluate:
-                returns.append(float(self._evaluate(model, [task], _seed(seed, 3, s))[0]))
+                returns.append(float(self._evaluate(model, [task], derive_seed(seed, 3, s))[0]))
         return model, returns
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """Return on each task after 0..``steps`` budgets of training on it: ``[steps + 1, len(tasks)]``."""
         tasks, steps, curve = check_tasks(tasks), check_count("steps", steps, 0), []
         for k, task in enumerate(tasks):
-            model, returns = self._finetune(task, steps, _seed(seed, k))
+            model, returns = self._finetune(task, steps, derive_seed(seed, k))
             model.get_env().close()
             curve.append(returns)
         return np.asarray(curve).T
@@ -313,27 +300,22 @@ class SB3Baseline:
 
     def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies:
         """Before: the initial weights; after: fine-tuned for ``steps`` budgets on ``task``."""
-        before = self._build([task], _seed(seed, 0))
+        before = self._build([task], derive_seed(seed, 0))
         self._load_weights(before, self._initial_weights())
         after, _ = self._finetune(task, steps, seed, evaluate=False)
         return VideoPolicies(self._video_actor(before, task, seed), self._video_actor(after, task, seed),
                              self.initial_label, f"fine-tuned, {steps} budget{'s' if steps != 1 else ''}")
 
-    def _video_actor(self, model: BaseAlgorithm, task: Task, seed: int) -> FeedForward:
-        actor = self._actor(model, [task], 1, _seed(seed, 4))
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            action, _ = actor.act(torch.as_tensor(obs, dtype=torch.float32)[None], np.arange(1))
-            return action[0].numpy()
-
-        return FeedForward(act)
+    def _video_actor(self, model: BaseAlgorithm, task: Task, seed: int) -> Controller:
+        return Controller(self._actor(model, [task], 1), self.action_space, derive_seed(seed, 4))
 
 
 class _MultiTask(SB3Baseline):
     """Pretrained and oracle: one model trained on the meta-batches the trainer samples."""
 
-    def __init__(self, family: EnvironmentFamily, config: SB3Config, seed: int = 0):
-        super().__init__(family, config, seed)
+    def __init__(self, family: EnvironmentFamily, config: SB3Config, seed: int = 0,
+                 sampler: EpisodeSampler | None = None):
+        super().__init__(family, config, seed, sampler)
         train = family.train_tasks  # placeholders until the first meta-batch (cycled for finite families)
         self.model = self._build([train[i % len(train)] for i in range(config.meta_batch_size)], seed)
 
@@ -381,8 +363,9 @@ class SB3Scratch(SB3Baseline):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS, Capability.EVALUATION_INFO})
     initial_label = "untrained"
 
-    def __init__(self, family: EnvironmentFamily, config: SB3ScratchConfig, seed: int = 0):
-        super().__init__(family, config, seed)
+    def __init__(self, family: EnvironmentFamily, config: SB3ScratchConfig, seed: int = 0,
+                 sampler: EpisodeSampler | None = None):
+        super().__init__(family, config, seed, sampler)
         model = self._build([family.train_tasks[0]], seed)
         self.initial = self._weights(model)
         model.get_env().close()
@@ -403,12 +386,12 @@ class SB3Scratch(SB3Baseline):
         self.evaluation_info = {}
         curve, ceiling = [], []
         for k, task in enumerate(tasks):
-            model, returns = self._finetune(task, steps, _seed(seed, k))
+            model, returns = self._finetune(task, steps, derive_seed(seed, k))
             curve.append(returns)
             if c.ceiling_budgets > steps and k < c.ceiling_tasks:
-                model, _ = self._finetune(task, c.ceiling_budgets, _seed(seed, k), evaluate=False, model=model,
+                model, _ = self._finetune(task, c.ceiling_budgets, derive_seed(seed, k), evaluate=False, model=model,
                                           done=steps)
-                ceiling.append(float(self._evaluate(model, [task], _seed(seed, k, 5))[0]))
+                ceiling.append(float(self._evaluate(model, [task], derive_seed(seed, k, 5))[0]))
             model.get_env().close()
         curve_array = np.asarray(curve).T
         if ceiling:
@@ -444,7 +427,7 @@ class SB3Oracle(_MultiTask):
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """One evaluation on each task, repeated at every point: ``[steps + 1, len(tasks)]``."""
         tasks, steps = check_tasks(tasks), check_count("steps", steps, 0)
-        returns = self._evaluate(self.model, tasks, _seed(seed, 3))
+        returns = self._evaluate(self.model, tasks, derive_seed(seed, 3))
         return np.repeat(returns[None], steps + 1, axis=0)
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:

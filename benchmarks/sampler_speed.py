@@ -36,6 +36,8 @@ import metarl
 import metarl.policies
 import metarl.sampler
 from metarl.functional import detach, stack
+from metarl.policies import sample_action
+from metarl.sampler import MLPActor
 
 FAMILIES = ("HalfCheetahVel-v0", "AntVel-v0", "HopperRandParams-v0")
 
@@ -51,9 +53,9 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def sampler_run(sampler, tasks, policy, params, seed: int) -> tuple[int, Clock]:
+def sampler_run(sampler, tasks, policy, params, episodes: int, seed: int) -> tuple[int, Clock]:
     with Clock() as clock:
-        steps = sampler.sample(tasks, policy, params, seed=seed).env_steps
+        steps = sampler.sample(tasks, MLPActor(policy, params), episodes_per_task=episodes, seed=seed).env_steps
     return steps, clock
 
 
@@ -66,7 +68,7 @@ def syncvector_run(vec: gym.vector.SyncVectorEnv, policy, horizon: int, seed: in
         for _ in range(horizon):
             with torch.no_grad():
                 dist = policy.dist(torch.as_tensor(obs, dtype=torch.float32))
-                action = policy.sample(dist, generator).numpy()
+                action = sample_action(dist, torch.randn(dist.mean.shape, generator=generator)).numpy()
             obs, *_ = vec.step(np.clip(action, space.low, space.high))
     return vec.num_envs * horizon, clock
 
@@ -102,8 +104,8 @@ def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) 
     env = family.make_env(tasks[0])
     policy = metarl.policies.make_policy(env.observation_space, env.action_space)
     params = stack(detach(policy.params()), num_tasks)
-    sampler = metarl.sampler.Sampler(family, episodes)
-    sampler.sample(tasks, policy, params, seed=0)  # environments are built once, then reused
+    sampler = metarl.sampler.Sampler(family)
+    sampler_run(sampler, tasks, policy, params, episodes, seed=0)  # environments are built once, then reused
     slot_tasks = [t for t in tasks for _ in range(episodes)]
     vec = gym.vector.SyncVectorEnv([lambda t=t: family.make_env(t) for t in slot_tasks])
     envs = [e.unwrapped for e in sampler._envs]
@@ -113,7 +115,7 @@ def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) 
     open_loop = OpenLoop(models, [e.data for e in envs], horizon, envs[0].frame_skip)
     best = {"sampler": (0.0, 0.0), "syncvector": (0.0, 0.0), "open loop": (0.0, 0.0)}
     for r in range(rounds):
-        runs = {"sampler": sampler_run(sampler, tasks, policy, params, seed=r + 1),
+        runs = {"sampler": sampler_run(sampler, tasks, policy, params, episodes, seed=r + 1),
                 "syncvector": syncvector_run(vec, policy, horizon, seed=r + 1),
                 "open loop": open_loop.run()}
         for key, (steps, clock) in runs.items():

@@ -45,8 +45,9 @@ from metarl.errors import CheckpointError, ConfigError, MetaRLError
 from metarl.evaluation import SCORE_KEYS, read_report
 from metarl.run import agent_classes, agent_names, build_run, load, make_family, reference_curves, saved_config
 from metarl.rundir import remove_temp_files, run_lock
+from metarl.seeding import video_seed
 from metarl.task import EnvironmentFamily, as_task, provides
-from metarl.trainer import EVAL_SEED_SALT, RESUME_OVERRIDABLE, Trainer, derive_seed
+from metarl.trainer import RESUME_OVERRIDABLE, Trainer
 
 
 def _families() -> Any:
@@ -273,7 +274,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             held_out = family.test_tasks
             tasks = [held_out[i % len(held_out)] for i in range(args.video_tasks)]
             steps = config.eval_steps if args.steps is None else args.steps
-            paths = write_videos(agent, family, tasks, steps, derive_seed(config.seed, EVAL_SEED_SALT, 1),
+            paths = write_videos(agent, family, tasks, steps, video_seed(config.seed),
                                  run_dir / "videos", args.video_format)
             print(f"  videos (left: before adaptation, right: after): {', '.join(map(str, paths))}")
     return 0

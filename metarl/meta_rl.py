@@ -24,7 +24,8 @@ from metarl.functional import Params, detach, sgd_step, stack
 from metarl.guards import check_count, check_tasks
 from metarl.policies import Policy, make_policy
 from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
-from metarl.sampler import EnvSource, Episodes, Sampler
+from metarl.sampler import EnvSource, Episodes, EpisodeSampler, MLPActor, Sampler
+from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
 from metarl.video import VideoPolicies, maml_policies
 
@@ -126,7 +127,7 @@ class MAMLRLAgent(ABC):
     metric = "return"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT, Capability.VIDEOS})
 
-    def __init__(self, family: TaskSource, config: MAMLRLConfig, seed: int = 0):
+    def __init__(self, family: TaskSource, config: MAMLRLConfig, seed: int = 0, sampler: EpisodeSampler | None = None):
         self.family, self.config = family, config
         probe = family.make_env(family.train_tasks[0])
         torch.manual_seed(seed)
@@ -134,7 +135,7 @@ class MAMLRLAgent(ABC):
                                           config.hidden_sizes, config.activation, config.init_std)
         self.observation_space, self.action_space = probe.observation_space, probe.action_space
         probe.close()
-        self.sampler = Sampler(family, config.episodes_per_task)
+        self.sampler = Sampler(family) if sampler is None else sampler
         self.baseline = LinearFeatureBaseline()
 
     # -- advantages and the inner loss --------------------------------------------------------
@@ -201,22 +202,27 @@ class MAMLRLAgent(ABC):
         return detach(sgd_step(params, self.inner_loss(params, episodes, adv), self.config.inner_lr, True))
 
     def collect(self, tasks: list[Task], seed: int, steps: int | None = None,
-                sampler: Sampler | None = None) -> MetaBatch:
+                sampler: EpisodeSampler | None = None) -> MetaBatch:
         """Support episodes for each of ``steps`` inner steps (default: the config's), then query episodes
-        with the adapted parameters (by the agent's sampler, or ``sampler``)."""
+        with the adapted parameters (by the agent's sampler, or ``sampler``); the sampling before inner step
+        ``s`` is seeded ``(seed, s)``."""
         sampler = self.sampler if sampler is None else sampler
         tasks, steps = check_tasks(tasks), self.config.inner_steps if steps is None else check_count("steps", steps, 0)
-        seeds = np.random.SeedSequence(seed).generate_state(steps + 1)
+
+        def sample(params: Params, step: int) -> Episodes:
+            return sampler.sample(tasks, MLPActor(self.policy, params), episodes_per_task=self.config.episodes_per_task,
+                                  seed=derive_seed(seed, step))
+
         params = stack({k: v.detach().clone() for k, v in self.policy.params().items()}, len(tasks))
         support, support_adv, support_params = [], [], []
         for step in range(steps):
-            episodes = sampler.sample(tasks, self.policy, params, seed=int(seeds[step]))
+            episodes = sample(params, step)
             adv = self.advantages(episodes)
             support.append(episodes)
             support_adv.append(adv)
             support_params.append(params)
             params = self._adapt_on(params, episodes, adv)
-        query = sampler.sample(tasks, self.policy, params, seed=int(seeds[-1]))
+        query = sample(params, steps)
         return MetaBatch(tasks, support, support_adv, support_params, query, self.advantages(query), params)
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
@@ -242,7 +248,7 @@ class MAMLRLAgent(ABC):
                 if type(own) is not type(theirs) or own.shape != theirs.shape or \
                         getattr(own, "n", None) != getattr(theirs, "n", None):
                     raise ValueError(f"your environment's {kind} space is {theirs}; this agent's is {own}")
-            task, sampler = source.task, Sampler(source, self.config.episodes_per_task)
+            task, sampler = source.task, Sampler(source)
         else:
             task = as_task(self.family, task)
         try:

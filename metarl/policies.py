@@ -19,7 +19,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from metarl.functional import Params, call
 from metarl.nets import mlp
 
-__all__ = ["CategoricalMLPPolicy", "GaussianMLPPolicy", "Outputs", "Policy", "make_policy"]
+__all__ = ["CategoricalMLPPolicy", "GaussianMLPPolicy", "Outputs", "Policy", "make_policy", "sample_action"]
 
 Outputs = torch.Tensor | tuple[torch.Tensor, ...]  # what ``forward`` returns: the distribution's parameters
 
@@ -74,10 +74,6 @@ class Policy(nn.Module):
 
         return product
 
-    def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
-        """Draw actions with an explicit generator, so sampling is reproducible without global state."""
-        raise NotImplementedError
-
 
 class GaussianMLPPolicy(Policy):
     """Diagonal Gaussian with an MLP mean and a state-independent learned log standard deviation."""
@@ -106,11 +102,6 @@ class GaussianMLPPolicy(Policy):
         (_, log_std), (d_mean, d_log_std) = out, tangent
         return d_mean * torch.exp(-2 * log_std), 2 * d_log_std
 
-    def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
-        base = dist.base_dist
-        noise = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype)
-        return base.loc + base.scale * noise
-
 
 class CategoricalMLPPolicy(Policy):
     """Categorical over ``n`` actions with MLP logits."""
@@ -133,9 +124,21 @@ class CategoricalMLPPolicy(Policy):
         p = torch.softmax(out, -1)
         return p * tangent - p * (p * tangent).sum(-1, keepdim=True)
 
-    def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
-        probs = dist.probs.reshape(-1, dist.probs.shape[-1])
-        return torch.multinomial(probs, 1, generator=generator).reshape(dist.probs.shape[:-1])
+
+def sample_action(dist: Distribution, noise: torch.Tensor | None) -> torch.Tensor:
+    """An action of ``dist`` drawn with the caller's standard normal ``noise`` (so that whoever owns the random
+    stream decides the draw): ``loc + scale * noise`` for a Gaussian (noise shaped like the action), the inverse
+    distribution function at ``Phi(noise)`` for a categorical (noise ``[..., 1]``). ``None``: the mode."""
+    if noise is None:
+        return dist.mode
+    base = dist.base_dist if isinstance(dist, Independent) else dist
+    if isinstance(base, Normal):
+        return base.loc + base.scale * noise
+    if isinstance(base, Categorical):
+        cdf = base.probs.double().cumsum(-1)
+        index = torch.searchsorted(cdf, torch.special.ndtr(noise.double()))[..., 0]
+        return index.clamp_max(cdf.shape[-1] - 1)  # a cumulative sum that ends just below 1
+    raise TypeError(f"cannot sample {type(base).__name__} from normal noise; accepted: Normal, Categorical")
 
 
 def _within(params: Params, prefix: str) -> Params:

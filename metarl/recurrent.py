@@ -2,9 +2,10 @@
 
 The policy reads, at every step, the observation, the previous action (one-hot when discrete), the
 previous reward and a flag that the previous step ended an episode (Duan et al. 2016, section 2.2).
-Its hidden state is the fast learner: :class:`RecurrentActor` keeps it across the episodes of a trial
-and starts each trial from zeros. The inputs it fed are recorded, so the update can recompute the same
-log-probabilities by unrolling the same network over the recorded sequence.
+Its hidden state is the fast learner: :class:`RecurrentActor` carries it, with the previous action, reward
+and flag, in the actor state the sampler threads through the episodes of a trial, starting each trial from
+zeros. What the network read at each step follows from the trial's own steps (:meth:`RecurrentPolicy.
+trial_inputs`), so the update recomputes the same log-probabilities by unrolling the network over them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-__all__ = ["RecurrentActor", "RecurrentController", "RecurrentCritic", "RecurrentPolicy"]
+from metarl.policies import sample_action
+from metarl.sampler import ActorState, TrialSteps
+
+__all__ = ["RecurrentActor", "RecurrentCritic", "RecurrentPolicy"]
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -58,6 +62,16 @@ class RecurrentPolicy(nn.Module):
         """``[obs, previous action (encoded; zeros before the first), previous reward, previous done]``."""
         return torch.cat([obs, prev_action, prev_reward[..., None], prev_done[..., None]], dim=-1)
 
+    def trial_inputs(self, steps: TrialSteps) -> torch.Tensor:
+        """What the network read at each step of whole trials, ``[..., L, in]``: the step's observation with
+        the previous step's action, reward and end-of-episode flag (zeros before a trial's first step)."""
+        def previous(x: torch.Tensor) -> torch.Tensor:
+            t = steps.mask.dim() - 1  # the time axis
+            return torch.cat([torch.zeros_like(x.narrow(t, 0, 1)), x.narrow(t, 0, x.shape[t] - 1)], dim=t)
+
+        return self.inputs(steps.obs, previous(self.encode_action(steps.actions)), previous(steps.rewards),
+                           previous(steps.ends))
+
     def forward(self, inputs: torch.Tensor, state: torch.Tensor) -> tuple[Distribution, torch.Tensor, torch.Tensor]:
         """:meth:`unroll` (so that ``torch.func.functional_call`` can run it with other parameters)."""
         return self.unroll(inputs, state)
@@ -78,13 +92,6 @@ class RecurrentPolicy(nn.Module):
             dist = Independent(Normal(logits, self.log_std.exp().expand_as(logits)), 1)
         return dist, self.value(out).squeeze(-1), final
 
-    def sample(self, dist: Distribution, generator: torch.Generator) -> torch.Tensor:
-        if self.discrete:
-            probs = dist.probs.reshape(-1, dist.probs.shape[-1])
-            return torch.multinomial(probs, 1, generator=generator).reshape(dist.probs.shape[:-1])
-        base = dist.base_dist
-        return base.loc + base.scale * torch.randn(base.loc.shape, generator=generator)
-
 
 class RecurrentCritic(nn.Module):
     """A value network with its own recurrent cell, reading the policy's inputs from a zero state."""
@@ -100,94 +107,27 @@ class RecurrentCritic(nn.Module):
 
 
 class RecurrentActor:
-    """Acts for ``n`` slots with a recurrent policy across several sampler calls (the episodes of a trial).
+    """A recurrent policy as the sampler's actor: per slot, the hidden state and the previous action (encoded),
+    reward and done flag, all zeros at the start of a trial and carried across its episodes."""
 
-    Records, per call, the network inputs ``[n, T, in]`` and value estimates ``[n, T]``; slots whose
-    episode has ended keep their hidden state until the next episode of the trial starts.
-    """
+    def __init__(self, policy: RecurrentPolicy):
+        self.policy = policy
 
-    def __init__(self, policy: RecurrentPolicy, n: int, generator: torch.Generator):
-        self.policy, self.generator = policy, generator
-        self.state = policy.initial_state(n)
-        self.prev_action = torch.zeros(n, policy.act_dim)  # encoded; zeros: no action yet in this trial
-        self.prev_reward = torch.zeros(n)
-        self.prev_done = torch.zeros(n)
-        self.inputs: list[list[torch.Tensor]] = []
-        self.values: list[list[torch.Tensor]] = []
-        self._new_episode = True
+    def initial_state(self, n: int) -> ActorState:
+        return {"hidden": self.policy.initial_state(n), "prev_action": torch.zeros(n, self.policy.act_dim),
+                "prev_reward": torch.zeros(n), "prev_done": torch.zeros(n)}
 
-    def act(self, obs: torch.Tensor, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._new_episode:
-            self.inputs.append([])
-            self.values.append([])
-            self._new_episode = False
-        x = self.policy.inputs(obs, self.prev_action, self.prev_reward, self.prev_done)
-        dist, value, state = self.policy.unroll(x[:, None], self.state)
-        action = self.policy.sample(dist, self.generator)[:, 0]
-        log_prob = dist.log_prob(action[:, None])[:, 0]
-        keep = torch.zeros(len(obs), dtype=torch.bool)
-        keep[torch.as_tensor(active)] = True
-        self.state = torch.where(keep[:, None], state, self.state)
-        self._pending = (keep, action)
-        self.inputs[-1].append(x)
-        self.values[-1].append(value[:, 0])
-        return action, log_prob
+    def begin_episode(self, state: ActorState, seeds: np.ndarray) -> ActorState:
+        return state  # the previous episode's last step already set the done flag
 
-    def observe(self, active: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
-        keep, action = self._pending
-        idx = torch.as_tensor(active)
-        self.prev_action[idx] = self.policy.encode_action(action[idx])
-        self.prev_reward[idx] = torch.as_tensor(rewards, dtype=torch.float32)
-        self.prev_done[idx] = torch.as_tensor(done, dtype=torch.float32)
+    def act(self, obs: torch.Tensor, state: ActorState,
+            noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, ActorState]:
+        x = self.policy.inputs(obs, state["prev_action"], state["prev_reward"], state["prev_done"])
+        dist, _, hidden = self.policy.unroll(x[:, None], state["hidden"])
+        action = sample_action(dist, None if noise is None else noise[:, None])
+        return action[:, 0], dist.log_prob(action)[:, 0], {**state, "hidden": hidden}
 
-    def end_episode(self) -> None:
-        """Mark the start of the trial's next episode: its first input carries done = 1."""
-        self._new_episode = True
-        self.prev_done.fill_(1.0)
-
-    def episode_record(self, j: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs ``[n, horizon, in]`` and values ``[n, horizon]`` of episode ``j``, zero-padded."""
-        x, v = torch.stack(self.inputs[j], dim=1), torch.stack(self.values[j], dim=1)
-        pad = horizon - x.shape[1]
-        return nn.functional.pad(x, (0, 0, 0, pad)), nn.functional.pad(v, (0, pad))
-
-
-class RecurrentController:
-    """A recurrent policy acting in one environment, its hidden state kept across the episodes of a trial:
-    ``act(obs)`` before each step, ``observe(reward, done)`` after it, ``end_episode()`` between episodes.
-
-    ``returns``: the return of every episode it finished. With ``action_space`` (a Box), actions are clipped
-    to its bounds as the sampler clips them."""
-
-    def __init__(self, policy: RecurrentPolicy, seed: int, action_space: gym.Space | None = None):
-        self.policy, self.generator, self.action_space = policy, torch.Generator().manual_seed(seed), action_space
-        self.state = policy.initial_state(1)
-        self.prev_action = torch.zeros(1, policy.act_dim)
-        self.prev_reward, self.prev_done = torch.zeros(1), torch.zeros(1)
-        self._action = torch.zeros(1)
-        self.returns: list[float] = []
-        self._return = 0.0
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """The action at ``obs``: sampled, or the distribution's mode with ``deterministic``."""
-        x = self.policy.inputs(torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None], self.prev_action,
-                               self.prev_reward, self.prev_done)
-        dist, _, self.state = self.policy.unroll(x[:, None], self.state)
-        self._action = (dist.mode if deterministic else self.policy.sample(dist, self.generator))[:, 0]
-        action = self._action[0].numpy()
-        if isinstance(self.action_space, gym.spaces.Box):
-            action = np.clip(action, self.action_space.low, self.action_space.high)
-        return action
-
-    def observe(self, reward: float, done: bool) -> None:
-        self.prev_action = self.policy.encode_action(self._action)
-        self.prev_reward = torch.tensor([float(reward)])
-        self.prev_done = torch.tensor([float(done)])
-        self._return += float(reward)
-        if done:
-            self.returns.append(self._return)
-            self._return = 0.0
-
-    def end_episode(self) -> None:
-        self.prev_done.fill_(1.0)
+    def observe(self, state: ActorState, actions: torch.Tensor, rewards: torch.Tensor,
+                done: torch.Tensor) -> ActorState:
+        return {**state, "prev_action": self.policy.encode_action(actions), "prev_reward": rewards,
+                "prev_done": done}

@@ -24,7 +24,8 @@ from metarl.config import RunConfig, build_dataclass, load_config, read_yaml
 from metarl.contract import Agent, check_agent, check_source
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
 from metarl.rundir import atomic_write
-from metarl.task import EpisodeSource, Task, TaskSource, provides
+from metarl.sampler import Sampler
+from metarl.task import EnvironmentFamily, EpisodeSource, Task, TaskSource, provides
 
 __all__ = ["SOURCE_FILE", "SavedSource", "agent_classes", "agent_names", "build_run", "load", "make_family",
            "reference_curves", "saved_config", "set_eval", "with_agent_defaults", "write_source"]
@@ -139,14 +140,17 @@ def reference_curves(family: TaskSource, tasks: list[Task], episodes: int, seed:
 
 def build_run(config: RunConfig, source: Any = None) -> tuple[Any, Agent, dict[str, Any]]:
     """The task source and agent a config names, and the config with every agent default filled in;
-    ``source``: use this task source instead of making the config's family. A value the agent refuses is a
-    :class:`ConfigError`; the agent is checked against the agent contract (:func:`metarl.contract.check_agent`)."""
+    ``source``: use this task source instead of making the config's family. An agent that learns from
+    environments samples them through the sampler composed here (:class:`metarl.sampler.Sampler`). A value the
+    agent refuses is a :class:`ConfigError`; the agent is checked against the agent contract
+    (:func:`metarl.contract.check_agent`)."""
     family = source if source is not None else make_family(config.family, config.family_overrides)
     agent_cls, config_cls = agent_classes(config.agent)
     agent_config = build_dataclass(config_cls, config.agent_config, f"agent_config of {config.agent}")
     check_source(agent_cls, family)
     try:
-        agent = agent_cls(family, agent_config, seed=config.seed)
+        sampler = {"sampler": Sampler(family)} if agent_cls.learns_from is EnvironmentFamily else {}
+        agent = agent_cls(family, agent_config, seed=config.seed, **sampler)
     except MetaRLError:
         raise
     except ValueError as err:  # the agent refused its config or its family (a cell, an action space)

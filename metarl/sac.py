@@ -78,10 +78,12 @@ class TanhGaussianPolicy(nn.Module):
         mean, log_std = self.net(x).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> PolicySample:
-        """A reparameterised sample (gradients flow through the action into the network)."""
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> PolicySample:
+        """A reparameterised sample (gradients flow through the action into the network), from standard normal
+        ``noise`` when given (the sampler's), else drawn with ``generator``."""
         mean, log_std = self(x)
-        u = mean + log_std.exp() * torch.randn(mean.shape, generator=generator)
+        u = mean + log_std.exp() * (torch.randn(mean.shape, generator=generator) if noise is None else noise)
         return PolicySample(torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std), mean, log_std)
 
     def mode(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,23 @@
 """The sampler: every episode of every task of a meta-batch, stepped together.
 
-Given ``K`` tasks and one parameter set per task (stacked, see :mod:`metarl.functional`), it runs
-``E`` episodes per task at once: ``K x E`` environments advance in lockstep and the policy is evaluated
-once per time step for all of them (one vmapped call over the tasks' parameters). Episodes come back
-padded to the horizon as tensors with a mask (:class:`Episodes`).
+Given ``K`` tasks and an :class:`Actor`, it runs ``E`` episodes per task at once: ``K x E`` environments
+advance in lockstep and the actor is called once per time step for all of them (for a feed-forward policy
+with one parameter set per task, one batched evaluation; see :mod:`metarl.functional`). Episodes come back
+padded to the horizon as tensors with a mask (:class:`Episodes`). :meth:`Sampler.run_trials` runs several
+episodes back to back in each slot with the actor's state carried across them (an RL^2 trial; PEARL's
+episodes on one task): the state is explicit, passed in and returned, never kept by the actor.
 
-The interface is task-parallel: a sampler owns environments for the tasks it is given and receives the
-parameters to act with, so a distributed backend can split a meta-batch across workers by tasks
-without any change to the agents. Everything random derives from the ``seed`` of each call.
+The interface is task-parallel and the randomness is per episode: a call is given tasks, an actor and a seed,
+and episode ``j`` of the trial in slot ``e`` of task index ``k`` draws its reset and its action noise from
+``(seed, k, e, j)`` alone (:mod:`metarl.seeding`). A backend that splits a meta-batch across workers by tasks,
+passing each worker its tasks' indices (``task_ids``) and the actor for those tasks, therefore returns the
+same episodes, bit for bit, as this sampler does in one process.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,10 +26,14 @@ import numpy as np
 import torch
 
 from metarl.guards import NonFiniteError, check_count, check_finite, check_transitions
-from metarl.policies import Policy
-from metarl.task import Task, TaskSource
+from metarl.policies import Policy, sample_action
+from metarl.seeding import EpisodeStreams, derive_seed, episode_streams
+from metarl.task import EnvironmentFamily, Task
 
-__all__ = ["Actor", "EnvSource", "Episodes", "MLPActor", "Sampler"]
+__all__ = ["Actor", "ActorState", "Controller", "EnvSource", "Episodes", "EpisodeSampler", "MLPActor",
+           "Memoryless", "Sampler", "TrialSteps", "Trials", "noise_shape"]
+
+ActorState = dict[str, torch.Tensor]  # per-slot tensors with a leading slot axis
 
 
 @dataclass
@@ -60,40 +68,128 @@ class Episodes:
                                    mask=self.mask[..., idx], log_probs=self.log_probs[..., idx])
 
 
+@dataclass
+class TrialSteps:
+    """The steps of each trial's episodes back to back, ``[K, R, L]`` with ``L = episodes x T``: each slot's
+    steps taken first, in order, then padding (``mask`` 0)."""
+
+    obs: torch.Tensor  # [K, R, L, obs_dim]
+    actions: torch.Tensor  # [K, R, L, act_dim] or [K, R, L]
+    rewards: torch.Tensor  # [K, R, L]
+    log_probs: torch.Tensor  # [K, R, L]
+    mask: torch.Tensor  # [K, R, L]
+    ends: torch.Tensor  # [K, R, L]: 1 at the last step of each episode
+
+
+@dataclass
+class Trials:
+    """``R`` trials on each of ``K`` tasks, each trial ``J`` episodes run back to back in one slot."""
+
+    episodes: list[Episodes]  # J: episode j of every trial, [K, R, T] each
+    state: ActorState  # the actor's state after the last episode
+
+    @property
+    def env_steps(self) -> int:
+        return sum(e.env_steps for e in self.episodes)
+
+    def episode_returns(self) -> torch.Tensor:
+        """``[J, K, R]``: the return of episode ``j`` of each trial."""
+        return torch.stack([e.episode_returns() for e in self.episodes])
+
+    def joined(self) -> TrialSteps:
+        """Each trial as one sequence: its episodes' steps concatenated, padding moved to the end."""
+        def cat(per_episode: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat(per_episode, dim=2)
+
+        mask = cat([e.mask for e in self.episodes])
+        horizon = self.episodes[0].mask.shape[-1]
+        ends = cat([torch.nn.functional.one_hot(e.lengths - 1, horizon).float() for e in self.episodes])
+        order = torch.argsort((mask == 0).int(), dim=2, stable=True)  # each slot's steps taken first, in order
+
+        def compact(x: torch.Tensor) -> torch.Tensor:
+            index = order.reshape(*order.shape, *([1] * (x.dim() - 3))).expand_as(x)
+            return torch.gather(x, 2, index)
+
+        return TrialSteps(obs=compact(cat([e.obs for e in self.episodes])),
+                          actions=compact(cat([e.actions for e in self.episodes])),
+                          rewards=compact(cat([e.rewards for e in self.episodes])),
+                          log_probs=compact(cat([e.log_probs for e in self.episodes])),
+                          mask=compact(mask), ends=compact(ends))
+
+
 class Actor(Protocol):
-    """Chooses the actions of all ``n`` slots of a sampling call (slots are task-major: ``task * E + episode``)."""
+    """Chooses the actions of the ``n`` slots of a sampling call (task-major: slot ``task * E + e``).
 
-    def act(self, obs: torch.Tensor, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Actions ``[n, ...]`` and their log-probabilities ``[n]`` for observations ``[n, obs_dim]``;
-        only the ``active`` slots' actions are used."""
+    Whatever it remembers lives in an explicit per-slot state (a dict of tensors with a leading slot axis,
+    e.g. a recurrent policy's hidden state and the previous action, reward and done flag) that the sampler
+    threads through the steps and the episodes of a trial and returns with them; the sampler keeps the state
+    of slots whose episode has ended. An actor and its state can therefore be sent to another process.
+    """
+
+    def initial_state(self, n: int) -> ActorState:
+        """The state of ``n`` slots at the start of a trial; refuses (``NonFiniteError``) what it cannot act with."""
         ...
 
-    def observe(self, active: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
-        """The outcome of the step for the active slots."""
+    def begin_episode(self, state: ActorState, seeds: np.ndarray) -> ActorState:
+        """The state each slot's next episode starts from (also before the first), with a seed per slot for any
+        draw it makes there (a posterior sample, say)."""
+        ...
+
+    def act(self, obs: torch.Tensor, state: ActorState,
+            noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, ActorState]:
+        """Actions ``[n, ...]``, their log-probabilities ``[n]`` and the state after acting, for observations
+        ``[n, obs_dim]`` and standard normal ``noise`` ``[n, *noise_shape]`` (None: the most likely actions)."""
+        ...
+
+    def observe(self, state: ActorState, actions: torch.Tensor, rewards: torch.Tensor,
+                done: torch.Tensor) -> ActorState:
+        """The state after a step: the actions taken, their rewards ``[n]`` and done flags ``[n]`` (0 or 1)."""
         ...
 
 
-class MLPActor:
-    """A feed-forward policy with one parameter set per task, evaluated in one vmapped call."""
+class Memoryless:
+    """The state handling of an actor that remembers nothing."""
 
-    def __init__(self, policy: Policy, params: dict[str, torch.Tensor] | None, num_tasks: int,
-                 episodes_per_task: int, generator: torch.Generator):
-        self.policy, self.params, self.generator = policy, params, generator
-        self.shape = (num_tasks, episodes_per_task)
+    def initial_state(self, n: int) -> ActorState:
+        return {}
 
-    def act(self, obs: torch.Tensor, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def begin_episode(self, state: ActorState, seeds: np.ndarray) -> ActorState:
+        return state
+
+    def observe(self, state: ActorState, actions: torch.Tensor, rewards: torch.Tensor,
+                done: torch.Tensor) -> ActorState:
+        return state
+
+
+class MLPActor(Memoryless):
+    """A feed-forward policy with one parameter set per task (``params`` stacked on a leading task axis), or the
+    policy's own parameters (``params=None``): the actions of every slot from one batched evaluation."""
+
+    def __init__(self, policy: Policy, params: dict[str, torch.Tensor] | None = None):
+        self.policy, self.params = policy, params
+
+    def initial_state(self, n: int) -> ActorState:
+        check_finite(self.params, "policy parameters that are not finite")
+        return {}
+
+    def act(self, obs: torch.Tensor, state: ActorState,
+            noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, ActorState]:
+        n = obs.shape[0]
+        if self.params is not None:  # [K, E, obs_dim]: slot k * E + e acts with task k's parameters
+            obs = obs.view(next(iter(self.params.values())).shape[0], -1, obs.shape[-1])
+            noise = None if noise is None else noise.view(*obs.shape[:2], *noise.shape[1:])
         try:
-            dist = self.policy.dist(obs.view(*self.shape, -1), self.params, stacked=self.params is not None)
+            dist = self.policy.dist(obs, self.params, stacked=self.params is not None)
         except ValueError as err:  # torch's argument check: a NaN, or a scale of 0 or infinity
             first_line = str(err).splitlines()[0].rstrip(":")
             raise NonFiniteError(f"the policy's action distribution is invalid: {first_line}") from None
-        action = self.policy.sample(dist, self.generator)
-        log_prob = dist.log_prob(action)
-        n = obs.shape[0]
-        return action.reshape(n, *action.shape[2:]), log_prob.reshape(n)
+        action = sample_action(dist, noise)
+        return action.reshape(n, *action.shape[obs.dim() - 1:]), dist.log_prob(action).reshape(n), state
 
-    def observe(self, active: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
-        pass
+
+def noise_shape(space: gym.Space) -> tuple[int, ...]:
+    """The standard normal draws an action of ``space`` takes: one per dimension of a Box, one for a Discrete."""
+    return tuple(space.shape) if isinstance(space, gym.spaces.Box) else (1,)
 
 
 class Stepper(Protocol):
@@ -149,46 +245,74 @@ class EnvSource:
         return env
 
 
-class Sampler:
-    """Collects ``episodes_per_task`` episodes for each task of a meta-batch, all environments together."""
+class EpisodeSampler(Protocol):
+    """What agents sample through (:class:`Sampler` in this process; a backend with workers keeps these calls and
+    splits them by tasks, each worker given its tasks' indices, the actor for those tasks and the same seed)."""
 
-    def __init__(self, family: TaskSource, episodes_per_task: int):
-        if episodes_per_task < 1:
-            raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
-        self.family, self.episodes_per_task = family, episodes_per_task
+    def sample(self, tasks: list[Task], actor: Actor, *, episodes_per_task: int, seed: int,
+               task_ids: Sequence[int] | None = None) -> Episodes: ...
+
+    def run_trials(self, tasks: list[Task], actor: Actor, *, trials_per_task: int, episodes_per_trial: int,
+                   seed: int, task_ids: Sequence[int] | None = None) -> Trials: ...
+
+    def close(self) -> None: ...
+
+
+class Sampler:
+    """Runs the episodes of a meta-batch on ``family``'s environments, all slots in lockstep."""
+
+    def __init__(self, family: EnvironmentFamily | EnvSource):
+        self.family = family
         self._envs: list[gym.Env] = []
 
-    def _environments(self, tasks: list[Task]) -> list[gym.Env]:
-        """One environment per episode slot, reused across calls and switched to the slot's task."""
-        needed = len(tasks) * self.episodes_per_task
-        slot_tasks = [t for t in tasks for _ in range(self.episodes_per_task)]
-        for i in range(needed):
+    def _environments(self, tasks: list[Task], per_task: int) -> list[gym.Env]:
+        """One environment per slot, reused across calls and switched to the slot's task."""
+        slot_tasks = [t for t in tasks for _ in range(per_task)]
+        for i, task in enumerate(slot_tasks):
             if i == len(self._envs):
-                self._envs.append(self.family.make_env(slot_tasks[i]))
-            elif getattr(self._envs[i].unwrapped, "task", slot_tasks[i]) != slot_tasks[i]:  # EnvSource: no task
-                self._envs[i].unwrapped.set_task(slot_tasks[i])
-        return self._envs[:needed]
+                self._envs.append(self.family.make_env(task))
+            elif getattr(self._envs[i].unwrapped, "task", task) != task:  # EnvSource: no task
+                self._envs[i].unwrapped.set_task(task)
+        return self._envs[: len(slot_tasks)]
 
-    def sample(
-        self, tasks: list[Task], policy: Policy, params: dict[str, torch.Tensor] | None = None, *, seed: int
-    ) -> Episodes:
-        """Episodes of ``policy`` on ``tasks``; ``params`` are stacked per task (None: the policy's own)."""
-        check_finite(params, f"cannot sample {self.family.name} with policy parameters that are not finite")
-        n = len(tasks) * self.episodes_per_task
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence(seed).generate_state(n + 1)[-1]))
-        return self.run(tasks, MLPActor(policy, params, len(tasks), self.episodes_per_task, generator), seed=seed)
+    def sample(self, tasks: list[Task], actor: Actor, *, episodes_per_task: int, seed: int,
+               task_ids: Sequence[int] | None = None) -> Episodes:
+        """One episode in each of the ``len(tasks) x episodes_per_task`` slots, all in lockstep; ``task_ids``:
+        the tasks' indices in the meta-batch, which key their random streams (default ``0, 1, ...``)."""
+        return self.run_trials(tasks, actor, trials_per_task=episodes_per_task, episodes_per_trial=1, seed=seed,
+                               task_ids=task_ids).episodes[0]
 
-    def run(self, tasks: list[Task], actor: Actor, *, seed: int) -> Episodes:
-        """One episode in each of the ``len(tasks) x episodes_per_task`` slots, all in lockstep, acting
-        through ``actor`` (which may keep state across calls, as a recurrent policy's trial does)."""
-        k, e = len(tasks), self.episodes_per_task
-        envs = self._environments(tasks)
-        n, horizon = len(envs), self.family.horizon
+    def run_trials(self, tasks: list[Task], actor: Actor, *, trials_per_task: int, episodes_per_trial: int,
+                   seed: int, task_ids: Sequence[int] | None = None) -> Trials:
+        """``trials_per_task`` trials on each task, each ``episodes_per_trial`` episodes in one slot with the actor's
+        state carried from one to the next (episode ``j`` of every slot in lockstep)."""
+        per_task, episodes = check_count("trials_per_task", trials_per_task), check_count("episodes_per_trial",
+                                                                                           episodes_per_trial)
+        task_ids = range(len(tasks)) if task_ids is None else task_ids
+        if len(task_ids) != len(tasks):
+            raise ValueError(f"task_ids has {len(task_ids)} entries for {len(tasks)} tasks")
+        envs = self._environments(tasks, per_task)
+        try:
+            state = actor.initial_state(len(envs))
+        except NonFiniteError as err:
+            raise NonFiniteError(f"cannot sample {self.family.name} with {err}") from None
+        shape = noise_shape(envs[0].action_space)
+        run = []
+        for j in range(episodes):
+            streams = episode_streams(seed, task_ids, per_task, j, self.family.horizon, shape)
+            state = actor.begin_episode(state, streams.starts)
+            episode, state = self._episode(tasks, per_task, envs, actor, state, streams)
+            run.append(episode)
+        return Trials(run, state)
+
+    def _episode(self, tasks: list[Task], per_task: int, envs: list[gym.Env], actor: Actor, state: ActorState,
+                 streams: EpisodeStreams) -> tuple[Episodes, ActorState]:
+        """One episode in every slot, its randomness from ``streams``."""
+        k, e, n, horizon = len(tasks), per_task, len(envs), self.family.horizon
         space = envs[0].action_space
         low, high = (space.low, space.high) if isinstance(space, gym.spaces.Box) else (None, None)
-        seeds = np.random.SeedSequence(seed).generate_state(n)  # episode j of slot i resets with seeds[i]
 
-        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
+        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, streams.resets, strict=True)])
         check_transitions(self.family.name, tasks, e, np.arange(n), 0, obs)
         obs_buf = np.zeros((n, horizon, obs.shape[-1]), dtype=np.float32)
         rewards = np.zeros((n, horizon), dtype=np.float32)
@@ -201,8 +325,11 @@ class Sampler:
         for t in range(horizon):
             obs_buf[:, t] = obs
             mask[active, t] = 1.0
+            acting = torch.from_numpy(mask[:, t] > 0)
             with torch.no_grad():
-                action, log_prob = actor.act(torch.as_tensor(obs, dtype=torch.float32), active)
+                action, log_prob, after = actor.act(torch.as_tensor(obs, dtype=torch.float32), state,
+                                                    streams.noise[:, t])
+            state = _where(acting, after, state)
             actions.append(action)
             log_probs.append(log_prob)
             act = action.numpy()
@@ -211,8 +338,12 @@ class Sampler:
             o_next, r, term, trunc = stepper.step(active, act[active])
             check_transitions(self.family.name, tasks, e, active, t + 1, o_next, r)
             rewards[active, t], obs[active] = r, o_next
-            done = term | trunc
-            actor.observe(active, r, done)
+            done = term | trunc | (t + 1 == horizon)  # the sampler cuts every episode at the horizon
+            ended = np.zeros(n, dtype=np.float32)
+            ended[active] = done
+            with torch.no_grad():
+                after = actor.observe(state, action, torch.tensor(rewards[:, t]), torch.from_numpy(ended))
+            state = _where(acting, after, state)
             terminated[active[done]], last_obs[active[done]] = term[done], o_next[done]
             active = active[~done]
             if len(active) == 0:
@@ -224,7 +355,7 @@ class Sampler:
             action_t = torch.cat([action_t, action_t.new_zeros((n, pad, *action_t.shape[2:]))], dim=1)
         m = torch.from_numpy(mask)
         log_prob_t = torch.nn.functional.pad(torch.stack(log_probs, dim=1), (0, pad)) * m
-        return Episodes(
+        episode = Episodes(
             tasks=list(tasks),
             obs=torch.from_numpy(obs_buf).view(k, e, horizon, -1),
             actions=action_t.view(k, e, horizon, *action_t.shape[2:]),
@@ -234,8 +365,52 @@ class Sampler:
             last_obs=torch.from_numpy(last_obs).view(k, e, -1),
             terminated=torch.from_numpy(terminated).view(k, e),
         )
+        return episode, state
 
     def close(self) -> None:
         for env in self._envs:
             env.close()
         self._envs.clear()
+
+
+def _where(keep: torch.Tensor, new: ActorState, old: ActorState) -> ActorState:
+    """``new`` in the slots ``keep`` marks, ``old`` in the others."""
+    return {name: torch.where(keep.view(-1, *[1] * (v.dim() - 1)), v, old[name]) for name, v in new.items()}
+
+
+class Controller:
+    """An actor acting in one environment, one step at a time (what ``adapt`` and the videos hand out):
+    ``act(obs)`` before each step, ``observe(reward, done)`` after it, ``end_episode()`` between the episodes
+    of a trial, the actor's state carried across them. Its randomness derives from ``seed``; actions are
+    clipped to a Box's bounds as the sampler clips them. ``returns``: the return of every episode it finished."""
+
+    def __init__(self, actor: Actor, action_space: gym.Space, seed: int):
+        self.actor, self.action_space, self.seed = actor, action_space, seed
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, 0))
+        self.returns: list[float] = []
+        self._return = 0.0
+        self.state = actor.begin_episode(actor.initial_state(1), np.array([derive_seed(seed, 1, 0)]))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """The action at ``obs``: sampled, or the most likely one with ``deterministic``."""
+        noise = None if deterministic else torch.randn((1, *noise_shape(self.action_space)), generator=self.generator)
+        self._action, _, self.state = self.actor.act(torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None],
+                                                     self.state, noise)
+        action = self._action[0].numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            action = np.clip(action, self.action_space.low, self.action_space.high)
+        return action
+
+    @torch.no_grad()
+    def observe(self, reward: float, done: bool) -> None:
+        self.state = self.actor.observe(self.state, self._action, torch.tensor([float(reward)]),
+                                        torch.tensor([float(done)]))
+        self._return += float(reward)
+        if done:
+            self.returns.append(self._return)
+            self._return = 0.0
+
+    def end_episode(self) -> None:
+        """Start the trial's next episode."""
+        self.state = self.actor.begin_episode(self.state, np.array([derive_seed(self.seed, 1, len(self.returns))]))

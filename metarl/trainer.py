@@ -2,8 +2,8 @@
 
 Each meta-iteration samples a meta-batch of tasks from the task source, lets the agent take a meta-step
 (the agent owns the mathematics), logs the metrics, and checkpoints every ``checkpoint_every``
-iterations and at the end. Every random draw derives from ``(seed, iteration)``, so a run resumed from a
-checkpoint continues exactly as if it had never stopped. The run directory holds the resolved config,
+iterations and at the end. Every random draw derives from ``(seed, iteration)`` (:mod:`metarl.seeding`), so a run
+resumed from a checkpoint continues exactly as if it had never stopped. The run directory holds the resolved config,
 the metrics, the checkpoints and the evaluation outputs.
 """
 
@@ -27,19 +27,15 @@ from metarl.guards import check_finite
 from metarl.logger import MetricsLogger
 from metarl.run import write_source
 from metarl.rundir import atomic_write, remove_temp_files, run_lock
+from metarl.seeding import eval_seed, step_seed, task_seed
 from metarl.task import TaskSource
 
-__all__ = ["RESUME_OVERRIDABLE", "Agent", "Trainer", "derive_seed"]
+__all__ = ["RESUME_OVERRIDABLE", "Agent", "Trainer"]
 
-EVAL_SEED_SALT = 2**31 - 1
 PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
 RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps",
                                 "agent_config.device"})
 STEP_SIZES = ("lr", "learning_rate", "inner_lr", "max_kl")  # named in the message of a diverged run
-
-
-def derive_seed(*keys: int) -> int:
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 class Trainer:
@@ -76,9 +72,9 @@ class Trainer:
         try:
             for it in bar:
                 t0 = time.perf_counter()
-                tasks = self.family.sample_tasks(self.agent.config.meta_batch_size, seed=derive_seed(c.seed, it, 0))
+                tasks = self.family.sample_tasks(self.agent.config.meta_batch_size, seed=task_seed(c.seed, it))
                 try:
-                    metrics = self.agent.meta_step(tasks, seed=derive_seed(c.seed, it, 1))
+                    metrics = self.agent.meta_step(tasks, seed=step_seed(c.seed, it))
                     self._check_finite(metrics)
                 except NonFiniteError as err:
                     raise self._stopped(it, err) from None
@@ -150,7 +146,7 @@ class Trainer:
         tasks = [held_out[i % len(held_out)] for i in range(count)] if len(held_out) < count else held_out[:count]
         steps = c.eval_steps if steps is None else steps
         t0 = time.perf_counter()
-        curve = self.agent.adaptation_curve(tasks, steps, seed=derive_seed(c.seed, EVAL_SEED_SALT))
+        curve = self.agent.adaptation_curve(tasks, steps, seed=eval_seed(c.seed))
         if not np.isfinite(curve).all():
             point, task = np.argwhere(~np.isfinite(curve))[0]
             raise NonFiniteError(f"evaluation of run {str(self.run_dir)!r}: the score of held-out {tasks[task]!r} "

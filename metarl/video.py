@@ -17,7 +17,8 @@ the core's pieces make them with the adapters here:
 * RL² (:func:`recurrent_policies`): episode 1 of a trial against episode ``K`` of a trial (the first ``K - 1``
   episodes run unrendered with the same seeds, so the hidden state carries what they taught it).
 
-Actions are sampled from seeded generators, as in the evaluation, so a video is the same for a seed.
+Each side is a :class:`metarl.sampler.Controller` over the agent's sampler actor, its actions drawn from a
+seeded generator, so a video is the same for a seed.
 GIF is written with Pillow; MP4 needs imageio's ffmpeg plugin (``imageio-ffmpeg``) or PyAV.
 """
 
@@ -25,25 +26,25 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from metarl.contract import Capability, MakesVideos, require
 from metarl.errors import ConfigError
 from metarl.functional import Params
-from metarl.recurrent import RecurrentController, RecurrentPolicy
+from metarl.recurrent import RecurrentActor, RecurrentPolicy
+from metarl.sampler import Controller, MLPActor
+from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, provides
 
 if TYPE_CHECKING:
     from metarl.meta_rl import MAMLRLAgent
 
-__all__ = ["EpisodePolicy", "FeedForward", "VideoPolicies", "check_renderable", "maml_policies", "recurrent_policies",
+__all__ = ["EpisodePolicy", "VideoPolicies", "check_renderable", "maml_policies", "recurrent_policies",
            "render_episode", "write_video", "write_videos"]
 
 PANEL_HEIGHT = 256  # each side is scaled to this height
@@ -67,67 +68,39 @@ class VideoPolicies:
     after_label: str
 
 
-class FeedForward:
-    """A memoryless policy, from a function of the observation."""
-
-    def __init__(self, act: Callable[[np.ndarray], Any]):
-        self._act = act
-
-    def act(self, obs: np.ndarray) -> Any:
-        return self._act(obs)
-
-    def observe(self, reward: float, done: bool) -> None:
-        pass
-
-
-def _seeds(seed: int, n: int) -> list[int]:
-    return [int(s) for s in np.random.SeedSequence(seed).generate_state(n)]
-
-
-# -- the core agents' policies -------------------------------------------------------------------
-def _mlp_side(agent: MAMLRLAgent, params: Params, seed: int) -> FeedForward:
-    generator = torch.Generator().manual_seed(seed)
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            dist = agent.policy.dist(torch.as_tensor(obs, dtype=torch.float32)[None], params)
-            return agent.policy.sample(dist, generator)[0].numpy()
-
-    return FeedForward(act)
+# -- the core agents' policies: both sides act with the same seed ------------------------------------
+def _act_seed(seed: int) -> int:
+    return derive_seed(seed, 2)
 
 
 def maml_policies(agent: MAMLRLAgent, task: Task, steps: int, seed: int) -> VideoPolicies:
     """``theta`` and ``theta'`` after ``steps`` inner steps on ``task`` (support episodes from ``collect``)."""
-    collect_seed, act_seed = _seeds(seed, 2)
-    adapted = agent.collect([task], collect_seed, steps).query_params
-    theta = {k: v.detach() for k, v in agent.policy.params().items()}
-    after = {k: v[0].detach() for k, v in adapted.items()}
+    adapted: Params = agent.collect([task], derive_seed(seed, 0), steps).query_params  # stacked for the one task
     label = f"after {steps} inner step{'s' if steps != 1 else ''}"
-    return VideoPolicies(_mlp_side(agent, theta, act_seed), _mlp_side(agent, after, act_seed), "before (theta)", label)
+    return VideoPolicies(Controller(MLPActor(agent.policy), agent.action_space, _act_seed(seed)),
+                         Controller(MLPActor(agent.policy, adapted), agent.action_space, _act_seed(seed)),
+                         "before (theta)", label)
 
 
 def recurrent_policies(policy: RecurrentPolicy, family: EnvironmentFamily, episodes_per_trial: int, task: Task,
                        seed: int) -> VideoPolicies:
     """Episode 1 of a trial against episode ``K``: the after-controller first runs episodes ``1..K-1``
     unrendered (episode 1 from the rendered episodes' reset seed, so it is the before-side's episode)."""
-    act_seed, reset_seed = _seeds(seed, 2)
-    after = RecurrentController(policy, act_seed)
     env = family.make_env(task)
+    before, after = (Controller(RecurrentActor(policy), env.action_space, _act_seed(seed)) for _ in range(2))
     try:
-        later = np.random.SeedSequence([seed, 1]).generate_state(episodes_per_trial)
-        for reset in [reset_seed, *map(int, later)][: episodes_per_trial - 1]:
-            run_episode(env, after, reset, render=False)
+        for j in range(episodes_per_trial - 1):
+            run_episode(env, after, render_seed(seed) if j == 0 else derive_seed(seed, 3, j), render=False)
             after.end_episode()
     finally:
         env.close()
-    return VideoPolicies(RecurrentController(policy, act_seed), after, "episode 1 of the trial",
-                         f"episode {episodes_per_trial} of the trial")
+    return VideoPolicies(before, after, "episode 1 of the trial", f"episode {episodes_per_trial} of the trial")
 
 
 # -- rendering --------------------------------------------------------------------------------
 def render_seed(seed: int) -> int:
     """The reset seed both sides of a video start from."""
-    return _seeds(seed, 2)[1]
+    return derive_seed(seed, 1)
 
 
 def run_episode(env: gym.Env, policy: EpisodePolicy, seed: int, render: bool) -> tuple[list[np.ndarray], list[float]]:
@@ -258,10 +231,10 @@ def write_videos(agent: MakesVideos, family: EnvironmentFamily, tasks: list[Task
     fps = check_renderable(family, tasks[0])  # refuse a family that cannot render before any adaptation
     horizon = int(family.horizon)
     written = []
-    task_seeds = _seeds(seed, len(tasks))
     for k, task in enumerate(tasks):
-        pair = agent.video_policies(task, steps, task_seeds[k])
-        reset = render_seed(task_seeds[k])
+        task_seed = derive_seed(seed, k)
+        pair = agent.video_policies(task, steps, task_seed)
+        reset = render_seed(task_seed)
         before, before_rewards = render_episode(family, task, pair.before, reset)
         after, after_rewards = render_episode(family, task, pair.after, reset)
         frames = compose(before, after, before_rewards, after_rewards, (pair.before_label, pair.after_label),

@@ -7,7 +7,7 @@ from conftest import family
 from metarl.agents import AGENTS
 
 from metarl.guards import NonFiniteError
-from metarl.sampler import Sampler
+from metarl.sampler import MLPActor, Sampler
 from metarl.task import Task
 
 
@@ -78,4 +78,4 @@ def test_the_sampler_refuses_policy_parameters_that_are_not_finite():
     params["log_std"][1, 0] = float("nan")
     with pytest.raises(NonFiniteError, match=r"cannot sample Navigation2D-v0 with policy parameters that are not "
                                              r"finite: log_std \(1 of 4 entries"):
-        Sampler(fam, 2).sample(fam.test_tasks[:2], agent.policy, params, seed=0)
+        Sampler(fam).sample(fam.test_tasks[:2], MLPActor(agent.policy, params), episodes_per_task=2, seed=0)

@@ -10,7 +10,7 @@ from metarl.envs.mujoco_batch import DataBatch, MujocoBatch, ThreadedStepper
 import metarl
 import metarl.sampler
 from metarl.policies import make_policy
-from metarl.sampler import LoopStepper, Sampler, stepper_for
+from metarl.sampler import LoopStepper, MLPActor, Sampler, stepper_for
 
 FEW_SHOT = {"Omniglot-v0", "Sinusoid-v0"}  # task sources without environments
 FAMILIES = [n for n in metarl.envs.registered() if n not in FEW_SHOT and not n.startswith("ML")]  # Meta-World: loop
@@ -167,9 +167,9 @@ def test_the_sampler_collects_the_same_episodes_through_the_batch_and_the_loop_s
     torch.manual_seed(0)
     policy = make_policy(env.observation_space, env.action_space)
     tasks = family.sample_tasks(2, seed=4)
-    batched = Sampler(family, 3).sample(tasks, policy, seed=7)
+    batched = Sampler(family).sample(tasks, MLPActor(policy), episodes_per_task=3, seed=7)
     monkeypatch.setattr(metarl.sampler, "stepper_for", LoopStepper)
-    looped = Sampler(family, 3).sample(tasks, policy, seed=7)
+    looped = Sampler(family).sample(tasks, MLPActor(policy), episodes_per_task=3, seed=7)
     for field in ("obs", "actions", "mask", "log_probs", "last_obs", "terminated"):
         assert torch.equal(getattr(batched, field), getattr(looped, field)), field
     torch.testing.assert_close(batched.rewards, looped.rewards, rtol=1e-6, atol=1e-6)

@@ -213,9 +213,9 @@ def test_a_loaded_rl2_agent_adapts_in_context(tmp_path, capsys):
     agent = metarl.load(run_dir)
     controller = agent.adapt({"goal": [0.4, -0.3]}, episodes=2, seed=1)
     assert len(controller.returns) == 2 and controller.returns == agent.adapt({"goal": [0.4, -0.3]}, 2, 1).returns
-    state = controller.state.clone()
+    state = controller.state["hidden"].clone()
     action = controller.act(np.zeros(2, np.float32), deterministic=True)
-    assert action.shape == (2,) and not torch.equal(controller.state, state)  # the hidden state moves on
+    assert action.shape == (2,) and not torch.equal(controller.state["hidden"], state)  # the hidden state moves on
     capsys.readouterr()
     assert main(["adapt", run_dir, "--task", '{"goal": [0.4, -0.3]}', "--episodes", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()

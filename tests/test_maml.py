@@ -11,7 +11,7 @@ from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
 import metarl
 from metarl.functional import flat, unflatten_like
 from metarl.meta_rl import MAMLRLConfig, MetaBatch, masked_mean
-from metarl.sampler import Episodes
+from metarl.sampler import Episodes, MLPActor
 from metarl.task import Task
 from metarl.trpo import TRPOConfig, conjugate_gradient, kl_hessian_product, trpo_step
 
@@ -87,7 +87,7 @@ def test_advantages_of_a_sampled_batch_equal_a_hand_computation(bootstrap, lam, 
                             bootstrap_time_limit=bootstrap, normalize_advantages=normalize)
     agent = MAMLTRPO(family, config, seed=0)
     tasks = [Task("Navigation2D-v0", {"goal": (0.05, 0.05)}), Task("Navigation2D-v0", {"goal": (-0.3, 0.2)})]
-    episodes = agent.sampler.sample(tasks, agent.policy, seed=0)
+    episodes = agent.sampler.sample(tasks, MLPActor(agent.policy), episodes_per_task=4, seed=0)
     assert episodes.terminated.any() and not episodes.terminated.all()  # both ends occur in this batch
     expected = _hand_advantages(episodes, config.gamma, lam, bootstrap, normalize)
     np.testing.assert_allclose(agent.advantages(episodes).double().numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -145,6 +145,8 @@ def test_lvc_inner_loss_has_the_policy_gradient_and_the_lower_variance_curvature
     agent, batch = tiny
     episodes, adv = batch.support[0], batch.support_advantages[0]
     params = {k: v.detach().clone().requires_grad_() for k, v in batch.support_params[0].items()}
+    # at the sampling parameters exactly: the log-probabilities recorded in float32, recomputed in float64
+    episodes = dataclasses.replace(episodes, log_probs=agent.log_probs(params, episodes).detach())
     leaves = list(params.values())
     v = [torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(leaves)]
     grads, curvature = {}, {}

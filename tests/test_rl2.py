@@ -11,6 +11,8 @@ from metarl.agents.references import evaluate_references, gittins_indices
 
 import metarl
 from metarl.cli import main
+from metarl.recurrent import RecurrentActor
+from metarl.sampler import Sampler
 
 
 @pytest.fixture(scope="module")
@@ -20,35 +22,57 @@ def nav_agent():
     return family, agent
 
 
-def test_recomputed_log_probs_and_values_equal_the_recorded_ones(nav_agent):
+def test_recomputed_log_probs_equal_the_recorded_ones(nav_agent):
     family, agent = nav_agent
     trials = agent.collect(family.sample_tasks(3, seed=0), seed=1)
     assert trials.inputs.shape == (6, 24, 2 + 2 + 2)
-    dist, values, _ = agent.policy.unroll(trials.inputs, agent.policy.initial_state(6))
+    dist, _, _ = agent.policy.unroll(trials.inputs, agent.policy.initial_state(6))
     m = trials.mask
     torch.testing.assert_close(dist.log_prob(trials.actions) * m, trials.log_probs * m)
-    torch.testing.assert_close(values * m, trials.values * m)
 
 
 def test_hidden_state_is_carried_across_the_episodes_of_a_trial_and_reset_between_trials(nav_agent):
     family, agent = nav_agent
     tasks = family.sample_tasks(3, seed=0)
     trials = agent.collect(tasks, seed=1)
-    # The values recorded while acting equal an unroll of the whole trial from one zero state: had the
-    # state been reset at each episode, the second and third episodes would differ from that unroll.
-    _, values, _ = agent.policy.unroll(trials.inputs, agent.policy.initial_state(6))
-    per_episode_reset = torch.cat(
-        [agent.policy.unroll(trials.inputs[:, 8 * j : 8 * (j + 1)], agent.policy.initial_state(6))[1]
-         for j in range(3)], dim=1)
-    torch.testing.assert_close(values, trials.values)
-    assert not torch.allclose(per_episode_reset[:, 8:], trials.values[:, 8:])
+    # The log-probabilities recorded while acting equal an unroll of the whole trial from one zero state: had
+    # the state been reset at each episode, the second and third episodes would differ from that unroll.
+    def unrolled(j: int, episodes: int) -> torch.Tensor:  # log-probs of steps 8j.. of `episodes` episodes, from zeros
+        steps = slice(8 * j, 8 * (j + episodes))
+        dist = agent.policy.unroll(trials.inputs[:, steps], agent.policy.initial_state(6))[0]
+        return dist.log_prob(trials.actions[:, steps])
+
+    whole, per_episode_reset = unrolled(0, 3), torch.cat([unrolled(j, 1) for j in range(3)], dim=1)
+    torch.testing.assert_close(whole, trials.log_probs)
+    assert not torch.allclose(per_episode_reset[:, 8:], trials.log_probs[:, 8:])
     # Episode boundaries are marked in the inputs: done flag 1 on the first step of episodes 2 and 3 only.
     done_flags = trials.inputs[0, :, -1]
     assert done_flags[[8, 16]].tolist() == [1.0, 1.0] and done_flags[:8].sum() == 0
     # A new trial starts from zeros: the same seed gives the same trial even after other trials ran.
     agent.collect(family.sample_tasks(3, seed=5), seed=7)
     again = agent.collect(tasks, seed=1)
-    torch.testing.assert_close(again.values, trials.values)
+    assert torch.equal(again.log_probs, trials.log_probs) and torch.equal(again.inputs, trials.inputs)
+
+
+@pytest.mark.parametrize("name", ["Bandit-v0", "HalfCheetahVel-v0"])
+def test_trials_split_by_tasks_are_the_same_bit_for_bit(name):
+    """Trials of a meta-batch in one call, and as two calls over task subsets with their indices (as two workers
+    would run them): the same episodes and the same final actor state."""
+    family = metarl.envs.make(name, horizon=6)
+    agent = RL2(family, RL2Config(hidden_size=16), seed=0)
+    tasks = family.sample_tasks(5, seed=2)
+
+    def trials(tasks, task_ids):  # a fresh sampler per call, as on a worker of its own
+        return Sampler(family).run_trials(tasks, RecurrentActor(agent.policy), trials_per_task=2, episodes_per_trial=3,
+                                          seed=3, task_ids=task_ids)
+
+    whole, first, second = trials(tasks, None), trials(tasks[:2], range(2)), trials(tasks[2:], range(2, 5))
+    for j in range(3):
+        for field in ("obs", "actions", "rewards", "mask", "log_probs", "last_obs", "terminated"):
+            joined = torch.cat([getattr(first.episodes[j], field), getattr(second.episodes[j], field)])
+            assert torch.equal(getattr(whole.episodes[j], field), joined), (j, field)
+    for key, value in whole.state.items():
+        assert torch.equal(value, torch.cat([first.state[key], second.state[key]])), key
 
 
 def test_rl2_learns_to_prefer_the_better_arm_on_a_tiny_bandit():
@@ -117,16 +141,14 @@ def test_value_normalisation_preserves_the_heads_outputs_and_tracks_the_returns(
     def values() -> torch.Tensor:
         return agent.policy.unroll(x, agent.policy.initial_state(4))[1] if agent.critic is None else agent.critic(x)
 
-    before = values()
-    old_mean, old_std, _ = agent.return_stats.tolist()
+    before = agent.popart.denormalize(values())
     returns = torch.tensor([10.0, 20.0, 30.0, 40.0])
-    agent._update_return_stats(returns)
-    mean, std, count = agent.return_stats.tolist()
+    agent.popart.update(returns)
+    mean, std, count = agent.popart.mean, agent.popart.std, agent.popart.count
     assert (mean, count) == (25.0, 4.0) and std == pytest.approx(returns.std(unbiased=False).item())
-    after = values()
-    torch.testing.assert_close(after * std + mean, before * old_std + old_mean)  # same values in return units
-    agent._update_return_stats(torch.tensor([50.0, 60.0]))
-    mean, std, count = agent.return_stats.tolist()
+    torch.testing.assert_close(agent.popart.denormalize(values()), before)  # the same values in return units
+    agent.popart.update(torch.tensor([50.0, 60.0]))
+    mean, std, count = agent.popart.mean, agent.popart.std, agent.popart.count
     everything = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
     assert count == 6 and mean == pytest.approx(35.0) and std == pytest.approx(everything.std(unbiased=False).item())
 
@@ -152,7 +174,7 @@ def test_rl2_trpo_step_keeps_the_kl_bound_and_improves_the_surrogate():
     state = agent.policy.initial_state(trials.mask.shape[0])
     with torch.no_grad():
         old, _, _ = agent.policy.unroll(trials.inputs, state)
-    metrics = agent.update(trials)
+    metrics = agent.update(trials, seed=0)
     with torch.no_grad():
         new, _, _ = agent.policy.unroll(trials.inputs, state)
     m = trials.mask
