@@ -12,10 +12,12 @@ checkpoints cover them. Everything else is MAML (the shared :class:`~metarl.supe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from metarl.contract import Capability
 from metarl.functional import Params
 from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig
 
@@ -33,6 +35,7 @@ def _key(name: str) -> str:
 
 class MetaSGD(InnerLoopAgent):
     config: MetaSGDConfig
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()  # its step sizes are learned: inner_lr only starts them
 
     def build(self) -> nn.Module:
         model = super().build()

@@ -3,7 +3,8 @@
 * ``sb3_scratch``: a policy trained from scratch on each held-out task ("random initialisation").
 * ``sb3_pretrained``: one policy trained on tasks drawn from the training distribution, then fine-tuned on
   each held-out task ("pretrained"; each meta-iteration is one ``learn`` call on a vectorised environment
-  over the meta-batch's tasks).
+  over the meta-batch's tasks). Fine-tuning learns at ``finetune_learning_rate`` (default: ``learning_rate``),
+  its declared step size, which ``metarl eval --tune-step-size`` chooses on training tasks.
 * ``sb3_oracle``: a policy that reads the task's parameters with its observation (:class:`TaskObservation`),
   trained on the training distribution and evaluated on the held-out tasks without adaptation ("oracle").
 
@@ -32,6 +33,7 @@ resumed SAC meta-training run starts with an empty buffer (PPO runs resume exact
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
@@ -121,7 +123,13 @@ class SB3ScratchConfig(SB3Config):
 
 @dataclass
 class SB3PretrainedConfig(SB3Config):
-    pass
+    finetune_learning_rate: float | None = None  # fine-tuning's step size on a held-out task (None: learning_rate)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.finetune_learning_rate is not None and not self.finetune_learning_rate > 0:
+            raise ValueError(f"config field finetune_learning_rate={self.finetune_learning_rate!r} is out of range: "
+                             "accepted > 0, or None for learning_rate")
 
 
 @dataclass
@@ -170,7 +178,7 @@ class SB3Actor(Memoryless):
         return action, torch.zeros(len(obs)), state
 
 
-class SB3Baseline:
+class SB3Baseline(ABC):
     """What the three baselines share: building SB3 models on our environments, learning for a number of
     env steps with seeds, evaluation through the sampler, fine-tuning curves, weights and checkpoints."""
 
@@ -208,20 +216,27 @@ class SB3Baseline:
         per_task = self.config.episodes_per_task if self.config.algorithm == "ppo" else 1
         return DummyVecEnv([partial(self._make_env, t) for t in tasks for _ in range(per_task)])
 
-    def _build(self, tasks: list[Task], seed: int) -> BaseAlgorithm:
+    @property
+    def finetune_learning_rate(self) -> float:
+        """The learning rate of the training on a held-out task (the scratch baseline's is its learning rate)."""
+        return self.config.learning_rate
+
+    def _build(self, tasks: list[Task], seed: int, learning_rate: float | None = None) -> BaseAlgorithm:
+        """An SB3 model on environments of ``tasks``, learning at ``learning_rate`` (default: the config's)."""
         c = self.config
+        learning_rate = c.learning_rate if learning_rate is None else learning_rate
         env = self._vec_env(tasks)
         kwargs: dict[str, Any] = {"activation_fn": ACTIVATIONS[c.activation]}
         if c.algorithm == "ppo":
             rollout = env.num_envs * self.horizon
             if isinstance(self.action_space, gym.spaces.Box):
                 kwargs["log_std_init"] = c.log_std_init
-            return PPO("MlpPolicy", env, learning_rate=c.learning_rate, n_steps=self.horizon,
+            return PPO("MlpPolicy", env, learning_rate=learning_rate, n_steps=self.horizon,
                        batch_size=max(2, rollout // c.minibatches), n_epochs=c.n_epochs, gamma=c.gamma,
                        gae_lambda=c.gae_lambda, clip_range=c.clip_range, ent_coef=c.ent_coef, vf_coef=c.vf_coef,
                        max_grad_norm=c.max_grad_norm, policy_kwargs={**kwargs, "net_arch": list(c.hidden_sizes)},
                        seed=seed, device=c.device, verbose=0)
-        return SAC("MlpPolicy", env, learning_rate=c.learning_rate, buffer_size=c.buffer_size,
+        return SAC("MlpPolicy", env, learning_rate=learning_rate, buffer_size=c.buffer_size,
                    learning_starts=c.learning_starts, batch_size=c.sac_batch_size, tau=c.tau, gamma=c.gamma,
                    train_freq=1, gradient_steps=c.gradient_steps,
                    policy_kwargs={**kwargs, "net_arch": list(c.hidden_sizes)}, seed=seed, device=c.device, verbose=0)
@@ -254,9 +269,9 @@ class SB3Baseline:
             return found
         return {"policy": model.policy.optimizer}
 
+    @abstractmethod
     def _initial_weights(self) -> dict[str, torch.Tensor]:
         """The weights every held-out task starts from (scratch: a seeded initialisation)."""
-        raise NotImplementedError
 
     # -- evaluation ---------------------------------------------------------------------------
     def _actor(self, model: BaseAlgorithm, tasks: list[Task], per_task: int) -> SB3Actor:
@@ -273,10 +288,11 @@ class SB3Baseline:
 
     def _finetune(self, task: Task, budgets: int, seed: int, evaluate: bool = True,
                   model: BaseAlgorithm | None = None, done: int = 0) -> tuple[BaseAlgorithm, list[float]]:
-        """Train on ``task`` from the initial weights (or go on with ``model``, already trained for ``done``
-        budgets) up to ``budgets`` budgets; with ``evaluate``, the return at each point from ``done`` on."""
+        """Train on ``task`` at :attr:`finetune_learning_rate` from the initial weights (or go on with ``model``,
+        already trained for ``done`` budgets) up to ``budgets`` budgets; with ``evaluate``, the return at each point
+        from ``done`` on."""
         if model is None:
-            model, done = self._build([task], derive_seed(seed, 0)), 0
+            model, done = self._build([task], derive_seed(seed, 0), self.finetune_learning_rate), 0
             self._load_weights(model, self._initial_weights())
         returns = [float(self._evaluate(model, [task], derive_seed(seed, 3, 0))[0])] if evaluate and done == 0 else []
         for s in range(done + 1, budgets + 1):
@@ -411,10 +427,18 @@ class SB3Scratch(SB3Baseline):
 
 
 class SB3Pretrained(_MultiTask):
-    """One policy trained on the training distribution, fine-tuned on each held-out task."""
+    """One policy trained on the training distribution, fine-tuned on each held-out task at
+    ``finetune_learning_rate`` (``metarl eval --tune-step-size`` chooses it on training tasks)."""
 
     config: SB3PretrainedConfig
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS, Capability.STEP_SIZE})
+    step_size_field: ClassVar[str] = "finetune_learning_rate"
     initial_label = "pretrained"
+
+    @property
+    def finetune_learning_rate(self) -> float:
+        c = self.config
+        return c.learning_rate if c.finetune_learning_rate is None else c.finetune_learning_rate
 
 
 class SB3Oracle(_MultiTask):

@@ -10,6 +10,8 @@
                                                        adaptation on held-out tasks: eval.json, eval.png
     metarl eval RUN_DIR --video [--video-tasks N] [--video-format gif|mp4]
                                                        and videos/task<k>.gif: before | after adaptation
+    metarl eval RUN_DIR --tune-step-size V1 V2 ... [--tune-tasks N]  |  --step-size V
+                                                       the adaptation's step size chosen on training tasks, or given
     metarl adapt RUN_DIR --task JSON [--steps S | --episodes N] [--video]
                                                        adapt a meta-RL agent to a task: its returns as it adapts
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
@@ -33,6 +35,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +43,14 @@ import numpy as np
 
 from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
 from metarl.config import RunConfig, config_reference, load_config
-from metarl.contract import Capability, require
+from metarl.contract import Capability, require, with_step_size
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
 from metarl.evaluation import SCORE_KEYS, read_report
 from metarl.run import agent_classes, agent_names, build_run, load, make_family, reference_curves, saved_config
 from metarl.rundir import remove_temp_files, run_lock
 from metarl.seeding import video_seed
 from metarl.task import EnvironmentFamily, as_task, provides
-from metarl.trainer import RESUME_OVERRIDABLE, Trainer
+from metarl.trainer import RESUME_OVERRIDABLE, TUNE_TASKS, TUNING_RULE, Trainer
 
 
 def _families() -> Any:
@@ -253,6 +256,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be >= 0, got {args.steps}")
     if args.video and args.video_tasks < 1:
         raise ConfigError(f"--video-tasks must be >= 1, got {args.video_tasks}")
+    if args.step_size is not None and args.tune_step_size is not None:
+        raise ConfigError("give a step size (--step-size) or values to tune it among (--tune-step-size), not both")
+    if args.tune_tasks is not None and args.tune_step_size is None:
+        raise ConfigError("--tune-tasks is the number of training tasks of --tune-step-size; pass --tune-step-size too")
     with run_lock(run_dir):  # the evaluation writes into the run directory: not while a training does
         remove_temp_files(run_dir)
         path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
@@ -260,13 +267,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
         state = load_checkpoint(path)
         family, agent, resolved = _build(config)
+        if args.step_size is not None or args.tune_step_size is not None:  # refused before the evaluation
+            require(agent, Capability.STEP_SIZE, "set or tune the step size of its adaptation (--step-size, "
+                    "--tune-step-size)")
         if args.video:  # an agent or a family that cannot make videos is refused before the evaluation
             from metarl.video import check_renderable
 
             require(agent, Capability.VIDEOS, "make videos")
             check_renderable(family, family.test_tasks[0])
         restore_agent(agent, state, path, config.agent)
-        Trainer(config, family, agent, run_dir, resolved).evaluate(args.tasks, args.steps, args.name)
+        report = Trainer(config, family, agent, run_dir, resolved).evaluate(
+            args.tasks, args.steps, args.name, args.step_size, args.tune_step_size,
+            TUNE_TASKS if args.tune_tasks is None else args.tune_tasks)
         _print_eval(run_dir, args.name)
         if args.video:
             from metarl.video import write_videos
@@ -274,8 +286,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             held_out = family.test_tasks
             tasks = [held_out[i % len(held_out)] for i in range(args.video_tasks)]
             steps = config.eval_steps if args.steps is None else args.steps
-            paths = write_videos(agent, family, tasks, steps, video_seed(config.seed),
-                                 run_dir / "videos", args.video_format)
+            chosen = report.get("step_size")  # the videos adapt with the step size the evaluation used
+            with nullcontext() if chosen is None else with_step_size(agent, chosen["value"]):
+                paths = write_videos(agent, family, tasks, steps, video_seed(config.seed),
+                                     run_dir / "videos", args.video_format)
             print(f"  videos (left: before adaptation, right: after): {', '.join(map(str, paths))}")
     return 0
 
@@ -338,6 +352,16 @@ def _print_eval(run_dir: Path, name: str = "eval") -> None:
     print(f"  {report['x_label']}:")
     mean_key = SCORE_KEYS[report["metric"]][0]
     few_shot = report["metric"] != "return"  # the points are inner steps, not episodes
+    tuning = report.get("step_size_tuning")
+    if tuning:
+        print(f"  step size {tuning['field']} tuned on {tuning['tasks']} training tasks (score: mean {report['metric']} "
+              f"at points 1..{tuning['steps']}):")
+        for row in tuning["table"]:
+            score = "diverged" if row["score"] is None else f"{row['score']:10.2f} +- {_interval(row['ci95'])}"
+            print(f"    {row['value']:<12g} {score}{'   <- chosen' if row['value'] == tuning['chosen'] else ''}")
+    step_size = report.get("step_size")
+    if step_size:
+        print(f"  held-out tasks adapted with {step_size['field']}={step_size['value']:g} ({step_size['chosen_by']})")
     for step in report["steps"]:
         where = "" if few_shot else f" ({step['episodes_of_experience']:4d} episodes of experience)"
         print(f"  {step['index']:3d}{where}: {step[mean_key]:10.2f} +- {_interval(step['ci95'])}   gain over "
@@ -482,6 +506,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, help="number of held-out tasks (default: the config's eval_tasks)")
     p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps)")
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
+    p.add_argument("--step-size", type=float, metavar="V",
+                   help="adapt with this step size (the agent's declared field, e.g. inner_lr of maml_trpo and "
+                        "promp, finetune_learning_rate of sb3_pretrained), recorded in eval.json; the run's config "
+                        "is unchanged")
+    p.add_argument("--tune-step-size", type=float, nargs="+", metavar="V",
+                   help="first choose the step size among these values on --tune-tasks tasks drawn from the TRAINING "
+                        f"distribution (never held-out ones), then evaluate the held-out tasks with it: {TUNING_RULE}. "
+                        "eval.json records the table and the choice")
+    p.add_argument("--tune-tasks", type=int, metavar="N",
+                   help=f"training tasks on which --tune-step-size scores each value (default {TUNE_TASKS})")
     p.add_argument("--video", action="store_true",
                    help="also render the policy before (left) and after (right) adaptation: RUN_DIR/videos/task<k>.gif")
     p.add_argument("--video-tasks", type=int, default=3, metavar="N", help="held-out tasks to render (default 3)")

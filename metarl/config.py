@@ -75,8 +75,9 @@ RANGES: dict[str, Range] = {
     "hidden_sizes": WIDTH, "key_sizes": WIDTH, "value_sizes": WIDTH, "hidden_size": WIDTH, "channels": WIDTH,
     "tc_filters": WIDTH, "relation_hidden": WIDTH, "init_std": POSITIVE, "log_std_init": ANY,
     # step sizes and the trust region
-    "lr": POSITIVE, "learning_rate": POSITIVE, "inner_lr": POSITIVE, "max_kl": POSITIVE, "cg_iters": AT_LEAST_1,
-    "cg_damping": NON_NEGATIVE, "ls_max_steps": AT_LEAST_1, "ls_backtrack_ratio": Range(0, 1, True, True),
+    "lr": POSITIVE, "learning_rate": POSITIVE, "finetune_learning_rate": POSITIVE, "inner_lr": POSITIVE,
+    "max_kl": POSITIVE, "cg_iters": AT_LEAST_1, "cg_damping": NON_NEGATIVE, "ls_max_steps": AT_LEAST_1,
+    "ls_backtrack_ratio": Range(0, 1, True, True),
     "metric_subsample": UNIT_OPEN_LOW, "grad_clip": NON_NEGATIVE, "max_grad_norm": POSITIVE, "tau": UNIT_OPEN_LOW,
     # returns and losses
     "gamma": UNIT_OPEN_LOW, "gae_lambda": UNIT, "clip_eps": POSITIVE, "clip_range": POSITIVE,
@@ -143,10 +144,13 @@ def config_reference(cls: type) -> list[dict[str, str]]:
 
 
 def _check_range(owner: str, name: str, value: Any) -> None:
-    """Refuse a value outside the field's range in :data:`RANGES` (lists: each element)."""
+    """Refuse a value outside the field's range in :data:`RANGES` (lists: each element; ``None``, an optional
+    field left unset, has no range to keep)."""
     accepted = RANGES.get(name)
+    if accepted is None or value is None:
+        return
     values = value if isinstance(value, list | tuple) else [value]
-    if accepted is not None and not all(isinstance(v, int | float) and v in accepted for v in values):
+    if not all(isinstance(v, int | float) and v in accepted for v in values):
         raise ConfigError(f"{owner} field {name}={value!r} is out of range: accepted {accepted}")
 
 

@@ -10,8 +10,11 @@ a run is built, so that no caller probes an agent for what it can do.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -23,8 +26,8 @@ if TYPE_CHECKING:
     from metarl.video import VideoPolicies
 
 __all__ = ["CAPABILITY_PROTOCOLS", "METRICS", "AdaptsByInnerSteps", "AdaptsInContext", "Adaptation", "Agent",
-           "AgentConfig", "Capability", "MakesVideos", "ReportsEvaluationInfo", "check_agent", "check_source",
-           "require"]
+           "AgentConfig", "Capability", "HasStepSize", "MakesVideos", "ReportsEvaluationInfo", "check_agent",
+           "check_source", "require", "step_size_config", "with_step_size"]
 
 METRICS = ("return", "accuracy", "mse")  # what an adaptation curve scores: returns, accuracy in percent, MSE
 
@@ -42,6 +45,7 @@ class Capability(enum.StrEnum):
     ADAPT = "adapt"  # AdaptsByInnerSteps: adapts to one given task by inner steps (metarl adapt --steps)
     ADAPT_IN_CONTEXT = "adapt_in_context"  # AdaptsInContext: adapts through a trial's episodes (metarl adapt --episodes)
     EVALUATION_INFO = "evaluation_info"  # ReportsEvaluationInfo: what it measured beside its curve, in eval.json
+    STEP_SIZE = "step_size"  # HasStepSize: its adaptation's step size is a config field (metarl eval --step-size)
 
 
 class Agent(Protocol):
@@ -112,11 +116,21 @@ class ReportsEvaluationInfo(Protocol):
     evaluation_info: dict[str, Any]
 
 
+class HasStepSize(Protocol):
+    """:attr:`Capability.STEP_SIZE`: the step size of the adaptation at test time (an inner learning rate, a
+    fine-tuning learning rate) is the config field named ``step_size_field``, read afresh at every adaptation, so
+    that an evaluation may set it (:func:`step_size`; ``metarl eval --step-size``, ``--tune-step-size``) without
+    changing what meta-training learned."""
+
+    step_size_field: ClassVar[str]
+
+
 CAPABILITY_PROTOCOLS: dict[Capability, type] = {
     Capability.VIDEOS: MakesVideos,
     Capability.ADAPT: AdaptsByInnerSteps,
     Capability.ADAPT_IN_CONTEXT: AdaptsInContext,
     Capability.EVALUATION_INFO: ReportsEvaluationInfo,
+    Capability.STEP_SIZE: HasStepSize,
 }
 
 
@@ -133,6 +147,11 @@ def check_agent(agent: Any) -> None:
         missing = missing_members(agent, CAPABILITY_PROTOCOLS[capability])
         if missing:
             raise TypeError(f"agent {name} declares the capability {capability.value!r} but lacks {', '.join(missing)}")
+    if Capability.STEP_SIZE in agent.capabilities:
+        fields = [f.name for f in dataclasses.fields(agent.config)]
+        if agent.step_size_field not in fields:
+            raise TypeError(f"agent {name} names {agent.step_size_field!r} as its step size, which is not a field of "
+                            f"its config (fields: {', '.join(fields)})")
 
 
 def check_source(agent_class: type, family: Any) -> None:
@@ -148,3 +167,28 @@ def require(agent: Any, capability: Capability, action: str) -> None:
         declared = ", ".join(sorted(agent.capabilities)) or "none"
         raise ConfigError(f"{type(agent).__name__} cannot {action}: it does not have the capability "
                           f"{capability.value!r} (its capabilities: {declared})")
+
+
+def step_size_config(agent: Any, value: float) -> Any:
+    """``agent``'s config with its step size (the field ``step_size_field``) set to ``value``, checked as the
+    config checks its fields. An agent without :attr:`Capability.STEP_SIZE`, or a value that is not a finite
+    number > 0 its config accepts, is refused by name."""
+    require(agent, Capability.STEP_SIZE, "take a step size for its adaptation")
+    field = agent.step_size_field
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"the step size (agent_config.{field}) must be a finite number > 0, got {value!r}")
+    try:
+        return dataclasses.replace(agent.config, **{field: float(value)})
+    except ValueError as err:
+        raise ConfigError(f"the step size agent_config.{field}={value!r} is refused: {err}") from None
+
+
+@contextmanager
+def with_step_size(agent: Any, value: float) -> Iterator[None]:
+    """Within the block, ``agent`` adapts with step size ``value`` (:func:`step_size_config`); with its own
+    config again after."""
+    config, agent.config = agent.config, step_size_config(agent, value)
+    try:
+        yield
+    finally:
+        agent.config = config

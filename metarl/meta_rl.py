@@ -125,7 +125,9 @@ class MAMLRLAgent(ABC):
     config: MAMLRLConfig
     learns_from: ClassVar[type] = EnvironmentFamily
     metric = "return"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT, Capability.VIDEOS})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT, Capability.VIDEOS,
+                                                               Capability.STEP_SIZE})
+    step_size_field: ClassVar[str] = "inner_lr"  # alpha of the inner steps taken at test time
 
     def __init__(self, family: TaskSource, config: MAMLRLConfig, seed: int = 0, sampler: EpisodeSampler | None = None):
         self.family, self.config = family, config

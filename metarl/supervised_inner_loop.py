@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarl.contract import Capability
 from metarl.functional import INNER_OPTIMIZERS, Params, call, detach, stack, trajectory
 from metarl.supervised import FewShotAgent, FewShotConfig, episode_scores
 from metarl.task import FewShotBatch
@@ -66,6 +68,8 @@ class InnerLoopAgent(FewShotAgent):
 
     config: InnerLoopConfig
     multi_point = True
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.STEP_SIZE})
+    step_size_field: ClassVar[str] = "inner_lr"  # alpha of the fine-tuning steps on a support set
 
     # -- the network ----------------------------------------------------------------------------
     def build(self) -> nn.Module:

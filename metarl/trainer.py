@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +22,29 @@ from tqdm import tqdm
 
 from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent, save_checkpoint
 from metarl.config import RunConfig
-from metarl.contract import Agent, Capability
-from metarl.errors import CheckpointError, NonFiniteError
-from metarl.evaluation import adaptation_report, plot_adaptation, write_report
+from metarl.contract import Agent, Capability, require, step_size_config, with_step_size
+from metarl.errors import CheckpointError, ConfigError, NonFiniteError
+from metarl.evaluation import adaptation_report, mean_ci, plot_adaptation, write_report
 from metarl.guards import check_finite
 from metarl.logger import MetricsLogger
 from metarl.run import write_source
 from metarl.rundir import atomic_write, remove_temp_files, run_lock
-from metarl.seeding import eval_seed, step_seed, task_seed
+from metarl.seeding import EVAL, derive_seed, eval_seed, step_seed, task_seed
 from metarl.task import TaskSource
 
-__all__ = ["RESUME_OVERRIDABLE", "Agent", "Trainer"]
+__all__ = ["RESUME_OVERRIDABLE", "TUNING_RULE", "Agent", "Trainer"]
 
 PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
 RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps",
                                 "agent_config.device"})
 STEP_SIZES = ("lr", "learning_rate", "inner_lr", "max_kl")  # named in the message of a diverged run
+TUNE_TASKS = 20  # training tasks on which --tune-step-size scores each value
+TUNING_RULE = ("a value's score is the mean over the tuning tasks (drawn from the training distribution) of the "
+               "task's mean score at the adaptation points after the first (after steps 1..S, point 0 being before "
+               "any adaptation); the highest score wins (the lowest for MSE), the first value given on a tie; a value "
+               "whose curve is not finite is never chosen")
+# The keys of the tuning's streams after (seed, EVAL) (metarl.seeding; the videos use (seed, EVAL, 1)).
+TUNING_TASKS, TUNING_EPISODES = 2, 3
 
 
 class Trainer:
@@ -134,9 +143,14 @@ class Trainer:
                               f"logged or saved, the last checkpoint is {str(last) if last else 'none'}. If the agent "
                               f"diverged, a smaller step size usually helps" + (f" (this run: {sizes})" if sizes else ""))
 
-    def evaluate(self, num_tasks: int | None = None, steps: int | None = None, name: str = "eval") -> dict[str, Any]:
+    def evaluate(self, num_tasks: int | None = None, steps: int | None = None, name: str = "eval",
+                 step_size: float | None = None, tune_step_sizes: Sequence[float] | None = None,
+                 tune_tasks: int = TUNE_TASKS) -> dict[str, Any]:
         """Adaptation on the family's held-out tasks; writes ``<name>.json`` and ``<name>.png`` in the run
-        directory."""
+        directory. ``step_size`` sets the adaptation's step size (the agent's declared config field,
+        :attr:`Capability.STEP_SIZE`) for this evaluation; ``tune_step_sizes`` first chooses it among these values
+        on ``tune_tasks`` training tasks (:meth:`tune_step_size`). The JSON records either; the run's config is
+        unchanged."""
         c = self.config
         held_out, count = self.family.test_tasks, num_tasks or c.eval_tasks
         # A family with fewer held-out tasks than asked (HalfCheetahDir has two) is cycled through, each
@@ -145,8 +159,16 @@ class Trainer:
         # ``num_test_tasks``.)
         tasks = [held_out[i % len(held_out)] for i in range(count)] if len(held_out) < count else held_out[:count]
         steps = c.eval_steps if steps is None else steps
+        tuning = None
+        if tune_step_sizes is not None:
+            if step_size is not None:
+                raise ConfigError("give a step size (--step-size) or values to tune it among (--tune-step-size), "
+                                  "not both")
+            tuning = self.tune_step_size(tune_step_sizes, tune_tasks, steps)
+            step_size = tuning["chosen"]
         t0 = time.perf_counter()
-        curve = self.agent.adaptation_curve(tasks, steps, seed=eval_seed(c.seed))
+        with nullcontext() if step_size is None else with_step_size(self.agent, step_size):
+            curve = self.agent.adaptation_curve(tasks, steps, seed=eval_seed(c.seed))
         if not np.isfinite(curve).all():
             point, task = np.argwhere(~np.isfinite(curve))[0]
             raise NonFiniteError(f"evaluation of run {str(self.run_dir)!r}: the score of held-out {tasks[task]!r} "
@@ -155,11 +177,51 @@ class Trainer:
         report = adaptation_report(curve, self.run_dir.name, x_label, experience, self.agent.metric,
                                    family=c.family, family_overrides=c.family_overrides, agent=c.agent, seed=c.seed,
                                    distinct_tasks=len(set(tasks)), seconds=time.perf_counter() - t0)
+        if step_size is not None:
+            report["step_size"] = {"field": f"agent_config.{self.agent.step_size_field}", "value": float(step_size),
+                                   "chosen_by": "--step-size" if tuning is None else "--tune-step-size"}
+        if tuning is not None:
+            report["step_size_tuning"] = tuning
         if Capability.EVALUATION_INFO in self.agent.capabilities:  # e.g. the scratch baseline's ceiling
             report.update(self.agent.evaluation_info)
         write_report(report, self.run_dir / f"{name}.json")
         plot_adaptation([report], self.run_dir / f"{name}.png", title=f"{c.family}: held-out tasks")
         return report
+
+    def tune_step_size(self, values: Sequence[float], num_tasks: int, steps: int) -> dict[str, Any]:
+        """Choose the adaptation's step size among ``values`` on ``num_tasks`` tasks drawn from the *training*
+        distribution (``family.sample_tasks``, seeded from the run's seed; never held-out tasks): each value's
+        curve over ``steps`` steps on the same tasks with the same episode seeds, scored by :data:`TUNING_RULE`.
+        Returns the table the evaluation records as ``step_size_tuning``."""
+        c, agent = self.config, self.agent
+        require(agent, Capability.STEP_SIZE, "tune the step size of its adaptation (--tune-step-size)")
+        values = [float(v) for v in values]
+        if not values or len(set(values)) != len(values):
+            raise ConfigError(f"--tune-step-size needs distinct values, got {values}")
+        for value in values:  # every value checked before any is tried
+            step_size_config(agent, value)
+        if num_tasks < 1:
+            raise ConfigError(f"--tune-tasks must be >= 1, got {num_tasks}")
+        if steps < 1:
+            raise ConfigError(f"tuning the step size scores the adaptation points after the first: it needs at "
+                              f"least one adaptation step (--steps or eval_steps >= 1), got {steps}")
+        seeds = {"tasks": derive_seed(c.seed, EVAL, TUNING_TASKS), "episodes": derive_seed(c.seed, EVAL, TUNING_EPISODES)}
+        tasks = self.family.sample_tasks(num_tasks, seed=seeds["tasks"])
+        t0, table = time.perf_counter(), []
+        for value in values:
+            with with_step_size(agent, value):
+                curve = np.asarray(agent.adaptation_curve(tasks, steps, seed=seeds["episodes"]), dtype=np.float64)
+            per_task = curve[1:].mean(0)
+            score, ci = mean_ci(per_task) if np.isfinite(per_task).all() else (float("nan"), float("nan"))
+            table.append({"value": value, "score": score, "ci95": ci, "per_task_scores": per_task.tolist()})
+        scores = np.array([row["score"] for row in table])
+        if np.isnan(scores).all():
+            raise NonFiniteError(f"every step size of --tune-step-size {values} gave a non-finite adaptation curve "
+                                 "on the training tasks: try smaller values")
+        best = int(np.nanargmin(scores) if agent.metric == "mse" else np.nanargmax(scores))
+        return {"field": f"agent_config.{agent.step_size_field}", "chosen": values[best], "rule": TUNING_RULE,
+                "metric": agent.metric, "tasks": num_tasks, "distribution": "training (family.sample_tasks)",
+                "steps": steps, "seeds": seeds, "table": table, "seconds": time.perf_counter() - t0}
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

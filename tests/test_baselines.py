@@ -22,6 +22,9 @@ import metarl
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main
 from metarl.config import build_dataclass, load_config
+from metarl.contract import Capability, with_step_size
+from metarl.errors import ConfigError
+from metarl.run import make_family
 from metarl.task import Task
 from metarl.video import mp4_available, write_videos
 from metarl.wrappers import TaskObservation, task_vector
@@ -58,7 +61,7 @@ def test_oracle_observation_is_the_observation_then_the_task_parameters(nav):
     observed = vec.reset()
     assert observed.shape == (8, 4)
     np.testing.assert_allclose(observed[:, 2:], np.repeat([t["goal"] for t in tasks], 4, axis=0), rtol=1e-6)
-    actor = agent._actor(agent.model, tasks, 4, seed=0)
+    actor = agent._actor(agent.model, tasks, 4)
     np.testing.assert_allclose(actor.task_features.numpy(), observed[:, 2:], rtol=1e-6)
     curve = agent.adaptation_curve(nav.test_tasks[:3], steps=2, seed=0)
     assert curve.shape == (3, 3) and (curve == curve[0]).all()  # no adaptation: one evaluation at every point
@@ -236,10 +239,17 @@ def test_navigation_renders_the_goal_and_the_point(nav):
         nav.make_env(nav.test_tasks[0], render_mode="human")
 
 
+def _horizon(config) -> int:
+    return make_family(config.family, config.family_overrides).horizon
+
+
 @pytest.mark.parametrize("family", ["navigation2d", "halfcheetah_vel"])
 def test_baseline_configs_have_the_maml_trpo_configs_budgets(family):
     maml = load_config(EXPERIMENTS / f"maml_trpo_{family}.yaml")
-    maml_steps = maml.iterations * 2 * maml.agent_config["meta_batch_size"] * maml.agent_config["episodes_per_task"]
+    m = build_dataclass(AGENTS[maml.agent][1], maml.agent_config, maml.agent)
+    # MAML-TRPO's env steps: per iteration and task, inner_steps support batches and one query batch
+    maml_per_point = m.episodes_per_task * _horizon(maml)  # one inner step's batch on a task
+    maml_steps = maml.iterations * m.meta_batch_size * (m.inner_steps + 1) * maml_per_point
     for kind in ("scratch", "pretrained", "oracle"):
         config = load_config(EXPERIMENTS / f"sb3_{kind}_{family}.yaml")
         agent = build_dataclass(AGENTS[config.agent][1], config.agent_config, config.agent)
@@ -250,9 +260,43 @@ def test_baseline_configs_have_the_maml_trpo_configs_budgets(family):
 
         assert (config.family, task_overrides(config.family_overrides), config.eval_tasks, config.eval_steps) == \
             (maml.family, task_overrides(maml.family_overrides), maml.eval_tasks, maml.eval_steps)
-        assert agent.episodes_per_task == maml.agent_config["episodes_per_task"]  # the budget per point
+        per_point = agent.episodes_per_task * _horizon(config)  # one budget: the env steps of one point
+        assert per_point == maml_per_point, kind
         if kind == "scratch":
             assert config.iterations == 1
-        else:  # meta-training env steps: MAML-TRPO's support and query episodes
-            assert agent.meta_batch_size == maml.agent_config["meta_batch_size"]
-            assert config.iterations * agent.meta_batch_size * agent.episodes_per_task == maml_steps, kind
+        else:  # meta-training: each iteration one learn call of a budget on each task of the meta-batch
+            assert config.iterations * agent.meta_batch_size * per_point == maml_steps, kind
+
+
+def test_pretrained_fine_tunes_at_its_finetune_learning_rate(nav, monkeypatch):
+    rates = []
+    learn = SB3Pretrained._learn
+
+    def spy(self, model, steps, seed, callback=None):
+        learn(self, model, steps, seed, callback)
+        rates.append([group["lr"] for group in model.policy.optimizer.param_groups])
+
+    monkeypatch.setattr(SB3Pretrained, "_learn", spy)
+    agent = SB3Pretrained(nav, SB3PretrainedConfig(meta_batch_size=2, learning_rate=3e-4, finetune_learning_rate=0.02,
+                                                   **TINY), seed=0)
+    agent.meta_step(nav.sample_tasks(2, seed=0), seed=1)
+    agent.adaptation_curve(nav.test_tasks[:1], steps=2, seed=0)
+    assert rates == [[3e-4], [0.02], [0.02]]  # meta-training at learning_rate, each fine-tuning budget at 0.02
+    with with_step_size(agent, 5e-3):  # the declared step size, as metarl eval --step-size sets it
+        agent.adaptation_curve(nav.test_tasks[:1], steps=1, seed=0)
+    assert rates[-1] == [5e-3] and agent.config.finetune_learning_rate == 0.02
+    default = SB3Pretrained(nav, SB3PretrainedConfig(meta_batch_size=2, learning_rate=1e-3, **TINY), seed=0)
+    default.adaptation_curve(nav.test_tasks[:1], steps=1, seed=0)
+    assert rates[-1] == [1e-3]  # unset: the learning rate of meta-training
+    assert (SB3Pretrained.step_size_field, SB3Scratch.capabilities, SB3Oracle.capabilities) == \
+        ("finetune_learning_rate", {Capability.VIDEOS, Capability.EVALUATION_INFO}, {Capability.VIDEOS})
+    assert build_dataclass(SB3PretrainedConfig, {"finetune_learning_rate": None}, "c").finetune_learning_rate is None
+    with pytest.raises(ConfigError, match="finetune_learning_rate=0 is out of range"):
+        build_dataclass(SB3PretrainedConfig, {"finetune_learning_rate": 0}, "agent_config of sb3_pretrained")
+
+
+def test_the_shared_base_of_the_baselines_is_abstract(nav):
+    from metarl.agents.sb3_baselines import SB3Baseline, SB3Config
+
+    with pytest.raises(TypeError, match="abstract method '?_initial_weights"):
+        SB3Baseline(nav, SB3Config())

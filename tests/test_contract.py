@@ -128,7 +128,7 @@ def test_commands_refuse_an_agent_without_the_capability(tmp_path, capsys):
     assert main(["adapt", str(run), "--task", '{"amplitude": 1.0}']) == 2
     assert "MAML cannot adapt to a task you give" in capsys.readouterr().err
     assert main(["eval", str(run), "--video"]) == 2
-    assert "MAML cannot make videos: it does not have the capability 'videos' (its capabilities: none)" in \
+    assert "MAML cannot make videos: it does not have the capability 'videos' (its capabilities: step_size)" in \
         capsys.readouterr().err
 
 
