@@ -42,7 +42,7 @@ TUNE_TASKS = 20  # training tasks on which --tune-step-size scores each value
 TUNING_RULE = ("a value's score is the mean over the tuning tasks (drawn from the training distribution) of the "
                "task's mean score at the adaptation points after the first (after steps 1..S, point 0 being before "
                "any adaptation); the highest score wins (the lowest for MSE), the first value given on a tie; a value "
-               "whose curve is not finite is never chosen")
+               "whose adaptation diverged (a score or the parameters not finite) is never chosen")
 # The keys of the tuning's streams after (seed, EVAL) (metarl.seeding; the videos use (seed, EVAL, 1)).
 TUNING_TASKS, TUNING_EPISODES = 2, 3
 
@@ -209,15 +209,20 @@ class Trainer:
         tasks = self.family.sample_tasks(num_tasks, seed=seeds["tasks"])
         t0, table = time.perf_counter(), []
         for value in values:
-            with with_step_size(agent, value):
-                curve = np.asarray(agent.adaptation_curve(tasks, steps, seed=seeds["episodes"]), dtype=np.float64)
-            per_task = curve[1:].mean(0)
-            score, ci = mean_ci(per_task) if np.isfinite(per_task).all() else (float("nan"), float("nan"))
-            table.append({"value": value, "score": score, "ci95": ci, "per_task_scores": per_task.tolist()})
+            try:
+                with with_step_size(agent, value):
+                    curve = np.asarray(agent.adaptation_curve(tasks, steps, seed=seeds["episodes"]), dtype=np.float64)
+                per_task = curve[1:].mean(0)
+                diverged = None if np.isfinite(per_task).all() else "a score of the adaptation curve is not finite"
+            except NonFiniteError as err:  # e.g. a policy whose adapted parameters are no longer finite
+                per_task, diverged = np.full(len(tasks), np.nan), str(err)
+            score, ci = mean_ci(per_task) if diverged is None else (float("nan"), float("nan"))
+            table.append({"value": value, "score": score, "ci95": ci, "per_task_scores": per_task.tolist(),
+                          "diverged": diverged})
         scores = np.array([row["score"] for row in table])
         if np.isnan(scores).all():
-            raise NonFiniteError(f"every step size of --tune-step-size {values} gave a non-finite adaptation curve "
-                                 "on the training tasks: try smaller values")
+            raise NonFiniteError(f"every step size of --tune-step-size {values} diverged on the training tasks: try "
+                                 "smaller values")
         best = int(np.nanargmin(scores) if agent.metric == "mse" else np.nanargmax(scores))
         return {"field": f"agent_config.{agent.step_size_field}", "chosen": values[best], "rule": TUNING_RULE,
                 "metric": agent.metric, "tasks": num_tasks, "distribution": "training (family.sample_tasks)",

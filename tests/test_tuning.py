@@ -14,7 +14,7 @@ from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.contract import check_agent, with_step_size
-from metarl.errors import ConfigError
+from metarl.errors import ConfigError, NonFiniteError
 from metarl.run import make_family
 from metarl.trainer import TUNING_RULE, Trainer
 
@@ -86,20 +86,26 @@ def test_tuning_scores_training_tasks_only_and_evaluates_the_held_out_tasks_with
 
 
 def test_mse_picks_the_lowest_score_and_a_diverged_value_is_never_chosen(run, monkeypatch):
-    curves = {0.1: [1.0, 2.0], 0.2: [1.0, 0.5], 0.3: [1.0, float("nan")]}
+    curves = {0.1: [1.0, 2.0], 0.2: [1.0, 0.5], 0.3: [1.0, float("nan")], 0.4: [1.0, -9.0]}
 
     def spy(self, tasks, steps, seed):
+        if self.config.inner_lr == 0.4:  # the best score, had its adaptation not failed on a non-finite policy
+            raise NonFiniteError("the policy's action distribution is invalid")
         return np.repeat(np.array(curves[self.config.inner_lr])[:, None], len(tasks), axis=1)
 
     monkeypatch.setattr(MAMLTRPO, "adaptation_curve", spy)
     agent = MAMLTRPO(make_family("Navigation2D-v0", {"horizon": 5}), MAMLTRPOConfig(hidden_sizes=[4]), seed=0)
     trainer = Trainer(load_config(None, [], base={**NAV, **MAML_TRPO}), agent.family, agent, run)
     monkeypatch.setattr(agent, "metric", "mse")
-    table = trainer.tune_step_size([0.1, 0.2, 0.3], 2, 1)
-    assert table["chosen"] == 0.2 and table["table"][2]["score"] != table["table"][2]["score"]  # NaN
+    table = trainer.tune_step_size([0.1, 0.2, 0.3, 0.4], 2, 1)
+    assert table["chosen"] == 0.2 and [row["diverged"] is None for row in table["table"]] == [True, True, False, False]
+    assert "not finite" in table["table"][2]["diverged"] and "invalid" in table["table"][3]["diverged"]
+    assert np.isnan(table["table"][3]["score"])
     monkeypatch.setattr(agent, "metric", "return")
-    assert trainer.tune_step_size([0.1, 0.2, 0.3], 2, 1)["chosen"] == 0.1
-    assert agent.config.inner_lr == 0.1  # the config as it was
+    assert trainer.tune_step_size([0.1, 0.2, 0.3, 0.4], 2, 1)["chosen"] == 0.1
+    assert agent.config.inner_lr == 0.1  # the config as it was, after a failed adaptation too
+    with pytest.raises(NonFiniteError, match=r"every step size of --tune-step-size \[0.3, 0.4\] diverged"):
+        trainer.tune_step_size([0.3, 0.4], 2, 1)
 
 
 def test_a_given_step_size_is_used_and_recorded(run, monkeypatch):
