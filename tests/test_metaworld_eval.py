@@ -1,0 +1,91 @@
+"""Meta-World's own evaluator scores metarl agents: end to end on a tiny budget, and exactly as our evaluation.
+
+Meta-World's evaluator takes its goal count and rounds as arguments (``total_tasks_per_cls`` of
+``make_ml_envs_test``, ``num_evals``): nothing is hard-coded to 40 goals. The budget here is 2 goals, 2
+environments (one goal each, so environment ``k`` holds test goal ``k``), 1 round and 20-step episodes.
+"""
+
+import numpy as np
+import pytest
+import torch
+from metarl.agents import MAMLTRPO, RL2, MAMLTRPOConfig, ProMP, ProMPConfig, RL2Config
+from metarl.envs.meta_world_eval import MetaWorldAgent, make_test_envs, metaworld_evaluation
+from metaworld.evaluation import metalearning_evaluation
+
+import metarl
+from metarl.errors import ConfigError
+from metarl.recurrent import RecurrentActor
+from metarl.sampler import Sampler
+from metarl.seeding import derive_seed
+
+HORIZON, GOALS, SEED = 20, 2, 5
+
+
+@pytest.fixture(scope="module")
+def family():
+    return metarl.envs.make("ML1-v0", env_name="reach-v3", horizon=HORIZON)
+
+
+@pytest.fixture(scope="module")
+def envs(family):
+    envs = make_test_envs(family, goals_per_class=GOALS, meta_batch_size=GOALS)
+    yield envs
+    envs.close()
+
+
+class Recording(MetaWorldAgent):
+    """Keeps what the agent acted with after each adaptation step."""
+
+    def adapt(self) -> None:
+        super().adapt()
+        self.adapted = ({k: v.clone() for k, v in self.params.items()} if self.inner_steps
+                        else self.state["hidden"].clone())
+
+
+@pytest.mark.parametrize("agent_cls, config_cls", [(MAMLTRPO, MAMLTRPOConfig), (ProMP, ProMPConfig)])
+def test_maml_agents_adapt_and_score_exactly_as_in_our_evaluation(family, envs, agent_cls, config_cls):
+    agent = agent_cls(family, config_cls(meta_batch_size=2, episodes_per_task=3, hidden_sizes=[16]), seed=1)
+    adapter = Recording(agent, envs, family, 3, SEED)
+    success, mean_return, per_class = metalearning_evaluation(adapter, envs, num_evals=1, adaptation_steps=1,
+                                                              adaptation_episodes=3, evaluation_episodes=2)
+    assert [t["rand_vec"] for t in adapter.tasks] == [t["rand_vec"] for t in family.test_tasks[:GOALS]]
+    ours = agent.collect(family.test_tasks[:GOALS], derive_seed(SEED, 0), steps=1)
+    for name, value in ours.query_params.items():  # the same adaptation episodes, so the same inner step (up to
+        # rounding: the sampler evaluates the policy on [tasks, episodes] batches, the evaluator's loop on [tasks, 1])
+        torch.testing.assert_close(adapter.adapted[name], value, rtol=1e-5, atol=1e-6)
+    # Meta-World's evaluation stops once each class has evaluation_episodes finished episodes: here both
+    # environments' first, which no success cut short, so their returns are our query episodes 0
+    assert adapter.env_steps == GOALS * HORIZON * (3 + 1)
+    assert success == per_class["reach-v3"] == 0.0
+    np.testing.assert_allclose(mean_return, ours.query.episode_returns()[:, 0].mean().item(), rtol=1e-6)
+
+
+def test_rl2_runs_its_trial_through_the_evaluator_as_the_sampler_runs_it(family, envs):
+    agent = RL2(family, RL2Config(meta_batch_size=2, episodes_per_trial=3, hidden_size=16), seed=1)
+    adapter = Recording(agent, envs, family, 2, SEED)
+    metalearning_evaluation(adapter, envs, num_evals=1, adaptation_steps=1, adaptation_episodes=2,
+                            evaluation_episodes=1)
+    trials = Sampler(family).run_trials(family.test_tasks[:GOALS], RecurrentActor(agent.policy), trials_per_task=1,
+                                        episodes_per_trial=2, seed=derive_seed(SEED, 0))
+    torch.testing.assert_close(adapter.adapted, trials.state["hidden"], rtol=0, atol=0)
+    assert adapter.env_steps == GOALS * HORIZON * 3
+
+
+def test_metaworld_evaluation_reports_the_evaluator_numbers_and_settings(family, envs):
+    agent = MAMLTRPO(family, MAMLTRPOConfig(meta_batch_size=2, episodes_per_task=2, hidden_sizes=[16]), seed=0)
+    out = metaworld_evaluation(agent, family, envs, seed=0, num_evals=2, adaptation_episodes=1, evaluation_episodes=1)
+    assert out["benchmark"] == "reach-v3" and out["goals_per_class"] == GOALS and out["meta_batch_size"] == GOALS
+    assert set(out["per_class_success"]) == {"reach-v3"} and 0.0 <= out["success_rate"] <= 1.0
+    assert out["env_steps"] == 2 * GOALS * HORIZON * 2 and np.isfinite(out["mean_return"])
+
+
+def test_what_the_protocol_cannot_score_is_refused(family, envs):
+    with pytest.raises(ConfigError, match="bootstrap_time_limit"):
+        MetaWorldAgent(MAMLTRPO(family, MAMLTRPOConfig(bootstrap_time_limit=True, hidden_sizes=[8])), envs, family,
+                       2, 0)
+    with pytest.raises(ConfigError, match="Meta-World families.*not Navigation2D-v0"):
+        make_test_envs(metarl.envs.make("Navigation2D-v0"))
+    with pytest.raises(ConfigError, match="multiple of 5.*got 12 and 40"):
+        make_test_envs(metarl.envs.make("ML10-v0"), goals_per_class=40, meta_batch_size=12)
+    with pytest.raises(ConfigError, match="num_evals must be a positive integer, got 0"):
+        metaworld_evaluation(None, family, envs, seed=0, num_evals=0)
