@@ -68,6 +68,7 @@ from metarl.nets import mlp
 from metarl.replay import ReplayBuffer
 from metarl.sac import Critic, TanhGaussianPolicy, policy_loss, q_target, small_output, soft_update, v_target
 from metarl.sampler import ActorState, Controller, Episodes, EpisodeSampler, Memoryless, Sampler
+from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource
 from metarl.video import VideoPolicies
 
@@ -262,16 +263,20 @@ class PEARL:
         n = self.config.embedding_batch_size
         return torch.as_tensor(np.stack([self._context_rows(self.context_buffers[i].sample(n, rng)) for i in indices]))
 
-    def _run(self, tasks: list[Task], z: torch.Tensor, seed: int, deterministic: bool) -> Episodes:
-        return self.sampler.sample(tasks, LatentActor(self, z, deterministic), episodes_per_task=1, seed=seed)
+    def _run(self, tasks: list[Task], z: torch.Tensor, seed: int, deterministic: bool,
+             task_ids: np.ndarray | None = None) -> Episodes:
+        return self.sampler.sample(tasks, LatentActor(self, z, deterministic), episodes_per_task=1, seed=seed,
+                                   task_ids=task_ids)
 
     # -- meta-training ---------------------------------------------------------------------------------
-    def _collect(self, indices: np.ndarray, steps: int, rng: np.random.Generator, generator: torch.Generator,
-                 posterior: bool, to_context: bool) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    def _collect(self, indices: np.ndarray, steps: int, seed: int, rng: np.random.Generator,
+                 generator: torch.Generator, posterior: bool,
+                 to_context: bool) -> tuple[list[np.ndarray], list[np.ndarray], int]:
         """One phase of data collection on training tasks ``indices``: ``steps`` per task, in whole trajectories,
         ``z`` from the prior, or (``posterior``) from the posterior after the first ``update_post_train``
-        trajectories. Returns the returns of the trajectories with ``z`` from the prior and from the posterior,
-        and the env steps taken."""
+        trajectories; trajectory ``j`` samples with the call seed ``(seed, j)``, each task's episode from its own
+        stream (its training-task index). Returns the returns of the trajectories with ``z`` from the prior and
+        from the posterior, and the env steps taken."""
         tasks = [self.tasks[i] for i in indices]
         prior_returns, posterior_returns, env_steps = [], [], 0
         belief = None  # the prior
@@ -280,7 +285,7 @@ class PEARL:
                 belief = self.encoder(self._buffer_context(indices, rng))
             z = torch.randn(len(tasks), self.config.latent_size, generator=generator) if belief is None \
                 else _sample(*belief, generator)
-            episodes = self._run(tasks, z, int(rng.integers(2**31)), deterministic=False)
+            episodes = self._run(tasks, z, derive_seed(seed, j), deterministic=False, task_ids=indices)
             for i, step in zip(indices, self._transitions(episodes), strict=True):
                 self.replay[i].add(**step)
                 if to_context:
@@ -300,15 +305,16 @@ class PEARL:
         prior, posterior, env_steps = [], [], 0
         with torch.no_grad():
             if c.num_initial_steps and all(len(b) == 0 for b in self.replay):
-                env_steps += self._collect(np.arange(len(self.tasks)), c.num_initial_steps, rng, generator,
-                                           posterior=False, to_context=True)[2]
+                env_steps += self._collect(np.arange(len(self.tasks)), c.num_initial_steps, derive_seed(seed, 0),
+                                           rng, generator, posterior=False, to_context=True)[2]
             indices = rng.choice(len(self.tasks), c.num_tasks_sample, replace=False)
             for i in indices:
                 self.context_buffers[i].clear()
-            for steps, from_posterior, to_context in ((c.num_steps_prior, False, True),
-                                                      (c.num_steps_posterior, True, True),
-                                                      (c.num_extra_rl_steps_posterior, True, False)):
-                pre, post, n = self._collect(indices, steps, rng, generator, from_posterior, to_context)
+            phases = ((c.num_steps_prior, False, True), (c.num_steps_posterior, True, True),
+                      (c.num_extra_rl_steps_posterior, True, False))
+            for phase, (steps, from_posterior, to_context) in enumerate(phases, start=1):
+                pre, post, n = self._collect(indices, steps, derive_seed(seed, phase), rng, generator, from_posterior,
+                                             to_context)
                 prior, posterior, env_steps = prior + pre, posterior + post, env_steps + n
         sampled = time.perf_counter()
         eligible = np.flatnonzero([len(b) > 0 for b in self.context_buffers])
@@ -385,7 +391,9 @@ class PEARL:
     @torch.no_grad()
     def _trial(self, tasks: list[Task], trajectories: int, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """The evaluation protocol on ``tasks``: the returns ``[trajectories, K]`` of successive trajectories,
-        the context gathered (``[K, trajectories * horizon, in]``) and its mask."""
+        the context gathered (``[K, trajectories * horizon, in]``) and its mask. One sampler call per trajectory
+        rather than a trial: the posterior between them reads whole transitions, ``s'`` included, from the
+        episodes returned."""
         c = self.config
         rng = np.random.default_rng(seed)
         generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
@@ -397,7 +405,7 @@ class PEARL:
                 z = torch.randn(len(tasks), c.latent_size, generator=generator)
             else:
                 z = _sample(*self.encoder(context, mask), generator)
-            episodes = self._run(tasks, z, int(rng.integers(2**31)), c.eval_deterministic)
+            episodes = self._run(tasks, z, derive_seed(seed, j), c.eval_deterministic)
             returns.append(episodes.episode_returns()[:, 0].numpy())
             rows = torch.zeros(len(tasks), self.horizon, self.context_dim)
             for k, step in enumerate(self._transitions(episodes)):
