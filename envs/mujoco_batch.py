@@ -175,6 +175,8 @@ class ThreadedStepper:
     """Steps MuJoCo environments with their own ``env.step`` in the physics threads (robots without
     formulas here); the same ``step``/``close`` contract as a :class:`~metarl.envs.base.BatchStepper`."""
 
+    success = None  # MuJoCo robots report no success
+
     def __init__(self, envs: Sequence[MujocoEnv]):
         self.envs = list(envs)
 

@@ -271,19 +271,17 @@ class PoolStepper:
     def __init__(self, envs: Sequence[RemoteEnv]):
         self.envs = list(envs)
         self.pool = self.envs[0].pool
+        self.success: np.ndarray | None = None  # info["success"] of the last step's environments (None: not reported)
 
-    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                                  np.ndarray | None]:
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         results = self.pool.scatter([self.envs[i] for i in idx], "step", np.asarray(actions))
-        n = len(idx)
-        reported = [r for r in results if r[1][4] is not None]
-        success = None
+        reported = [(members, value[4]) for members, value in results if value[4] is not None]
+        self.success = None
         if reported:
-            success = np.zeros(n, dtype=bool)
-            for members, value in reported:
-                success[members] = value[4]
-        return (_gather(n, results, 0), _gather(n, results, 1), _gather(n, results, 2), _gather(n, results, 3),
-                success)
+            self.success = np.zeros(len(idx), dtype=bool)
+            for members, flags in reported:
+                self.success[members] = flags
+        return tuple(_gather(len(idx), results, field) for field in range(4))
 
     def close(self) -> None:
         pass

@@ -3,7 +3,8 @@
 Given ``K`` tasks and an :class:`Actor`, it runs ``E`` episodes per task at once: ``K x E`` environments
 advance in lockstep and the actor is called once per time step for all of them (for a feed-forward policy
 with one parameter set per task, one batched evaluation; see :mod:`metarl.functional`). Episodes come back
-padded to the horizon as tensors with a mask (:class:`Episodes`). :meth:`Sampler.run_trials` runs several
+padded to the horizon as tensors with a mask (:class:`Episodes`), with each episode's success where the
+environments report ``info["success"]``. :meth:`Sampler.run_trials` runs several
 episodes back to back in each slot with the actor's state carried across them (an RL^2 trial; PEARL's
 episodes on one task): the state is explicit, passed in and returned, never kept by the actor.
 
@@ -25,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from metarl.env_pool import EnvPool, success_flags
 from metarl.guards import NonFiniteError, check_count, check_finite, check_transitions
 from metarl.policies import Policy, sample_action
 from metarl.seeding import EpisodeStreams, derive_seed, episode_streams
@@ -48,6 +50,8 @@ class Episodes:
     log_probs: torch.Tensor  # [K, E, T], under the parameters that sampled them
     last_obs: torch.Tensor  # [K, E, obs_dim], the observation after each episode's final step
     terminated: torch.Tensor  # [K, E] bool: ended by termination (True) or by the time limit (False)
+    # [K, E] bool: info["success"] at any step (Meta-World's rule); None where the environments report no success
+    success: torch.Tensor | None = None
 
     @property
     def env_steps(self) -> int:
@@ -195,6 +199,8 @@ def noise_shape(space: gym.Space) -> tuple[int, ...]:
 class Stepper(Protocol):
     """Steps the environments of a sampling call (all reset before it is made)."""
 
+    success: np.ndarray | None  # after a step: info["success"] of the environments stepped (None: not reported)
+
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Advance environments ``idx``; (obs, rewards, terminated, truncated) for them, as ``env.step`` gives."""
         ...
@@ -210,10 +216,12 @@ class LoopStepper:
 
     def __init__(self, envs: list[gym.Env]):
         self.envs = envs
+        self.success: np.ndarray | None = None
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         out = [self.envs[i].step(a) for i, a in zip(idx, actions, strict=True)]
-        obs, rewards, terminated, truncated, _ = zip(*out, strict=True)
+        obs, rewards, terminated, truncated, infos = zip(*out, strict=True)
+        self.success = success_flags(infos)
         return np.stack(obs), np.asarray(rewards), np.asarray(terminated), np.asarray(truncated)
 
     def close(self) -> None:
@@ -228,6 +236,16 @@ def stepper_for(envs: list[gym.Env]) -> Stepper:
     if factory is not None and all(type(e) is kind and e.unwrapped is e and e.family is family for e in envs):
         return factory(envs)
     return LoopStepper(envs)
+
+
+def reset_all(envs: list[gym.Env], seeds: np.ndarray) -> np.ndarray:
+    """Reset each environment with its seed: the observations. Environments of one class offering
+    ``batch_reset(envs, seeds)`` (those of an :class:`~metarl.env_pool.EnvPool`: every worker at once) use it."""
+    kind = type(envs[0])
+    batch_reset = getattr(kind, "batch_reset", None)
+    if batch_reset is not None and all(type(e) is kind for e in envs):
+        return batch_reset(envs, seeds)
+    return np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
 
 
 class EnvSource:
@@ -259,10 +277,13 @@ class EpisodeSampler(Protocol):
 
 
 class Sampler:
-    """Runs the episodes of a meta-batch on ``family``'s environments, all slots in lockstep."""
+    """Runs the episodes of a meta-batch on ``family``'s environments, all slots in lockstep; with ``workers`` > 1
+    the environments live in that many worker processes (:class:`~metarl.env_pool.EnvPool`, for environments
+    whose step is Python, such as Meta-World's), which step their slices at the same time: the same episodes."""
 
-    def __init__(self, family: EnvironmentFamily | EnvSource):
+    def __init__(self, family: EnvironmentFamily | EnvSource, workers: int = 1):
         self.family = family
+        self.pool = EnvPool(workers) if check_count("workers", workers) > 1 else None
         self._envs: list[gym.Env] = []
 
     def _environments(self, tasks: list[Task], per_task: int) -> list[gym.Env]:
@@ -270,7 +291,7 @@ class Sampler:
         slot_tasks = [t for t in tasks for _ in range(per_task)]
         for i, task in enumerate(slot_tasks):
             if i == len(self._envs):
-                self._envs.append(self.family.make_env(task))
+                self._envs.append(self.family.make_env(task) if self.pool is None else self.pool.make(self.family, task))
             elif getattr(self._envs[i].unwrapped, "task", task) != task:  # EnvSource: no task
                 self._envs[i].unwrapped.set_task(task)
         return self._envs[: len(slot_tasks)]
@@ -312,13 +333,14 @@ class Sampler:
         space = envs[0].action_space
         low, high = (space.low, space.high) if isinstance(space, gym.spaces.Box) else (None, None)
 
-        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, streams.resets, strict=True)])
+        obs = reset_all(envs, streams.resets)
         check_transitions(self.family.name, tasks, e, np.arange(n), 0, obs)
         obs_buf = np.zeros((n, horizon, obs.shape[-1]), dtype=np.float32)
         rewards = np.zeros((n, horizon), dtype=np.float32)
         mask = np.zeros((n, horizon), dtype=np.float32)
         last_obs = np.zeros((n, obs.shape[-1]), dtype=np.float32)
         terminated = np.zeros(n, dtype=bool)
+        success: np.ndarray | None = None  # until the environments report it
         actions, log_probs = [], []
         active = np.arange(n)
         stepper = stepper_for(envs)
@@ -336,6 +358,9 @@ class Sampler:
             if low is not None:
                 act = np.clip(act, low, high)
             o_next, r, term, trunc = stepper.step(active, act[active])
+            if stepper.success is not None:
+                success = np.zeros(n, dtype=bool) if success is None else success
+                success[active] |= stepper.success
             check_transitions(self.family.name, tasks, e, active, t + 1, o_next, r)
             rewards[active, t], obs[active] = r, o_next
             done = term | trunc | (t + 1 == horizon)  # the sampler cuts every episode at the horizon
@@ -364,6 +389,7 @@ class Sampler:
             log_probs=log_prob_t.view(k, e, horizon),
             last_obs=torch.from_numpy(last_obs).view(k, e, -1),
             terminated=torch.from_numpy(terminated).view(k, e),
+            success=None if success is None else torch.from_numpy(success).view(k, e),
         )
         return episode, state
 
@@ -371,6 +397,8 @@ class Sampler:
         for env in self._envs:
             env.close()
         self._envs.clear()
+        if self.pool is not None:
+            self.pool.close()
 
 
 def _where(keep: torch.Tensor, new: ActorState, old: ActorState) -> ActorState:

@@ -10,9 +10,12 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import metarl
 from metarl.env_pool import EnvPool, RemoteEnv, WorkerError
+from metarl.policies import make_policy
+from metarl.sampler import MLPActor, Sampler
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +40,16 @@ def _run_both(remote, local, rng, steps):
     active = np.arange(len(remote))
     for _ in range(steps):
         actions = rng.uniform(-1, 1, (len(active), *remote[0].action_space.shape)).astype(np.float32)
-        obs, rewards, terminated, truncated, success = stepper.step(active, actions)
+        obs, rewards, terminated, truncated = stepper.step(active, actions)
         expected = [local[i].step(a) for i, a in zip(active, actions, strict=True)]
         np.testing.assert_array_equal(obs, np.stack([e[0] for e in expected]))
         np.testing.assert_array_equal(rewards, [e[1] for e in expected])
         np.testing.assert_array_equal(terminated, [e[2] for e in expected])
         np.testing.assert_array_equal(truncated, [e[3] for e in expected])
         if "success" in expected[0][4]:
-            np.testing.assert_array_equal(success, [bool(e[4]["success"]) for e in expected])
+            np.testing.assert_array_equal(stepper.success, [bool(e[4]["success"]) for e in expected])
         else:
-            assert success is None
+            assert stepper.success is None
         active = active[~(terminated | truncated)]
         if len(active) == 0:
             break
@@ -128,4 +131,20 @@ def test_workers_end_when_the_main_process_is_killed():
     deadline = time.monotonic() + 60  # each worker reads end-of-file once it has started up
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)]
+
+
+def test_the_sampler_with_workers_returns_the_episodes_of_one_process():
+    family = metarl.envs.make("ML1-v0", env_name="reach-v3", horizon=10)
+    env = family.make_env(family.train_tasks[0])
+    actor = MLPActor(make_policy(env.observation_space, env.action_space))
+    tasks = family.train_tasks[:2]
+    local, pooled = Sampler(family), Sampler(family, workers=2)
+    for seed in (0, 1):  # the second call reuses the environments
+        ours, theirs = (s.sample(tasks, actor, episodes_per_task=2, seed=seed) for s in (local, pooled))
+        for name in ("obs", "actions", "rewards", "mask", "log_probs", "last_obs", "terminated", "success"):
+            assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
+    pids = pooled.pool.pids
+    local.close()
+    pooled.close()
     assert not [p for p in pids if _alive(p)]
