@@ -24,7 +24,7 @@ from metarl.envs.base import TaskFamily
 
 from metarl.task import Task, TaskSource
 
-__all__ = ["ENTRY_POINT_GROUP", "accepted_overrides", "make", "register", "registered"]
+__all__ = ["ENTRY_POINT_GROUP", "accepted_overrides", "make", "origin", "register", "registered"]
 
 ENTRY_POINT_GROUP = "metarl.task_families"
 GYM_NAMESPACE = "metarl"
@@ -94,15 +94,17 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def origin(name: str) -> tuple[str, dict[str, Any]]:
+    """Where the family registered as ``name`` lives (``"package.module:FamilyClass"``) and its registered
+    defaults: what another process needs to register it in turn, ``register(name, where, **defaults)``."""
+    entry = _entry(name)
+    return entry.owner(), dict(entry.defaults)
+
+
 def make(name: str, **overrides: Any) -> TaskFamily | TaskSource:
     """Build the family (or few-shot task source) registered as ``name``; unknown names and overrides are
     refused by name."""
-    _load_entry_points()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown task family {name!r}.{hint} Known families: {', '.join(sorted(_REGISTRY))}")
-    entry = _REGISTRY[name]
+    entry = _entry(name)
     factory = entry.load()  # importing a family's module may register it: its defaults are the entry's then
     _check_overrides(name, factory, overrides)
     family = factory(**{**entry.defaults, **overrides})
@@ -111,6 +113,16 @@ def make(name: str, **overrides: Any) -> TaskFamily | TaskSource:
                         "or a TaskSource")
     family.name = name
     return family
+
+
+def _entry(name: str) -> _Entry:
+    """The registry's entry for ``name``; an unknown name is refused, with the closest known ones."""
+    _load_entry_points()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown task family {name!r}.{hint} Known families: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
 
 
 def accepted_overrides(factory: Callable[..., Any]) -> list[str]:

@@ -117,6 +117,10 @@ class RecurrentActor:
         return {"hidden": self.policy.initial_state(n), "prev_action": torch.zeros(n, self.policy.act_dim),
                 "prev_reward": torch.zeros(n), "prev_done": torch.zeros(n)}
 
+    def for_tasks(self, tasks: slice, per_task: int) -> RecurrentActor:
+        """The actor of some of the call's tasks (for a worker that samples those): the same policy for all."""
+        return self
+
     def begin_episode(self, state: ActorState, seeds: np.ndarray) -> ActorState:
         return state  # the previous episode's last step already set the done flag
 

@@ -176,6 +176,10 @@ class MLPActor(Memoryless):
         check_finite(self.params, "policy parameters that are not finite")
         return {}
 
+    def for_tasks(self, tasks: slice, per_task: int) -> MLPActor:
+        """The actor of the call's tasks ``tasks`` alone (for a worker that samples those): their parameters."""
+        return MLPActor(self.policy, None if self.params is None else {k: v[tasks] for k, v in self.params.items()})
+
     def act(self, obs: torch.Tensor, state: ActorState,
             noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, ActorState]:
         n = obs.shape[0]
@@ -265,7 +269,8 @@ class EnvSource:
 
 class EpisodeSampler(Protocol):
     """What agents sample through (:class:`Sampler` in this process; a backend with workers keeps these calls and
-    splits them by tasks, each worker given its tasks' indices, the actor for those tasks and the same seed)."""
+    splits them by tasks, each worker given its tasks' indices, the actor for those tasks (an actor that can be
+    split offers ``for_tasks(tasks, per_task)``) and the same seed: :class:`metarl.distributed.RaySampler`)."""
 
     def sample(self, tasks: list[Task], actor: Actor, *, episodes_per_task: int, seed: int,
                task_ids: Sequence[int] | None = None) -> Episodes: ...
@@ -379,6 +384,10 @@ class Sampler:
         if pad:
             action_t = torch.cat([action_t, action_t.new_zeros((n, pad, *action_t.shape[2:]))], dim=1)
         m = torch.from_numpy(mask)
+        # Zeros after each episode's end, whichever slots the call also ran: a slot's padding is then the same
+        # when its tasks are sampled apart from the others (split across workers).
+        obs_buf[mask == 0] = 0.0
+        action_t[~m.bool()] = 0
         log_prob_t = torch.nn.functional.pad(torch.stack(log_probs, dim=1), (0, pad)) * m
         episode = Episodes(
             tasks=list(tasks),
