@@ -6,6 +6,7 @@
     metarl train CONFIG.yaml [key=value ...]           train (--run-dir DIR; --resume RUN_DIR continues)
     metarl train CONFIG.yaml [key=value ...] --seeds 0 1 2 [--parallel N]
                                                        one independent run per seed (<run-dir>-seed<k>)
+    metarl train CONFIG.yaml ... --ray-address ADDR    sample on a Ray cluster (with --seeds: each run a Ray task)
     metarl eval RUN_DIR [key=value ...] [--tasks N] [--steps S] [--name NAME]
                                                        adaptation on held-out tasks: eval.json, eval.png
     metarl eval RUN_DIR --video [--video-tasks N] [--video-format gif|mp4]
@@ -29,6 +30,7 @@ exception is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -134,12 +136,13 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
-    """:func:`metarl.run.build_run` with the config's torch threads (a command owns its process)."""
+def _build(config: RunConfig, distributed: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """:func:`metarl.run.build_run` with the config's torch threads (a command owns its process); ``distributed``:
+    sample as the config's ``sampler`` section says (training), else in this process."""
     import torch
 
     torch.set_num_threads(config.torch_threads)
-    return build_run(config)
+    return build_run(config, distributed=distributed)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -151,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if args.config is not None:
             args.overrides.insert(0, args.config)  # with --resume, every positional is an override
-        bad = [o for o in args.overrides if o.split("=", 1)[0] not in RESUME_OVERRIDABLE]
+        bad = [o for o in args.overrides if not {o.split("=", 1)[0], o.split(".", 1)[0]} & RESUME_OVERRIDABLE]
         if bad:
             raise ConfigError(f"on resume only {', '.join(sorted(RESUME_OVERRIDABLE))} may change; got {bad}")
         config = saved_config(run_dir, args.overrides)
@@ -160,7 +163,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("metarl train needs a CONFIG.yaml (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir or Path("runs") / f"{Path(args.config).stem}-seed{config.seed}")
-    family, agent, resolved = _build(config)  # a bad config is refused before the directory is made
+    if args.ray_address is not None:  # the sampler's workers on the cluster
+        config = dataclasses.replace(config, sampler={**config.sampler, "backend": "ray", "address": args.ray_address})
+    family, agent, resolved = _build(config, distributed=True)  # a bad config is refused before the directory is made
     trainer = Trainer(config, family, agent, run_dir, resolved)
     with run_lock(run_dir):  # checked and trained by one process
         if not args.resume and (run_dir / "config.yaml").exists():
@@ -178,10 +183,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def train_seeds(args: argparse.Namespace) -> int:
     """``metarl train CONFIG --seeds ...``: one independent run per seed in ``<run-dir>-seed<k>`` (default
     ``runs/<config stem>-seed<k>``), one after another in this process or in up to ``--parallel``
-    subprocesses (each writing its output to ``<run dir>/train.log``). Every run is resumable on its own
-    with ``--resume``. A seed that fails is reported with its exit code, and the command then exits 1."""
+    subprocesses (each writing its output to ``<run dir>/train.log``), or with ``--ray-address`` as tasks on a Ray
+    cluster (:func:`metarl.distributed.train_on_cluster`; the same run directories, on a filesystem the nodes
+    share). Every run is resumable on its own with ``--resume``. A seed that fails is reported with its exit
+    code, and the command then exits 1."""
     if args.resume:
         raise ConfigError("--seeds starts new runs; continue each one with --resume RUN_DIR")
+    if args.ray_address is not None and args.parallel is not None:
+        raise ConfigError("--parallel runs the seeds in local subprocesses; with --ray-address the cluster runs them, "
+                          "as many at once as it has room for")
     if args.config is None:
         raise ConfigError("metarl train --seeds needs a CONFIG.yaml")
     if any(o.split("=", 1)[0] == "seed" for o in args.overrides):
@@ -191,8 +201,8 @@ def train_seeds(args: argparse.Namespace) -> int:
     parallel = 1 if args.parallel is None else args.parallel
     if parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, got {parallel}")
-    for seed in args.seeds:
-        load_config(args.config, [*args.overrides, f"seed={seed}"])  # a bad config or seed fails before any run
+    # A bad config or seed fails before any run.
+    configs = {seed: load_config(args.config, [*args.overrides, f"seed={seed}"]) for seed in args.seeds}
     base = args.run_dir or str(Path("runs") / Path(args.config).stem)
     jobs = [(seed, Path(f"{base}-seed{seed}")) for seed in args.seeds]
 
@@ -200,7 +210,15 @@ def train_seeds(args: argparse.Namespace) -> int:
         return ["train", args.config, *args.overrides, f"seed={seed}", "--run-dir", str(run_dir)]
 
     codes: dict[int, int] = {}
-    if parallel == 1:
+    if args.ray_address is not None:
+        from metarl.distributed import train_on_cluster
+
+        print(f"{len(jobs)} seeds on the Ray cluster; each run's output goes to <run dir>/train.log", flush=True)
+        codes = train_on_cluster([(seed, run_dir, configs[seed].to_dict()) for seed, run_dir in jobs], args.ray_address)
+        for seed, run_dir in jobs:
+            if codes[seed] != 0:
+                _print_log_tail(run_dir)
+    elif parallel == 1:
         for seed, run_dir in jobs:
             print(f"seed {seed}: {run_dir}", flush=True)
             try:
@@ -226,8 +244,7 @@ def train_seeds(args: argparse.Namespace) -> int:
                 codes[seed] = future.result()
                 print(f"seed {seed} finished with exit code {codes[seed]}: {run_dir}", flush=True)
                 if codes[seed] != 0:
-                    tail = (run_dir / "train.log").read_text().strip().splitlines()[-5:]
-                    print("\n".join(f"    {line}" for line in tail), file=sys.stderr)
+                    _print_log_tail(run_dir)
     failed = [seed for seed in args.seeds if codes[seed] != 0]
     for seed, run_dir in jobs:
         state = "ok" if codes[seed] == 0 else f"FAILED with exit code {codes[seed]}"
@@ -237,6 +254,13 @@ def train_seeds(args: argparse.Namespace) -> int:
         print(f"metarl train: error: {len(failed)} of {len(jobs)} seeds failed: {named}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_log_tail(run_dir: Path) -> None:
+    """The last lines of a run's ``train.log`` (a failed seed's error), on stderr."""
+    log = run_dir / "train.log"
+    tail = log.read_text().strip().splitlines()[-5:] if log.is_file() else []
+    print("\n".join(f"    {line}" for line in tail), file=sys.stderr)
 
 
 EVAL_OVERRIDABLE = ("family_overrides.test_ways", "family_overrides.test_shots", "family_overrides.test_queries",
@@ -498,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", metavar="K",
                    help="one run per seed, in <run-dir>-seed<K> (default runs/<config>-seed<K>); overrides go before")
     p.add_argument("--parallel", type=int, metavar="N", help="with --seeds: up to N runs at once, in subprocesses")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="sample on the Ray cluster at ADDR ('auto': the one running on this machine; 'local': start "
+                        "one here), as sampler: {backend: ray, address: ADDR} does; with --seeds, run each seed as a "
+                        "Ray task on the cluster (run directories on a filesystem the nodes share)")
     p.set_defaults(run=cmd_train)
     p = sub.add_parser("eval", help="evaluate a run's adaptation on held-out tasks")
     p.add_argument("run_dir")

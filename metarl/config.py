@@ -30,8 +30,8 @@ import yaml
 
 from metarl.errors import ConfigError
 
-__all__ = ["RANGES", "ConfigError", "Range", "RunConfig", "build_dataclass", "check_ranges", "config_reference",
-           "load_config", "parse_overrides"]
+__all__ = ["BACKENDS", "RANGES", "ConfigError", "Range", "RunConfig", "SamplerConfig", "build_dataclass", "check_ranges",
+           "config_reference", "load_config", "parse_overrides"]
 
 MAX_INT = 2**31 - 1
 
@@ -64,6 +64,8 @@ RANGES: dict[str, Range] = {
     # the run
     "seed": NON_NEGATIVE, "iterations": AT_LEAST_1, "checkpoint_every": AT_LEAST_1, "eval_tasks": AT_LEAST_1,
     "eval_steps": NON_NEGATIVE, "torch_threads": Range(1, 1024),
+    # the sampler section (SamplerConfig)
+    "workers": AT_LEAST_1, "cpus_per_worker": POSITIVE, "max_failures": NON_NEGATIVE,
     # batch sizes and counts
     "meta_batch_size": AT_LEAST_1, "episodes_per_task": AT_LEAST_1, "episodes_per_trial": AT_LEAST_1,
     "trials_per_task": AT_LEAST_1, "eval_chunk": AT_LEAST_1, "inner_steps": NON_NEGATIVE, "promp_steps": AT_LEAST_1,
@@ -95,6 +97,25 @@ RANGES: dict[str, Range] = {
 }
 
 
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class SamplerConfig:
+    """The ``sampler`` section of a run config: how the episodes are sampled, never what they are (every backend
+    gives the same episodes, bit for bit; :mod:`metarl.distributed`)."""
+
+    backend: str = "local"  # "local": in the training process; "ray": on worker actors of a Ray cluster
+    workers: int | None = None  # ray: worker actors (default: one per CPU of the cluster)
+    address: str | None = None  # ray: the cluster to join ("auto": the one on this machine; none: start a local one)
+    cpus_per_worker: float = 0.5  # ray: CPUs each worker reserves (a fraction: workers idle while the learner updates)
+    max_failures: int = 3  # ray: workers one sampling call may lose (their tasks sampled again) before the run stops
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+
+
 @dataclass
 class RunConfig:
     family: str  # a registered task family (metarl list)
@@ -108,9 +129,15 @@ class RunConfig:
     eval_steps: int = 3  # inner steps of the adaptation curve
     evaluate: bool = True  # run the evaluation when training ends
     torch_threads: int = 1  # intra-op threads: small ops gain nothing from more, and spin against other jobs
+    sampler: dict[str, Any] = field(default_factory=dict)  # how episodes are sampled: {backend: ray, workers: N, ...}
 
     def __post_init__(self) -> None:
         check_ranges(self, "run config")
+        self.sampler_config()
+
+    def sampler_config(self) -> SamplerConfig:
+        """The ``sampler`` section, checked (an unknown field or a bad value is a :class:`ConfigError`)."""
+        return build_dataclass(SamplerConfig, self.sampler, "sampler")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,12 +8,13 @@ traceback.
     ├── ConfigError        a configuration that cannot be used (a field, a value, an agent that does not fit the family)
     ├── CheckpointError    a checkpoint that is missing, unreadable or does not fit the run
     ├── RunDirError        a run directory that cannot be used: busy, not a directory, not writable, damaged
-    └── NonFiniteError     a NaN or an infinity where only finite numbers make sense (a run that diverged)
+    ├── NonFiniteError     a NaN or an infinity where only finite numbers make sense (a run that diverged)
+    └── ClusterError       a Ray cluster that cannot be joined, has no room for the run's workers, or lost too many
 """
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "MetaRLError", "NonFiniteError", "RunDirError"]
+__all__ = ["CheckpointError", "ClusterError", "ConfigError", "MetaRLError", "NonFiniteError", "RunDirError"]
 
 
 class MetaRLError(ValueError):
@@ -34,3 +35,8 @@ class RunDirError(MetaRLError):
 
 class NonFiniteError(MetaRLError):
     """A NaN or infinity where only finite numbers make sense; the message names where it was found."""
+
+
+class ClusterError(MetaRLError):
+    """A Ray cluster that cannot do what the run needs: it cannot be joined, has no room for a sampler worker, or
+    lost workers more often than ``sampler.max_failures`` allows (:mod:`metarl.distributed`)."""

@@ -24,11 +24,11 @@ from metarl.config import RunConfig, build_dataclass, load_config, read_yaml
 from metarl.contract import Agent, check_agent, check_source
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
 from metarl.rundir import atomic_write
-from metarl.sampler import Sampler
+from metarl.sampler import EpisodeSampler, Sampler
 from metarl.task import EnvironmentFamily, EpisodeSource, Task, TaskSource, provides
 
 __all__ = ["SOURCE_FILE", "SavedSource", "agent_classes", "agent_names", "build_run", "load", "make_family",
-           "reference_curves", "saved_config", "set_eval", "with_agent_defaults", "write_source"]
+           "make_sampler", "reference_curves", "saved_config", "set_eval", "with_agent_defaults", "write_source"]
 
 SOURCE_FILE = "source.json"
 EPISODE_FIELDS = ("ways", "shots", "test_ways", "test_shots")  # what some learners size their networks by
@@ -138,10 +138,24 @@ def reference_curves(family: TaskSource, tasks: list[Task], episodes: int, seed:
     return evaluate_references(family, tasks, episodes, seed)
 
 
-def build_run(config: RunConfig, source: Any = None) -> tuple[Any, Agent, dict[str, Any]]:
+def make_sampler(config: RunConfig, family: Any, distributed: bool = True) -> EpisodeSampler:
+    """The sampler the config's ``sampler`` section names (:class:`metarl.config.SamplerConfig`): in this process,
+    or (``backend: ray``, when ``distributed``) on the workers of a Ray cluster, which make the config's family."""
+    settings = config.sampler_config()
+    if settings.backend == "local" or not distributed:
+        return Sampler(family)
+    from metarl.distributed import RaySampler
+
+    return RaySampler(config.family, config.family_overrides, workers=settings.workers, address=settings.address,
+                      cpus_per_worker=settings.cpus_per_worker, max_failures=settings.max_failures,
+                      torch_threads=config.torch_threads)
+
+
+def build_run(config: RunConfig, source: Any = None, distributed: bool = False) -> tuple[Any, Agent, dict[str, Any]]:
     """The task source and agent a config names, and the config with every agent default filled in;
     ``source``: use this task source instead of making the config's family. An agent that learns from
-    environments samples them through the sampler composed here (:class:`metarl.sampler.Sampler`). A value the
+    environments samples them through the sampler composed here: in this process, or with ``distributed`` (what
+    ``metarl train`` asks for) as the config's ``sampler`` section says (:func:`make_sampler`). A value the
     agent refuses is a :class:`ConfigError`; the agent is checked against the agent contract
     (:func:`metarl.contract.check_agent`)."""
     family = source if source is not None else make_family(config.family, config.family_overrides)
@@ -149,7 +163,9 @@ def build_run(config: RunConfig, source: Any = None) -> tuple[Any, Agent, dict[s
     agent_config = build_dataclass(config_cls, config.agent_config, f"agent_config of {config.agent}")
     check_source(agent_cls, family)
     try:
-        sampler = {"sampler": Sampler(family)} if agent_cls.learns_from is EnvironmentFamily else {}
+        sampler = {}
+        if agent_cls.learns_from is EnvironmentFamily:
+            sampler["sampler"] = make_sampler(config, family, distributed and source is None)
         agent = agent_cls(family, agent_config, seed=config.seed, **sampler)
     except MetaRLError:
         raise

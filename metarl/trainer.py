@@ -23,7 +23,7 @@ from tqdm import tqdm
 from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent, save_checkpoint
 from metarl.config import RunConfig
 from metarl.contract import Agent, Capability, require, step_size_config, with_step_size
-from metarl.errors import CheckpointError, ConfigError, NonFiniteError
+from metarl.errors import CheckpointError, ClusterError, ConfigError, NonFiniteError
 from metarl.evaluation import adaptation_report, mean_ci, plot_adaptation, write_report
 from metarl.guards import check_finite
 from metarl.logger import MetricsLogger
@@ -36,7 +36,7 @@ __all__ = ["RESUME_OVERRIDABLE", "TUNING_RULE", "Agent", "Trainer"]
 
 PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
 RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps",
-                                "agent_config.device"})
+                                "agent_config.device", "sampler"})
 STEP_SIZES = ("lr", "learning_rate", "inner_lr", "max_kl")  # named in the message of a diverged run
 TUNE_TASKS = 20  # training tasks on which --tune-step-size scores each value
 TUNING_RULE = ("a value's score is the mean over the tuning tasks (drawn from the training distribution) of the "
@@ -87,6 +87,9 @@ class Trainer:
                     self._check_finite(metrics)
                 except NonFiniteError as err:
                     raise self._stopped(it, err) from None
+                except ClusterError as err:  # workers lost more often than the sampler allows
+                    raise ClusterError(f"training stopped at iteration {it}: {err}; {self._not_saved()}; continue "
+                                       f"with metarl train --resume {self.run_dir}") from None
                 seconds = time.perf_counter() - t0
                 env_steps += int(metrics.get("env_steps", 0))
                 elapsed += seconds
@@ -134,13 +137,16 @@ class Trainer:
             raise NonFiniteError(f"the agent's {loss}")
         check_finite(self.agent.state_dict(), "the agent's state is not finite")
 
+    def _not_saved(self) -> str:
+        """What a run stopped during an iteration kept: its last checkpoint, named."""
+        last = latest_checkpoint(self.run_dir)
+        return f"nothing of this iteration was logged or saved, the last checkpoint is {str(last) if last else 'none'}"
+
     def _stopped(self, iteration: int, err: NonFiniteError) -> NonFiniteError:
         """The error that stops a run at an iteration that met a NaN or an infinity, naming the last checkpoint."""
-        last = latest_checkpoint(self.run_dir)
         agent_config = self.resolved_config.get("agent_config", {})
         sizes = ", ".join(f"agent_config.{k}={agent_config[k]}" for k in STEP_SIZES if k in agent_config)
-        return NonFiniteError(f"training stopped at iteration {iteration}: {err}; nothing of this iteration was "
-                              f"logged or saved, the last checkpoint is {str(last) if last else 'none'}. If the agent "
+        return NonFiniteError(f"training stopped at iteration {iteration}: {err}; {self._not_saved()}. If the agent "
                               f"diverged, a smaller step size usually helps" + (f" (this run: {sizes})" if sizes else ""))
 
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None, name: str = "eval",

@@ -1,0 +1,371 @@
+"""Sampling and runs on a Ray cluster (https://docs.ray.io): a meta-batch's tasks spread over worker actors, and
+the seeds of ``metarl train --seeds`` run as Ray tasks.
+
+**Sampling.** :class:`RaySampler` is an :class:`~metarl.sampler.EpisodeSampler` whose workers are Ray actors, each
+with a :class:`~metarl.sampler.Sampler` of its own that keeps the environments of the tasks it is given (the family
+made from its registered name and overrides). A call splits the meta-batch into contiguous runs of tasks, one per
+worker, ships each worker its tasks, their indices in the meta-batch and the actor for them (``actor.for_tasks``: a
+feed-forward policy with those tasks' parameters; a recurrent actor, whose state starts on the worker), and gathers
+the episodes in task order. Every episode's randomness derives from (call seed, task index, episode) alone
+(:mod:`metarl.seeding`), so the episodes are those of the local sampler, bit for bit, whatever the number of
+workers, and so are the metrics and checkpoints computed from them. (Matrix products follow MKL's
+``MKL_CBWR``, which each worker inherits from the driver: across nodes of different CPU types, set it to a fixed
+code path such as ``AVX2,STRICT`` for results that do not depend on the node.)
+
+**Lost workers.** A worker that dies during a call (its process killed, its node lost) costs time, not numbers: its
+tasks are sampled again, with the same seeds, on a live worker, and a replacement worker is started for the calls
+that follow. A call that loses more than ``max_failures`` workers stops with :class:`ClusterError` (the trainer then
+names the run's last checkpoint, from which ``metarl train --resume`` continues).
+
+**Resources.** A worker reserves ``cpus_per_worker`` of a CPU (half by default): workers step environments while
+the learner waits and wait while it updates, so whole-CPU reservations would only leave a small machine unable to
+place its workers (a 2-core laptop could hold two, and none for the runs of ``--seeds``). Workers are spread over
+the nodes (Ray's ``SPREAD`` strategy).
+
+**Families.** A worker makes the family by its registered name. Families that metarl ships, and those of packages
+installed on every node (registered by their entry point), are known there. A family registered while the driver
+runs is registered on the workers by where it lives (``package.module:FamilyClass``), so its module must be
+importable on the nodes: installed there, or shipped with the job's runtime environment (``ray job submit
+--runtime-env-json '{"py_modules": ["my_families"]}' -- metarl train ...``, or ``ray.init(runtime_env=...)`` in
+your own driver). A family defined in the script being run (``__main__``) cannot be, and is refused.
+
+**Runs.** :func:`train_on_cluster` runs each seed of ``metarl train --seeds ... --ray-address`` as a Ray task that
+trains exactly as ``metarl train`` does locally, writing its run directory (and its output to ``train.log`` there)
+from the node it runs on: the run directories must lie on a filesystem that the driver and every node share, at
+the same path (NFS, say). A task whose node is lost is retried by Ray, resuming the run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import traceback
+from collections.abc import Mapping, Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import yaml
+
+from metarl.errors import ClusterError, ConfigError, MetaRLError
+from metarl.sampler import Actor, Episodes, Sampler, Trials
+from metarl.task import Task
+
+__all__ = ["ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "TaskSplittable", "connect", "start_workers",
+           "train_on_cluster"]
+
+START_TIMEOUT_S = 600.0  # how long a worker may take to start (a node joining, a runtime environment installing)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("sampling on Ray needs the ray package: pip install 'metarl[ray]'") from None
+    return ray
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at ``address`` (``"auto"``: the one running on this machine; ``None``: start a local
+    one, or join ``$RAY_ADDRESS``); a process already connected keeps its connection."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address)
+    except ConnectionError as err:
+        where = "running on this machine" if address == "auto" else f"at {address!r}"
+        raise ClusterError(f"cannot join the Ray cluster {where}: {str(err).splitlines()[0]} (start one with "
+                           "`ray start --head`, or leave the address out to start a local one)") from None
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A task family as a worker makes it: its registered name and overrides, and where it lives with its
+    registered defaults (to register it on a worker that does not know it)."""
+
+    name: str
+    overrides: str  # JSON, so that the spec is hashable
+    where: str
+    defaults: str  # JSON
+
+    @classmethod
+    def of(cls, name: str, overrides: Mapping[str, Any] | None = None) -> FamilySpec:
+        from metarl.envs.registry import origin
+
+        try:
+            where, defaults = origin(name)
+        except ValueError as err:
+            raise ConfigError(" ".join(str(err).split())) from None
+        if where.startswith("__main__:") or "<locals>" in where:
+            raise ConfigError(f"task family {name!r} is defined in {where}, where Ray workers cannot import it: move "
+                              "it to a module installed on the nodes or shipped with the job's runtime environment "
+                              "(py_modules)")
+        return cls(name, json.dumps(dict(overrides or {}), sort_keys=True), where, json.dumps(defaults, sort_keys=True))
+
+    def make(self) -> Any:
+        """The family, registered here first (by where it lives) if this process does not know it."""
+        import metarl.envs
+        from metarl.run import make_family
+
+        if self.name not in metarl.envs.registered():
+            metarl.envs.register(self.name, self.where, **json.loads(self.defaults))
+        return make_family(self.name, json.loads(self.overrides))
+
+
+class TaskSplittable(Protocol):
+    """An actor that a backend with workers can split by tasks."""
+
+    def for_tasks(self, tasks: slice, per_task: int) -> Actor:
+        """The actor for the call's tasks ``tasks`` (positions in the call), each with ``per_task`` slots."""
+        ...
+
+
+class SamplerWorker:
+    """A worker's body (a Ray actor): a local :class:`~metarl.sampler.Sampler` for each family it samples."""
+
+    def __init__(self, torch_threads: int = 1, mkl_cbwr: str = "AUTO,STRICT"):
+        os.environ["MKL_CBWR"] = mkl_cbwr  # the driver's, read at MKL's first call (none was made yet)
+        torch.set_num_threads(torch_threads)
+        self._samplers: dict[FamilySpec, Sampler] = {}
+
+    def ready(self) -> int:
+        """This worker's process id, once it is up."""
+        return os.getpid()
+
+    def run_trials(self, family: FamilySpec, tasks: list[Task], actor: Actor, trials_per_task: int,
+                   episodes_per_trial: int, seed: int, task_ids: list[int]) -> Trials:
+        if family not in self._samplers:
+            self._samplers[family] = Sampler(family.make())
+        return self._samplers[family].run_trials(tasks, actor, trials_per_task=trials_per_task,
+                                                 episodes_per_trial=episodes_per_trial, seed=seed, task_ids=task_ids)
+
+
+def start_workers(count: int, cpus_per_worker: float = 0.5, torch_threads: int = 1) -> list[Any]:
+    """``count`` sampler workers (Ray actor handles) on the connected cluster, spread over its nodes; they are
+    started, not waited for."""
+    worker = _ray().remote(SamplerWorker).options(num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")
+    return [worker.remote(torch_threads, os.environ["MKL_CBWR"]) for _ in range(count)]
+
+
+@dataclass
+class _Worker:
+    handle: Any
+    up: Any  # the ObjectRef of its ready() call
+    own: bool  # started by the sampler (and ended by its close)
+    alive: bool = False
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def _join(parts: list[Any]) -> Any:
+    """Episodes (or actor states) of consecutive task runs as one: lists concatenated, tensors joined on their
+    leading (task or slot) axis, fields None everywhere left None."""
+    first = parts[0]
+    if isinstance(first, Episodes):
+        return Episodes(**{f.name: _join([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Episodes)})
+    if isinstance(first, dict):
+        return {key: torch.cat([p[key] for p in parts]) for key in first}
+    if isinstance(first, list):
+        return [item for p in parts for item in p]
+    if first is None:
+        return None
+    return torch.cat(parts)
+
+
+class RaySampler:
+    """Samples a meta-batch on Ray workers, split by tasks: the episodes of :class:`~metarl.sampler.Sampler`.
+
+    ``workers``: how many to start (default: one per CPU of the cluster), or running
+    :class:`SamplerWorker` actors to use (from :func:`start_workers`; :meth:`close` leaves those running).
+    ``address``: the cluster to join if this process is not connected yet (see :func:`connect`).
+    ``max_failures``: the workers one call may lose (their tasks sampled again on live ones) before it stops.
+    """
+
+    def __init__(self, family: str, overrides: Mapping[str, Any] | None = None, *,
+                 workers: int | Sequence[Any] | None = None, address: str | None = None, cpus_per_worker: float = 0.5,
+                 max_failures: int = 3, torch_threads: int = 1):
+        self.family = FamilySpec.of(family, overrides)
+        self.cpus_per_worker, self.max_failures, self.torch_threads = cpus_per_worker, max_failures, torch_threads
+        connect(address)
+        ray = _ray()
+        if workers is None or isinstance(workers, int):
+            cpus = ray.cluster_resources().get("CPU", 0.0)
+            count = max(1, int(cpus)) if workers is None else workers
+            if count < 1 or count * cpus_per_worker > cpus:
+                raise ConfigError(f"sampler: {count} workers x cpus_per_worker={cpus_per_worker:g} need "
+                                  f"{count * cpus_per_worker:g} CPUs; the Ray cluster has {cpus:g}: lower "
+                                  "sampler.workers or sampler.cpus_per_worker")
+            handles, own = start_workers(count, cpus_per_worker, torch_threads), True
+        else:
+            handles, own = list(workers), False
+        self._workers = [_Worker(h, h.ready.remote(), own) for h in handles]
+        ready, pending = ray.wait([w.up for w in self._workers], num_returns=len(self._workers), timeout=START_TIMEOUT_S)
+        if pending:
+            self.close()
+            raise ClusterError(f"{len(pending)} of {len(self._workers)} sampler workers did not start within "
+                               f"{START_TIMEOUT_S:g} s: the cluster has no room for them (each reserves "
+                               f"cpus_per_worker={cpus_per_worker:g} CPUs)")
+        for w in self._workers:
+            try:
+                ray.get(w.up)
+            except ray.exceptions.RayError as err:
+                self.close()
+                raise ClusterError(f"a sampler worker could not start: {_first_line(err)}") from None
+            w.alive = True
+
+    @property
+    def workers(self) -> int:
+        """The workers alive now."""
+        return len(self._alive())
+
+    def sample(self, tasks: list[Task], actor: Actor, *, episodes_per_task: int, seed: int,
+               task_ids: Sequence[int] | None = None) -> Episodes:
+        """As :meth:`metarl.sampler.Sampler.sample`."""
+        return self.run_trials(tasks, actor, trials_per_task=episodes_per_task, episodes_per_trial=1, seed=seed,
+                               task_ids=task_ids).episodes[0]
+
+    def run_trials(self, tasks: list[Task], actor: Actor, *, trials_per_task: int, episodes_per_trial: int,
+                   seed: int, task_ids: Sequence[int] | None = None) -> Trials:
+        """As :meth:`metarl.sampler.Sampler.run_trials`, each worker running a contiguous run of the tasks."""
+        ray = _ray()
+        task_ids = list(range(len(tasks))) if task_ids is None else [int(k) for k in task_ids]
+        if len(task_ids) != len(tasks):
+            raise ValueError(f"task_ids has {len(task_ids)} entries for {len(tasks)} tasks")
+        if not tasks:
+            raise ValueError("a sampling call needs at least one task")
+        if not hasattr(actor, "for_tasks"):
+            raise TypeError(f"{type(actor).__name__} cannot be split by tasks across Ray workers (it has no "
+                            "for_tasks(tasks, per_task)); sample it with the local sampler (sampler.backend: local)")
+        live = self._alive()
+        runs = [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(len(tasks)), min(len(live), len(tasks)))]
+        pieces = [ray.put(actor.for_tasks(slice(a, b), trials_per_task)) for a, b in runs]
+        in_flight: dict[Any, tuple[int, _Worker]] = {}
+
+        def submit(i: int, worker: _Worker) -> None:
+            a, b = runs[i]
+            ref = worker.handle.run_trials.remote(self.family, list(tasks[a:b]), pieces[i], trials_per_task,
+                                                  episodes_per_trial, seed, task_ids[a:b])
+            in_flight[ref] = (i, worker)
+
+        for i, worker in enumerate(live[: len(runs)]):
+            submit(i, worker)
+        results: list[Trials | None] = [None] * len(runs)
+        failures = 0
+        while in_flight:
+            [ref], _ = ray.wait(list(in_flight), num_returns=1)
+            i, worker = in_flight.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+            except ray.exceptions.RayTaskError as err:  # the sampling itself failed: its own error, as locally
+                raise (err.cause if isinstance(err.cause, Exception) else err) from None
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
+                    ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as err:
+                failures += 1
+                self._replace(worker)
+                if failures > self.max_failures:
+                    raise ClusterError(f"{failures} sampler workers were lost during one sampling call, more than "
+                                       f"sampler.max_failures={self.max_failures} allows (the last: "
+                                       f"{_first_line(err)})") from None
+                busy = [w for _, w in in_flight.values()]
+                submit(i, min(self._alive(), key=busy.count))
+        return Trials([_join([r.episodes[j] for r in results]) for j in range(episodes_per_trial)],
+                      _join([r.state for r in results]))
+
+    def _alive(self) -> list[_Worker]:
+        """The workers that are up, waiting (up to :data:`START_TIMEOUT_S`) for a replacement when none is."""
+        ray = _ray()
+        starting = [w for w in self._workers if not w.alive]
+        if starting:
+            ready, _ = ray.wait([w.up for w in starting], num_returns=len(starting), timeout=0)
+            if not any(w.alive for w in self._workers):
+                ready, _ = ray.wait([w.up for w in starting], num_returns=1, timeout=START_TIMEOUT_S)
+            for w in starting:
+                if w.up in ready:
+                    try:
+                        ray.get(w.up)
+                        w.alive = True
+                    except ray.exceptions.RayError:
+                        self._replace(w)
+        alive = [w for w in self._workers if w.alive]
+        if not alive:
+            raise ClusterError(f"no sampler worker is alive and none started within {START_TIMEOUT_S:g} s")
+        return alive
+
+    def _replace(self, worker: _Worker) -> None:
+        """Drop a lost worker and start another in its place."""
+        ray = _ray()
+        self._workers.remove(worker)
+        if worker.own:
+            ray.kill(worker.handle, no_restart=True)
+        [handle] = start_workers(1, self.cpus_per_worker, self.torch_threads)
+        self._workers.append(_Worker(handle, handle.ready.remote(), own=True))
+
+    def close(self) -> None:
+        """End the workers this sampler started."""
+        ray = _ray()
+        for w in self._workers:
+            if w.own:
+                ray.kill(w.handle, no_restart=True)
+        self._workers.clear()
+
+
+def _train_on_node(config: dict[str, Any], run_dir: str, fresh: bool) -> int:
+    """One run of ``metarl train`` on the node this Ray task landed on; its output goes to ``train.log`` in the
+    run directory. ``fresh``: the directory held no run when the task was submitted, so a run found there now was
+    started by an earlier attempt of this task (its node lost) and is resumed."""
+    from metarl.cli import main
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ClusterError(f"run directory {run_dir!r} is not visible on the node at {_ray().util.get_node_ip_address()}: "
+                           "runs on a cluster write their directories from the node that runs them, so these must lie on "
+                           "a filesystem that the driver and every node share, at the same path")
+    with open(path / "train.log", "a") as log, redirect_stdout(log), redirect_stderr(log), \
+            tempfile.TemporaryDirectory() as tmp:
+        if fresh and (path / "config.yaml").exists():
+            argv = ["train", "--resume", run_dir]
+        else:
+            config_file = Path(tmp, "config.yaml")
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+            argv = ["train", str(config_file), "--run-dir", run_dir]
+        try:
+            return main([*argv, "--no-progress"])
+        except Exception:  # a bug: its traceback in the run's log, as a local run shows it
+            traceback.print_exc()
+            return 1
+
+
+def train_on_cluster(runs: Sequence[tuple[int, Path, dict[str, Any]]], address: str | None) -> dict[int, int]:
+    """Each ``(seed, run directory, run config)`` as a Ray task running ``metarl train`` (reserving the config's
+    ``torch_threads`` CPUs), all at once as the cluster allows; returns each seed's exit code as it finishes."""
+    ray = _ray()
+    connect(address)
+    remote = ray.remote(_train_on_node)
+    pending = {}
+    for seed, run_dir, config in runs:
+        run_dir = run_dir.resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        task = remote.options(num_cpus=config.get("torch_threads", 1))
+        pending[task.remote(config, str(run_dir), not (run_dir / "config.yaml").exists())] = (seed, run_dir)
+    codes: dict[int, int] = {}
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        seed, run_dir = pending.pop(ref)
+        try:
+            codes[seed] = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:
+            print(f"seed {seed}: {_first_line(err.cause if isinstance(err.cause, Exception) else err)}", flush=True)
+            codes[seed] = 2 if isinstance(err.cause, MetaRLError) else 1
+        except ray.exceptions.RayError as err:  # its node lost more often than Ray retries a task
+            print(f"seed {seed}: lost on the cluster: {_first_line(err)}", flush=True)
+            codes[seed] = 1
+        print(f"seed {seed} finished with exit code {codes[seed]}: {run_dir}", flush=True)
+    return codes
