@@ -94,6 +94,7 @@ class TrialBatch:
     rewards: torch.Tensor  # [n, L]
     mask: torch.Tensor  # [n, L]
     episode_returns: torch.Tensor  # [K, tasks, trials]
+    success: torch.Tensor | None  # [K, tasks]: the success rate of episode k on each task; None if not reported
     env_steps: int
 
     @classmethod
@@ -101,7 +102,8 @@ class TrialBatch:
         steps = trials.joined()
         return cls(inputs=policy.trial_inputs(steps).flatten(0, 1), actions=steps.actions.flatten(0, 1),
                    log_probs=steps.log_probs.flatten(0, 1), rewards=steps.rewards.flatten(0, 1),
-                   mask=steps.mask.flatten(0, 1), episode_returns=trials.episode_returns(), env_steps=trials.env_steps)
+                   mask=steps.mask.flatten(0, 1), episode_returns=trials.episode_returns(),
+                   success=trials.success_rate(), env_steps=trials.env_steps)
 
 
 class PopArt:
@@ -143,7 +145,8 @@ class PopArt:
 class RL2:
     learns_from: ClassVar[type] = EnvironmentFamily
     metric = "return"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT_IN_CONTEXT, Capability.VIDEOS})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT_IN_CONTEXT, Capability.VIDEOS,
+                                                               Capability.SUCCESS})
 
     def __init__(self, family: TaskSource, config: RL2Config, seed: int = 0, sampler: EpisodeSampler | None = None):
         self.family, self.config = family, config
@@ -160,6 +163,7 @@ class RL2:
         self.sampler = Sampler(family) if sampler is None else sampler
         self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
         self.popart = PopArt(self.policy.value if self.critic is None else self.critic.value)
+        self.curve_success: np.ndarray | None = None  # of the last adaptation_curve
 
     def collect(self, tasks: list[Task], seed: int) -> TrialBatch:
         """``trials_per_task`` trials of ``episodes_per_trial`` episodes on each task, the hidden state carried
@@ -271,19 +275,24 @@ class RL2:
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
         batch = self.collect(tasks, seed)
         per_episode = batch.episode_returns.mean(dim=(1, 2))
+        success = {} if batch.success is None else {"success_pre": batch.success[0].mean().item(),
+                                                    "success_post": batch.success[-1].mean().item()}
         return {
             "return_pre": per_episode[0].item(),
             "return_post": per_episode[-1].item(),
+            **success,
             "env_steps": float(batch.env_steps),
             **self.update(batch, derive_seed(seed, 1)),
         }
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """Mean return of episode 1..K of a trial on each task: ``[K, len(tasks)]`` (``steps`` is unused:
-        RL^2 adapts through its trial, whose length the config fixes)."""
+        RL^2 adapts through its trial, whose length the config fixes); their success rates in ``curve_success``
+        where the environments report success."""
         check_count("steps", steps, 0)
         with torch.no_grad():
             batch = self.collect(tasks, seed)
+        self.curve_success = None if batch.success is None else batch.success.numpy()
         return batch.episode_returns.mean(-1).numpy()
 
     def adapt(self, task: Task | Mapping[str, Any], episodes: int | None = None, seed: int = 0) -> Controller:

@@ -265,7 +265,7 @@ def _print_log_tail(run_dir: Path) -> None:
 
 EVAL_OVERRIDABLE = ("family_overrides.test_ways", "family_overrides.test_shots", "family_overrides.test_queries",
                     "family_overrides.num_test_tasks", "family_overrides.test_episodes", "eval_tasks", "eval_steps",
-                    "agent_config.device")
+                    "agent_config.device", "sampler.env_workers")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -65,7 +65,7 @@ RANGES: dict[str, Range] = {
     "seed": NON_NEGATIVE, "iterations": AT_LEAST_1, "checkpoint_every": AT_LEAST_1, "eval_tasks": AT_LEAST_1,
     "eval_steps": NON_NEGATIVE, "torch_threads": Range(1, 1024),
     # the sampler section (SamplerConfig)
-    "workers": AT_LEAST_1, "cpus_per_worker": POSITIVE, "max_failures": NON_NEGATIVE,
+    "workers": AT_LEAST_1, "env_workers": AT_LEAST_1, "cpus_per_worker": POSITIVE, "max_failures": NON_NEGATIVE,
     # batch sizes and counts
     "meta_batch_size": AT_LEAST_1, "episodes_per_task": AT_LEAST_1, "episodes_per_trial": AT_LEAST_1,
     "trials_per_task": AT_LEAST_1, "eval_chunk": AT_LEAST_1, "inner_steps": NON_NEGATIVE, "promp_steps": AT_LEAST_1,
@@ -110,6 +110,7 @@ class SamplerConfig:
     address: str | None = None  # ray: the cluster to join ("auto": the one on this machine; none: start a local one)
     cpus_per_worker: float = 0.5  # ray: CPUs each worker reserves (a fraction: workers idle while the learner updates)
     max_failures: int = 3  # ray: workers one sampling call may lose (their tasks sampled again) before the run stops
+    env_workers: int = 1  # local: processes stepping the environments (1: this one; Meta-World's Python steps gain)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

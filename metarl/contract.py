@@ -46,6 +46,7 @@ class Capability(enum.StrEnum):
     ADAPT_IN_CONTEXT = "adapt_in_context"  # AdaptsInContext: adapts through a trial's episodes (metarl adapt --episodes)
     EVALUATION_INFO = "evaluation_info"  # ReportsEvaluationInfo: what it measured beside its curve, in eval.json
     STEP_SIZE = "step_size"  # HasStepSize: its adaptation's step size is a config field (metarl eval --step-size)
+    SUCCESS = "success"  # ReportsSuccess: the success rate beside its curve, where environments report info["success"]
 
 
 class Agent(Protocol):
@@ -116,6 +117,15 @@ class ReportsEvaluationInfo(Protocol):
     evaluation_info: dict[str, Any]
 
 
+class ReportsSuccess(Protocol):
+    """:attr:`Capability.SUCCESS`: after ``adaptation_curve``, ``curve_success[points, tasks]`` holds the fraction of
+    each task's episodes at each point that succeeded (``info["success"]`` at any step), or None where the
+    environments report no success; the evaluation writes it beside the scores (:func:`metarl.evaluation.
+    success_report`)."""
+
+    curve_success: np.ndarray | None
+
+
 class HasStepSize(Protocol):
     """:attr:`Capability.STEP_SIZE`: the step size of the adaptation at test time (an inner learning rate, a
     fine-tuning learning rate) is the config field named ``step_size_field``, read afresh at every adaptation, so
@@ -131,6 +141,7 @@ CAPABILITY_PROTOCOLS: dict[Capability, type] = {
     Capability.ADAPT_IN_CONTEXT: AdaptsInContext,
     Capability.EVALUATION_INFO: ReportsEvaluationInfo,
     Capability.STEP_SIZE: HasStepSize,
+    Capability.SUCCESS: ReportsSuccess,
 }
 
 

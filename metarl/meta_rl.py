@@ -126,7 +126,7 @@ class MAMLRLAgent(ABC):
     learns_from: ClassVar[type] = EnvironmentFamily
     metric = "return"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT, Capability.VIDEOS,
-                                                               Capability.STEP_SIZE})
+                                                               Capability.STEP_SIZE, Capability.SUCCESS})
     step_size_field: ClassVar[str] = "inner_lr"  # alpha of the inner steps taken at test time
 
     def __init__(self, family: TaskSource, config: MAMLRLConfig, seed: int = 0, sampler: EpisodeSampler | None = None):
@@ -139,6 +139,7 @@ class MAMLRLAgent(ABC):
         probe.close()
         self.sampler = Sampler(family) if sampler is None else sampler
         self.baseline = LinearFeatureBaseline()
+        self.curve_success: np.ndarray | None = None  # of the last adaptation_curve
 
     # -- advantages and the inner loss --------------------------------------------------------
     def advantages(self, episodes: Episodes) -> torch.Tensor:
@@ -228,9 +229,13 @@ class MAMLRLAgent(ABC):
         return MetaBatch(tasks, support, support_adv, support_params, query, self.advantages(query), params)
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
-        """Mean episode return per task before and after each of ``steps`` inner steps: ``[steps + 1, K]``."""
+        """Mean episode return per task before and after each of ``steps`` inner steps: ``[steps + 1, K]`` (and
+        their success rates in ``curve_success`` where the environments report success)."""
         batch = self.collect(tasks, seed, steps)
-        return np.stack([e.episode_returns().mean(-1).numpy() for e in [*batch.support, batch.query]])
+        points = [*batch.support, batch.query]
+        self.curve_success = None if batch.query.success is None else np.stack([e.success_rate().numpy()
+                                                                                 for e in points])
+        return np.stack([e.episode_returns().mean(-1).numpy() for e in points])
 
     def adapt(self, task: Task | Mapping[str, Any] | Callable[[], gym.Env], steps: int | None = None, seed: int = 0,
               horizon: int | None = None) -> AdaptedPolicy:
@@ -272,11 +277,15 @@ class MAMLRLAgent(ABC):
 
     def batch_metrics(self, batch: MetaBatch) -> dict[str, float]:
         pre = batch.support[0].episode_returns().mean().item() if batch.support else float("nan")
-        return {
+        metrics = {
             "return_pre": pre,
             "return_post": batch.query.episode_returns().mean().item(),
             "env_steps": float(batch.env_steps),
         }
+        if batch.query.success is not None:  # the environments report success (Meta-World)
+            metrics["success_pre"] = batch.support[0].success_rate().mean().item() if batch.support else float("nan")
+            metrics["success_post"] = batch.query.success_rate().mean().item()
+        return metrics
 
     # -- the outer loop and checkpoints --------------------------------------------------------
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:

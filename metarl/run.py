@@ -143,7 +143,7 @@ def make_sampler(config: RunConfig, family: Any, distributed: bool = True) -> Ep
     or (``backend: ray``, when ``distributed``) on the workers of a Ray cluster, which make the config's family."""
     settings = config.sampler_config()
     if settings.backend == "local" or not distributed:
-        return Sampler(family)
+        return Sampler(family, settings.env_workers)
     from metarl.distributed import RaySampler
 
     return RaySampler(config.family, config.family_overrides, workers=settings.workers, address=settings.address,

@@ -65,6 +65,10 @@ class Episodes:
         """Undiscounted return of each episode, ``[K, E]``."""
         return (self.rewards * self.mask).sum(-1)
 
+    def success_rate(self) -> torch.Tensor | None:
+        """The fraction of each task's episodes that succeeded, ``[K]``; None where success is not reported."""
+        return None if self.success is None else self.success.double().mean(-1)
+
     def at_steps(self, idx: torch.Tensor) -> Episodes:
         """The same episodes restricted to the time steps ``idx`` (the per-step fields only)."""
         actions = self.actions[:, :, idx] if self.actions.dim() == 3 else self.actions[:, :, idx, :]
@@ -99,6 +103,12 @@ class Trials:
     def episode_returns(self) -> torch.Tensor:
         """``[J, K, R]``: the return of episode ``j`` of each trial."""
         return torch.stack([e.episode_returns() for e in self.episodes])
+
+    def success_rate(self) -> torch.Tensor | None:
+        """``[J, K]``: the fraction of each task's trials whose episode ``j`` succeeded; None where success is not
+        reported."""
+        rates = [e.success_rate() for e in self.episodes]
+        return None if rates[0] is None else torch.stack(rates)
 
     def joined(self) -> TrialSteps:
         """Each trial as one sequence: its episodes' steps concatenated, padding moved to the end."""
@@ -287,8 +297,8 @@ class Sampler:
     whose step is Python, such as Meta-World's), which step their slices at the same time: the same episodes."""
 
     def __init__(self, family: EnvironmentFamily | EnvSource, workers: int = 1):
-        self.family = family
-        self.pool = EnvPool(workers) if check_count("workers", workers) > 1 else None
+        self.family, self.workers = family, check_count("workers", workers)
+        self.pool: EnvPool | None = None  # started with the first environment
         self._envs: list[gym.Env] = []
 
     def _environments(self, tasks: list[Task], per_task: int) -> list[gym.Env]:
@@ -296,6 +306,8 @@ class Sampler:
         slot_tasks = [t for t in tasks for _ in range(per_task)]
         for i, task in enumerate(slot_tasks):
             if i == len(self._envs):
+                if self.workers > 1 and self.pool is None:
+                    self.pool = EnvPool(self.workers)
                 self._envs.append(self.family.make_env(task) if self.pool is None else self.pool.make(self.family, task))
             elif getattr(self._envs[i].unwrapped, "task", task) != task:  # EnvSource: no task
                 self._envs[i].unwrapped.set_task(task)
@@ -408,6 +420,7 @@ class Sampler:
         self._envs.clear()
         if self.pool is not None:
             self.pool.close()
+            self.pool = None
 
 
 def _where(keep: torch.Tensor, new: ActorState, old: ActorState) -> ActorState:

@@ -24,7 +24,7 @@ from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent,
 from metarl.config import RunConfig
 from metarl.contract import Agent, Capability, require, step_size_config, with_step_size
 from metarl.errors import CheckpointError, ClusterError, ConfigError, NonFiniteError
-from metarl.evaluation import adaptation_report, mean_ci, plot_adaptation, write_report
+from metarl.evaluation import adaptation_report, mean_ci, plot_adaptation, success_report, write_report
 from metarl.guards import check_finite
 from metarl.logger import MetricsLogger
 from metarl.run import write_source
@@ -190,6 +190,9 @@ class Trainer:
             report["step_size_tuning"] = tuning
         if Capability.EVALUATION_INFO in self.agent.capabilities:  # e.g. the scratch baseline's ceiling
             report.update(self.agent.evaluation_info)
+        if Capability.SUCCESS in self.agent.capabilities and self.agent.curve_success is not None:  # Meta-World
+            classes = [t["env_name"] for t in tasks] if all("env_name" in t.keys() for t in tasks) else None
+            report["success"] = success_report(self.agent.curve_success, classes)
         write_report(report, self.run_dir / f"{name}.json")
         plot_adaptation([report], self.run_dir / f"{name}.png", title=f"{c.family}: held-out tasks")
         return report

@@ -13,8 +13,11 @@ import pytest
 import torch
 
 import metarl
+from metarl.config import RunConfig
 from metarl.env_pool import EnvPool, RemoteEnv, WorkerError
+from metarl.errors import ConfigError
 from metarl.policies import make_policy
+from metarl.run import build_run
 from metarl.sampler import MLPActor, Sampler
 
 
@@ -148,3 +151,11 @@ def test_the_sampler_with_workers_returns_the_episodes_of_one_process():
     local.close()
     pooled.close()
     assert not [p for p in pids if _alive(p)]
+
+
+def test_a_run_config_asks_for_worker_processes_in_its_sampler_section():
+    config = RunConfig(family="Navigation2D-v0", agent="maml_trpo", sampler={"env_workers": 2})
+    sampler = build_run(config)[1].sampler
+    assert sampler.workers == 2 and sampler.pool is None  # the processes start with the first environment
+    with pytest.raises(ConfigError, match="env_workers"):
+        build_run(RunConfig(family="Navigation2D-v0", agent="maml_trpo", sampler={"env_workers": 0}))

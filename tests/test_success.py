@@ -1,0 +1,142 @@
+"""Success rates for families whose environments report ``info["success"]``: per episode (success at any step,
+as Meta-World's evaluator counts it), in the evaluation (per class and overall, with intervals) and in the
+training log, each equal to a count by hand on a tiny family whose success follows a known schedule."""
+
+import csv
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+from metarl.envs.base import Choice, TaskEnv, TaskFamily
+
+import metarl
+from metarl.config import RunConfig
+from metarl.evaluation import adaptation_report, success_report
+from metarl.policies import make_policy
+from metarl.report import build_report
+from metarl.run import build_run
+from metarl.sampler import MLPActor, Sampler
+from metarl.seeding import task_seed
+from metarl.trainer import Trainer
+
+HORIZON = 5
+NOISE_TASK = -1  # succeeds at the first step if the first action dimension is positive: up to the action noise
+
+
+class Flagged(TaskFamily):
+    """``info["success"]`` at step ``at`` only (0: never; NOISE_TASK: at step 1 if the action's first entry is
+    positive); ``env_name`` names a class, as Meta-World's tasks do."""
+
+    name = "Flagged"
+
+    def __init__(self, horizon: int = HORIZON, noise: bool = True, **common):
+        super().__init__(horizon=horizon, **common)
+        self.schedules = [0, 2, HORIZON, NOISE_TASK] if noise else [0, 2, HORIZON]
+
+    def parameters(self):
+        return {"env_name": Choice(["a", "b"]), "at": Choice(self.schedules)}
+
+    def _make_env(self, task, render_mode):
+        return FlaggedEnv(self, task)
+
+
+class FlaggedEnv(TaskEnv, gym.Env):
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,))
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,))
+
+    def __init__(self, family, task):
+        self._init_task(family, task)
+
+    def _apply_task(self, task):
+        self.at = int(task["at"])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1), {}
+
+    def step(self, action):
+        truncated = self._time_up()
+        hit = self._elapsed == 1 and action[0] > 0 if self.at == NOISE_TASK else self._elapsed == self.at
+        return np.array([self._elapsed], dtype=float), 1.0, False, truncated, {"success": float(hit)}
+
+
+def by_hand(tasks, actions):
+    """Success of each episode ``[K, E]`` from the schedule and the recorded first actions."""
+    return np.array([[a[0, 0] > 0 if t["at"] == NOISE_TASK else 0 < t["at"] <= HORIZON for a in per_task]
+                     for t, per_task in zip(tasks, actions.numpy(), strict=True)])
+
+
+def _policy(family):
+    env = family.make_env(family.train_tasks[0])
+    return make_policy(env.observation_space, env.action_space)
+
+
+def test_episodes_carry_success_at_any_step_and_none_without_it():
+    family = Flagged()
+    tasks = family.train_tasks
+    episodes = Sampler(family).sample(tasks, MLPActor(_policy(family)), episodes_per_task=6, seed=3)
+    expected = by_hand(tasks, episodes.actions)
+    assert 0 < expected[[t["at"] == NOISE_TASK for t in tasks]].mean() < 1  # the noise decides some of them
+    np.testing.assert_array_equal(episodes.success.numpy(), expected)
+    nav = metarl.envs.make("Navigation2D-v0")
+    assert Sampler(nav).sample(nav.train_tasks[:2], MLPActor(_policy(nav)), episodes_per_task=1, seed=0).success is None
+
+
+@pytest.mark.parametrize("agent", ["maml_trpo", "rl2"])
+def test_evaluation_and_training_log_count_successes_as_by_hand(tmp_path, agent):
+    family = Flagged()
+    agent_config = {"hidden_sizes": [8], "episodes_per_task": 3} if agent == "maml_trpo" else \
+        {"hidden_size": 8, "episodes_per_trial": 2}
+    config = RunConfig(family="Flagged", agent=agent, agent_config={"meta_batch_size": 4, **agent_config},
+                       iterations=1, eval_tasks=len(family.test_tasks), eval_steps=1)
+    _, learner, resolved = build_run(config, source=family)
+    trainer = Trainer(config, family, learner, tmp_path, resolved)
+    trainer.train(progress=False)
+    report = json.loads((tmp_path / "eval.json").read_text())
+    success = np.asarray(report["success"]["per_task_success"])
+    deterministic = [t["at"] != NOISE_TASK for t in family.test_tasks]
+    hand = np.array([0 < t["at"] <= HORIZON for t in family.test_tasks], dtype=float)
+    np.testing.assert_array_equal(success[:, deterministic], np.broadcast_to(hand[deterministic],
+                                                                             success[:, deterministic].shape))
+    for s, point in enumerate(report["success"]["steps"]):
+        assert point["success_rate"] == pytest.approx(success[s].mean())
+        assert point["ci95"] == pytest.approx(1.96 * success[s].std(ddof=1) / np.sqrt(success.shape[1]))
+        for name in ("a", "b"):
+            members = [k for k, t in enumerate(family.test_tasks) if t["env_name"] == name]
+            assert point["per_class"][name]["success_rate"] == pytest.approx(success[s, members].mean())
+            assert point["per_class"][name]["num_tasks"] == len(members)
+
+
+@pytest.mark.parametrize("agent", ["maml_trpo", "rl2"])
+def test_the_training_log_records_the_success_rate(tmp_path, agent):
+    family = Flagged(noise=False)
+    config = RunConfig(family="Flagged", agent=agent, agent_config={"meta_batch_size": 5}, iterations=2,
+                       evaluate=False)
+    _, learner, resolved = build_run(config, source=family)
+    Trainer(config, family, learner, tmp_path, resolved).train(progress=False)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for it, row in enumerate(rows):
+        tasks = family.sample_tasks(5, seed=task_seed(config.seed, it))
+        hand = np.mean([0 < t["at"] <= HORIZON for t in tasks])
+        assert float(row["success_pre"]) == pytest.approx(hand) and float(row["success_post"]) == pytest.approx(hand)
+
+
+def test_the_report_shows_our_success_rate_over_seeds_and_meta_worlds(tmp_path):
+    rates = {0: [[0.0, 0.5], [0.5, 1.0]], 1: [[0.0, 0.0], [1.0, 1.0]]}  # [point, task] per seed
+    dirs = []
+    for seed, success in rates.items():
+        run = tmp_path / f"ml1-seed{seed}"
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"family": "ML1-v0", "agent": "maml_trpo", "seed": seed}))
+        report = adaptation_report(np.ones((2, 2)), run.name, "inner gradient steps", [0, 10])
+        report["success"] = success_report(np.array(success), classes=["reach-v3"] * 2)
+        (run / "eval.json").write_text(json.dumps(report))
+        (run / "eval_metaworld.json").write_text(json.dumps({"success_rate": 0.25 + seed / 2}))
+        dirs.append(run)
+    page = build_report(dirs, tmp_path / "out", fmt="md").read_text()
+    assert "success rate, final point [95% CI]" in page and "success rate, Meta-World's evaluator (per seed)" in page
+    # final point: seed means 0.75 and 1.0, averaged 0.875 (a bootstrap over 2 seeds spans one to the other)
+    assert "| 0.88 [0.75, 1.00] | 0.25, 0.75 |" in page
