@@ -13,6 +13,9 @@
                                                        and videos/task<k>.gif: before | after adaptation
     metarl eval RUN_DIR --tune-step-size V1 V2 ... [--tune-tasks N]  |  --step-size V
                                                        the adaptation's step size chosen on training tasks, or given
+    metarl eval RUN_DIR --protocol metaworld [--goals 40] [--meta-batch 20] [--evals 10] [--steps 1]
+                    [--adapt-episodes 10] [--eval-episodes 3]
+                                                       Meta-World's own evaluator: eval_metaworld.json
     metarl adapt RUN_DIR --task JSON [--steps S | --episodes N] [--video]
                                                        adapt a meta-RL agent to a task: its returns as it adapts
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
@@ -47,10 +50,19 @@ from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
 from metarl.config import RunConfig, config_reference, load_config
 from metarl.contract import Capability, require, with_step_size
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
-from metarl.evaluation import SCORE_KEYS, read_report
-from metarl.run import agent_classes, agent_names, build_run, load, make_family, reference_curves, saved_config
+from metarl.evaluation import SCORE_KEYS, read_report, write_report
+from metarl.run import (
+    agent_classes,
+    agent_names,
+    build_run,
+    load,
+    make_family,
+    metaworld_protocol,
+    reference_curves,
+    saved_config,
+)
 from metarl.rundir import remove_temp_files, run_lock
-from metarl.seeding import video_seed
+from metarl.seeding import eval_seed, video_seed
 from metarl.task import EnvironmentFamily, as_task, provides
 from metarl.trainer import RESUME_OVERRIDABLE, TUNE_TASKS, TUNING_RULE, Trainer
 
@@ -274,6 +286,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"metarl eval accepts only the overrides {', '.join(EVAL_OVERRIDABLE)}; got {bad}")
     config = saved_config(run_dir, args.overrides)
+    if args.protocol == "metaworld":
+        return eval_metaworld(args, run_dir, config)
+    args.name = args.name or "eval"
     if args.tasks is not None and args.tasks < 1:
         raise ConfigError(f"--tasks must be >= 1, got {args.tasks}")
     if args.steps is not None and args.steps < 0:
@@ -315,6 +330,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 paths = write_videos(agent, family, tasks, steps, video_seed(config.seed),
                                      run_dir / "videos", args.video_format)
             print(f"  videos (left: before adaptation, right: after): {', '.join(map(str, paths))}")
+    return 0
+
+
+def eval_metaworld(args: argparse.Namespace, run_dir: Path, config: RunConfig) -> int:
+    """``metarl eval --protocol metaworld``: Meta-World's own evaluator scores the run's agent (eval_metaworld.json)."""
+    ours = [flag for flag, given in (("--tasks", args.tasks is not None), ("--step-size", args.step_size is not None),
+                                     ("--tune-step-size", args.tune_step_size is not None), ("--video", args.video))
+            if given]
+    if ours:
+        raise ConfigError(f"{', '.join(ours)} belong to --protocol metarl; Meta-World's evaluator takes --goals, "
+                          "--meta-batch, --evals, --steps, --adapt-episodes and --eval-episodes")
+    rounds = {"num_evals": args.evals, "adaptation_steps": 1 if args.steps is None else args.steps,
+              "adaptation_episodes": args.adapt_episodes, "evaluation_episodes": args.eval_episodes}
+    name = args.name or "eval_metaworld"
+    with run_lock(run_dir):
+        remove_temp_files(run_dir)
+        path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
+        if path is None:
+            raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
+        state = load_checkpoint(path)
+        family, agent, _ = _build(config)
+        restore_agent(agent, state, path, config.agent)
+        report = metaworld_protocol(agent, family, eval_seed(config.seed), args.goals, args.meta_batch, **rounds)
+        report.update(label=run_dir.name, family=config.family, family_overrides=config.family_overrides,
+                      agent=config.agent, checkpoint=str(path))
+        write_report(report, run_dir / f"{name}.json")
+    per_class = ", ".join(f"{k} {v:.2f}" for k, v in report["per_class_success"].items())
+    print(f"{run_dir.name}: Meta-World's evaluator on {report['benchmark']} ({report['protocol']})")
+    print(f"  success rate {report['success_rate']:.3f} (per class: {per_class}); mean return {report['mean_return']:.1f}")
+    print(f"  {report['num_evals']} rounds on {report['meta_batch_size']} environments ({report['goals_per_class']} goals "
+          f"per class): {report['adaptation_steps']} x {report['adaptation_episodes']} adaptation episodes, then the "
+          f"first {report['evaluation_episodes']} evaluation episodes to end in each class counted; "
+          f"{report['env_steps']} env steps, {report['seconds']:.0f} s")
+    print(f"  written: {run_dir / f'{name}.json'}")
     return 0
 
 
@@ -390,6 +439,14 @@ def _print_eval(run_dir: Path, name: str = "eval") -> None:
         where = "" if few_shot else f" ({step['episodes_of_experience']:4d} episodes of experience)"
         print(f"  {step['index']:3d}{where}: {step[mean_key]:10.2f} +- {_interval(step['ci95'])}   gain over "
               f"point 0: {step['gain']:+.2f} +- {_interval(step['gain_ci95'])}")
+    success = report.get("success")
+    if success:
+        print("  success rate (info['success'] at any step of an episode), mean over tasks:")
+        for point in success["steps"]:
+            classes = point.get("per_class", {})
+            rates = ", ".join(f"{k} {v['success_rate']:.2f}" for k, v in classes.items())
+            by_class = f"   per class: {rates}" if len(classes) > 1 else ""
+            print(f"  {point['index']:3d}: {point['success_rate']:6.2f} +- {_interval(point['ci95'])}{by_class}")
     ceiling = report.get("reference_ceiling")
     if ceiling:
         print(f"  reference after {ceiling['budgets']} budgets ({ceiling['env_steps_per_task']} env steps) on the first "
@@ -530,9 +587,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run's adaptation on held-out tasks")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", help="few-shot settings, e.g. family_overrides.test_ways=20")
-    p.add_argument("--name", default="eval", help="stem of the written files (default eval: eval.json, eval.png)")
+    p.add_argument("--name", help="stem of the written files (default eval: eval.json, eval.png; with --protocol "
+                                  "metaworld, eval_metaworld.json)")
     p.add_argument("--tasks", type=int, help="number of held-out tasks (default: the config's eval_tasks)")
-    p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps)")
+    p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps; with --protocol metaworld, "
+                                             "its adaptation steps, default 1)")
+    p.add_argument("--protocol", choices=("metarl", "metaworld"), default="metarl",
+                   help="metarl (default): our adaptation curve on held-out tasks; metaworld: Meta-World's own "
+                        "evaluator (metaworld.evaluation.metalearning_evaluation) on the test environments it builds, "
+                        "for the Meta-World families, with its defaults unless the flags below change them")
+    p.add_argument("--goals", type=int, default=40, metavar="N", help="metaworld: goals per test class (default 40)")
+    p.add_argument("--meta-batch", type=int, default=20, metavar="N",
+                   help="metaworld: environments, spread evenly over the test classes (default 20)")
+    p.add_argument("--evals", type=int, default=10, metavar="N", help="metaworld: rounds, a new goal each (default 10)")
+    p.add_argument("--adapt-episodes", type=int, default=10, metavar="N",
+                   help="metaworld: episodes per environment and adaptation step (default 10)")
+    p.add_argument("--eval-episodes", type=int, default=3, metavar="N",
+                   help="metaworld: evaluation episodes counted per class and round (default 3)")
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
     p.add_argument("--step-size", type=float, metavar="V",
                    help="adapt with this step size (the agent's declared field, e.g. inner_lr of maml_trpo and "

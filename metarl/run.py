@@ -28,7 +28,8 @@ from metarl.sampler import EpisodeSampler, Sampler
 from metarl.task import EnvironmentFamily, EpisodeSource, Task, TaskSource, provides
 
 __all__ = ["SOURCE_FILE", "SavedSource", "agent_classes", "agent_names", "build_run", "load", "make_family",
-           "make_sampler", "reference_curves", "saved_config", "set_eval", "with_agent_defaults", "write_source"]
+           "make_sampler", "metaworld_protocol", "reference_curves", "saved_config", "set_eval", "with_agent_defaults",
+           "write_source"]
 
 SOURCE_FILE = "source.json"
 EPISODE_FIELDS = ("ways", "shots", "test_ways", "test_shots")  # what some learners size their networks by
@@ -136,6 +137,20 @@ def reference_curves(family: TaskSource, tasks: list[Task], episodes: int, seed:
     from metarl.agents.references import evaluate_references
 
     return evaluate_references(family, tasks, episodes, seed)
+
+
+def metaworld_protocol(agent: Agent, family: Any, seed: int, goals_per_class: int, meta_batch_size: int,
+                       **rounds: int) -> dict[str, Any]:
+    """Meta-World's own evaluator on a trained agent, on the test environments Meta-World builds for the family's
+    benchmark (:mod:`metarl.envs.meta_world_eval`); ``rounds``: num_evals, adaptation_steps, adaptation_episodes,
+    evaluation_episodes. Its numbers and settings."""
+    from metarl.envs.meta_world_eval import make_test_envs, metaworld_evaluation
+
+    envs = make_test_envs(family, goals_per_class, meta_batch_size)
+    try:
+        return metaworld_evaluation(agent, family, envs, seed=seed, **rounds)
+    finally:
+        envs.close()
 
 
 def make_sampler(config: RunConfig, family: Any, distributed: bool = True) -> EpisodeSampler:

@@ -5,6 +5,8 @@ Meta-World's evaluator takes its goal count and rounds as arguments (``total_tas
 environments (one goal each, so environment ``k`` holds test goal ``k``), 1 round and 20-step episodes.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from metarl.envs.meta_world_eval import MetaWorldAgent, make_test_envs, metaworl
 from metaworld.evaluation import metalearning_evaluation
 
 import metarl
+from metarl.cli import main
 from metarl.errors import ConfigError
 from metarl.recurrent import RecurrentActor
 from metarl.sampler import Sampler
@@ -89,3 +92,24 @@ def test_what_the_protocol_cannot_score_is_refused(family, envs):
         make_test_envs(metarl.envs.make("ML10-v0"), goals_per_class=40, meta_batch_size=12)
     with pytest.raises(ConfigError, match="num_evals must be a positive integer, got 0"):
         metaworld_evaluation(None, family, envs, seed=0, num_evals=0)
+
+
+def test_metarl_eval_protocol_metaworld_writes_the_evaluator_numbers_beside_ours(tmp_path, capsys):
+    config = tmp_path / "ml1.yaml"
+    config.write_text("family: ML1-v0\nfamily_overrides: {env_name: reach-v3, horizon: 10}\nagent: maml_trpo\n"
+                      "agent_config: {meta_batch_size: 2, episodes_per_task: 2, hidden_sizes: [16]}\n"
+                      "iterations: 1\neval_tasks: 2\neval_steps: 1\n")
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
+    ours = json.loads((run / "eval.json").read_text())
+    assert len(ours["success"]["steps"]) == 2 and set(ours["success"]["steps"][1]["per_class"]) == {"reach-v3"}
+    capsys.readouterr()
+    assert main(["eval", str(run), "--protocol", "metaworld", "--goals", "2", "--meta-batch", "2", "--evals", "1",
+                 "--adapt-episodes", "2", "--eval-episodes", "1"]) == 0
+    printed = capsys.readouterr().out
+    theirs = json.loads((run / "eval_metaworld.json").read_text())
+    assert (theirs["benchmark"], theirs["goals_per_class"], theirs["num_evals"]) == ("reach-v3", 2, 1)
+    assert theirs["env_steps"] == 2 * 10 * (2 + 1) and "eval_metaworld.json" in printed
+    assert f"success rate {theirs['success_rate']:.3f}" in printed
+    assert main(["eval", str(run), "--protocol", "metaworld", "--tasks", "3"]) == 2  # our protocol's flag
+    assert "--tasks belong to --protocol metarl" in capsys.readouterr().err
