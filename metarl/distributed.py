@@ -8,9 +8,13 @@ worker, ships each worker its tasks, their indices in the meta-batch and the act
 feed-forward policy with those tasks' parameters; a recurrent actor, whose state starts on the worker), and gathers
 the episodes in task order. Every episode's randomness derives from (call seed, task index, episode) alone
 (:mod:`metarl.seeding`), so the episodes are those of the local sampler, bit for bit, whatever the number of
-workers, and so are the metrics and checkpoints computed from them. (Matrix products follow MKL's
-``MKL_CBWR``, which each worker inherits from the driver: across nodes of different CPU types, set it to a fixed
-code path such as ``AVX2,STRICT`` for results that do not depend on the node.)
+workers, and so are the metrics and checkpoints computed from them. Two things about the arithmetic keep it so.
+A network shared by all slots (RL²'s) multiplies as many rows as a worker has slots, and products of fewer than
+:data:`MIN_SLOTS` rows take other kernels than larger ones (each row of a larger product comes out the same
+whatever the rows beside it): a worker is given at least that many slots (tasks x trials) whenever the call has
+them, which can leave workers idle on small calls. And matrix products follow MKL's ``MKL_CBWR``, which each
+worker takes from the driver: across nodes of different CPU types, set it to a fixed code path such as
+``AVX2,STRICT`` for results that do not depend on the node.
 
 **Lost workers.** A worker that dies during a call (its process killed, its node lost) costs time, not numbers: its
 tasks are sampled again, with the same seeds, on a live worker, and a replacement worker is started for the calls
@@ -60,6 +64,7 @@ __all__ = ["ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "TaskSpl
            "train_on_cluster"]
 
 START_TIMEOUT_S = 600.0  # how long a worker may take to start (a node joining, a runtime environment installing)
+MIN_SLOTS = 4  # the fewest slots a worker is given (when the call has them): smaller products round otherwise
 
 
 def _ray() -> Any:
@@ -245,7 +250,8 @@ class RaySampler:
             raise TypeError(f"{type(actor).__name__} cannot be split by tasks across Ray workers (it has no "
                             "for_tasks(tasks, per_task)); sample it with the local sampler (sampler.backend: local)")
         live = self._alive()
-        runs = [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(len(tasks)), min(len(live), len(tasks)))]
+        count = max(1, min(len(live), len(tasks) // -(-MIN_SLOTS // trials_per_task)))  # runs of >= MIN_SLOTS slots
+        runs = [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(len(tasks)), count)]
         pieces = [ray.put(actor.for_tasks(slice(a, b), trials_per_task)) for a, b in runs]
         in_flight: dict[Any, tuple[int, _Worker]] = {}
 
