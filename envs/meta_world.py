@@ -13,6 +13,11 @@ new goal takes effect at the next ``reset``.
 
 Building ML10/ML45 task lists takes Meta-World many seconds (README), so they are cached as JSON under
 ``$METARL_CACHE_DIR`` (default ``~/.cache/metarl``), keyed by Meta-World version, benchmark and seed.
+
+Their episodes carry success (``info["success"]`` at any step), which the evaluation and the training log
+report. Their step is Python: ``sampler: {env_workers: 2}`` steps them in worker processes
+(:mod:`metarl.env_pool`). Meta-World's own evaluator scores an agent through :mod:`metarl.envs.meta_world_eval`
+(``metarl eval RUN --protocol metaworld``).
 """
 
 from __future__ import annotations

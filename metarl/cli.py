@@ -179,13 +179,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, sampler={**config.sampler, "backend": "ray", "address": args.ray_address})
     family, agent, resolved = _build(config, distributed=True)  # a bad config is refused before the directory is made
     trainer = Trainer(config, family, agent, run_dir, resolved)
-    with run_lock(run_dir):  # checked and trained by one process
-        if not args.resume and (run_dir / "config.yaml").exists():
-            raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; pass --resume {run_dir} "
-                              "to continue it or --run-dir for a new one")
-        # A run killed before its first checkpoint starts again from iteration 0.
-        trainer.train(resume=bool(args.resume) and latest_checkpoint(run_dir) is not None,
-                      progress=not args.no_progress)
+    try:
+        with run_lock(run_dir):  # checked and trained by one process
+            if not args.resume and (run_dir / "config.yaml").exists():
+                raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; pass --resume {run_dir} "
+                                  "to continue it or --run-dir for a new one")
+            # A run killed before its first checkpoint starts again from iteration 0.
+            trainer.train(resume=bool(args.resume) and latest_checkpoint(run_dir) is not None,
+                          progress=not args.no_progress)
+    finally:  # its environments, worker processes or Ray workers (those that learn from environments have one)
+        if hasattr(agent, "sampler"):
+            agent.sampler.close()
     print(f"run directory: {run_dir}")
     if config.evaluate:
         _print_eval(run_dir)
