@@ -161,21 +161,22 @@ class SB3Actor(Memoryless):
         self.model, self.deterministic, self.task_features = model, deterministic, task_features
         space = model.action_space
         if isinstance(space, gym.spaces.Box):
-            self.low, self.high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+            self.low, self.high = (torch.as_tensor(bound, device=model.device) for bound in (space.low, space.high))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state: ActorState,
             noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, ActorState]:
         if self.task_features is not None:
             obs = torch.cat([obs, self.task_features], dim=-1)
-        noise = None if self.deterministic else noise
+        obs = obs.to(self.model.device)
+        noise = None if self.deterministic or noise is None else noise.to(self.model.device)
         if isinstance(self.model, SAC):  # tanh-squashed Gaussian, rescaled to the action bounds
             mean, log_std, _ = self.model.actor.get_action_dist_params(obs)
             u = mean if noise is None else mean + log_std.exp() * noise
             action = self.low + (torch.tanh(u) + 1.0) * 0.5 * (self.high - self.low)
         else:
             action = sample_action(self.model.policy.get_distribution(obs).distribution, noise)
-        return action, torch.zeros(len(obs)), state
+        return action.cpu(), torch.zeros(len(obs)), state
 
 
 class SB3Baseline(ABC):
