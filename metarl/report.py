@@ -1,7 +1,8 @@
 """Reports over several runs and seeds (``metarl report``): one HTML or Markdown page with figures and tables.
 
 Runs whose ``config.yaml`` differ only in ``seed`` (once the agent's current defaults fill in fields a run saved by an
-earlier version lacks) are one *method*, labelled by the run directory's name
+earlier version lacks) and in how they were sampled (the ``sampler`` section: every backend gives the same
+episodes) are one *method*, labelled by the run directory's name
 without a trailing ``-seed<k>``. For each method the report shows
 
 * the adaptation curve on held-out tasks, read from each seed's ``eval.json`` (its per-task scores): at each
@@ -107,12 +108,13 @@ def _read_benchmark(path: Path) -> dict[str, Any] | None:
 
 
 def group_runs(runs: list[Run]) -> list[Method]:
-    """Runs whose configs differ only in ``seed`` form one method (in the order first given); a method's
+    """Runs whose configs differ only in ``seed`` and ``sampler`` form one method (in the order first given); a method's
     runs are sorted by seed. Two runs of one method with the same seed are refused: they are not
     independent samples."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        key = json.dumps({k: v for k, v in run.config.items() if k != "seed"}, sort_keys=True, default=str)
+        key = json.dumps({k: v for k, v in run.config.items() if k not in ("seed", "sampler")}, sort_keys=True,
+                         default=str)
         groups.setdefault(key, []).append(run)
     methods, used = [], set()
     for members in groups.values():

@@ -106,6 +106,14 @@ def test_report_refuses_what_is_not_a_run_and_duplicate_seeds(tmp_path, capsys):
     assert labels == ["a", "a (2)"]  # different configs under one name are told apart
 
 
+def test_runs_sampled_by_different_backends_are_one_method(tmp_path):
+    """The sampler section says how a run's episodes were sampled (every backend gives the same), not what it is."""
+    config = {"family": "Navigation2D-v0", "agent": "maml_trpo"}
+    runs = [Run(tmp_path / "m-seed0", {**config, "seed": 0}, None, []),
+            Run(tmp_path / "m-seed1", {**config, "seed": 1, "sampler": {"backend": "ray", "workers": 4}}, None, [])]
+    assert [(m.label, m.seeds) for m in group_runs(runs)] == [("m", [0, 1])]
+
+
 def test_a_run_saved_before_a_field_existed_groups_with_runs_that_save_it_at_its_default(runs, tmp_path):
     old = tmp_path / "tiny-seed2"
     shutil.copytree(runs / "tiny-seed1", old)
