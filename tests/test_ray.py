@@ -198,3 +198,26 @@ def test_more_lost_workers_than_allowed_stop_the_run_naming_its_last_checkpoint(
     assert f"the last checkpoint is {tmp_path / 'run' / 'checkpoints' / 'iter_000001.pt'}" in message
     assert f"metarl train --resume {tmp_path / 'run'}" in message
     sampler.close()
+
+
+def test_a_run_task_retried_after_its_node_was_lost_resumes_the_run(tmp_path):
+    """What a seed's Ray task does on its node (no runtime needed): a run directory that held no run when the task
+    was submitted but holds one now was started by an earlier attempt, and is resumed from its last checkpoint."""
+    from metarl.distributed import _train_on_node
+
+    quick = Path(__file__).resolve().parents[1] / "experiments" / "maml_trpo_navigation2d_quick.yaml"
+    config = load_config(quick, ["iterations=2", "checkpoint_every=1", "agent_config.meta_batch_size=2",
+                                 "agent_config.episodes_per_task=2", "family_overrides.horizon=10", "evaluate=false"])
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    for run in (whole, cut):
+        run.mkdir()
+        assert _train_on_node(config.to_dict(), str(run), fresh=True) == 0
+    (cut / "checkpoints" / "iter_000002.pt").unlink()  # as if its node was lost during the second iteration
+    assert _train_on_node(config.to_dict(), str(cut), fresh=True) == 0  # a fresh start would be refused (exit 2)
+    assert (cut / "metrics.jsonl").read_text().count("\n") == 2
+    _assert_same_tensors(*(torch.load(run / "checkpoints" / "iter_000002.pt", weights_only=True)["agent"]
+                           for run in (whole, cut)))
+    assert _train_on_node(config.to_dict(), str(cut), fresh=False) == 2  # a run that was there before: refused
+    assert "already holds a run" in (cut / "train.log").read_text()
+    with pytest.raises(ClusterError, match="filesystem that the driver and every node share"):
+        _train_on_node(config.to_dict(), str(tmp_path / "elsewhere"), fresh=True)
