@@ -187,8 +187,9 @@ class MLPActor(Memoryless):
         return {}
 
     def for_tasks(self, tasks: slice, per_task: int) -> MLPActor:
-        """The actor of the call's tasks ``tasks`` alone (for a worker that samples those): their parameters."""
-        return MLPActor(self.policy, None if self.params is None else {k: v[tasks] for k, v in self.params.items()})
+        """The actor of the call's tasks ``tasks`` alone (for a worker that samples those): their parameters, copied
+        (a view would take every task's parameters along when it is pickled)."""
+        return MLPActor(self.policy, None if self.params is None else {k: v[tasks].clone() for k, v in self.params.items()})
 
     def act(self, obs: torch.Tensor, state: ActorState,
             noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, ActorState]:
