@@ -60,8 +60,8 @@ from metarl.errors import ClusterError, ConfigError, MetaRLError
 from metarl.sampler import Actor, Episodes, Sampler, Trials
 from metarl.task import Task
 
-__all__ = ["ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "TaskSplittable", "connect", "start_workers",
-           "train_on_cluster"]
+__all__ = ["MIN_SLOTS", "ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "TaskSplittable", "connect",
+           "start_workers", "task_runs", "train_on_cluster"]
 
 START_TIMEOUT_S = 600.0  # how long a worker may take to start (a node joining, a runtime environment installing)
 MIN_SLOTS = 4  # the fewest slots a worker is given (when the call has them): smaller products round otherwise
@@ -158,6 +158,14 @@ def start_workers(count: int, cpus_per_worker: float = 0.5, torch_threads: int =
     return [worker.remote(torch_threads, os.environ["MKL_CBWR"]) for _ in range(count)]
 
 
+def task_runs(num_tasks: int, per_task: int, workers: int) -> list[tuple[int, int]]:
+    """How a call of ``num_tasks`` tasks with ``per_task`` slots each is split over ``workers``: contiguous runs of
+    tasks ``(start, end)``, as even as they go, none of fewer than :data:`MIN_SLOTS` slots unless the call has
+    fewer (then one run)."""
+    count = max(1, min(workers, num_tasks // -(-MIN_SLOTS // per_task)))
+    return [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(num_tasks), count)]
+
+
 @dataclass
 class _Worker:
     handle: Any
@@ -250,8 +258,7 @@ class RaySampler:
             raise TypeError(f"{type(actor).__name__} cannot be split by tasks across Ray workers (it has no "
                             "for_tasks(tasks, per_task)); sample it with the local sampler (sampler.backend: local)")
         live = self._alive()
-        count = max(1, min(len(live), len(tasks) // -(-MIN_SLOTS // trials_per_task)))  # runs of >= MIN_SLOTS slots
-        runs = [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(len(tasks)), count)]
+        runs = task_runs(len(tasks), trials_per_task, len(live))
         pieces = [ray.put(actor.for_tasks(slice(a, b), trials_per_task)) for a, b in runs]
         in_flight: dict[Any, tuple[int, _Worker]] = {}
 
