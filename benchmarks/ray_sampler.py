@@ -14,11 +14,12 @@
 From those, a model of one meta-iteration on N worker nodes (one worker each, stepping as fast as one worker
 here; a 10 Gbit/s network on top of the measured (de)serialisation; a scheduling latency per worker):
 
-  T(N) = t_inner + t_outer + 2 [ c0 + N * latency + (K p + N q) (s_out + 1/bw) + ceil(K / N) * tau + B (s_back + 1/bw) ]
+  T(N) = t_inner + t_outer + 2 [ c0 + M * latency + (K p + M q) (s_out + 1/bw) + ceil(K / M) * tau + B (s_back + 1/bw) ]
 
-with K tasks, p bytes of parameters per task, q bytes per worker's actor beyond them, tau the stepping time of one
-task, B the bytes of a call's episodes and s_out, s_back the measured seconds per byte each way; adding a worker
-helps while the stepping it saves exceeds the latency it adds.
+with K tasks, M = min(N, K) workers given work (a task is the smallest share), p bytes of parameters per task, q
+bytes per worker's actor beyond them, tau the stepping time of one task, B the bytes of a call's episodes and
+s_out, s_back the measured seconds per byte each way; adding a worker helps while the stepping it saves exceeds the
+latency it adds.
 
     python benchmarks/ray_sampler.py [--tasks 40] [--episodes 20] [--horizon 100] [--workers 1 2] [--rounds 2]
                                      [--nodes 4 16 64]
@@ -144,10 +145,11 @@ def projection(nodes: int, k: int, b: dict[str, float], tau: float, driver: dict
     s_out = (b["put"] + b["fetch"]) / b["params_bytes"]
     s_back = (b["serialise"] + b["get"]) / b["back_bytes"]
     c0 = max(b["other"] - b["workers"] * b["latency"], 0.0)
-    out = (k * per_task + nodes * b["policy_bytes"]) * (s_out + 1 / NETWORK_BYTES_PER_S)
+    used = min(nodes, k)  # a call gives work to one worker per task at most
+    out = (k * per_task + used * b["policy_bytes"]) * (s_out + 1 / NETWORK_BYTES_PER_S)
     back = b["back_bytes"] * (s_back + 1 / NETWORK_BYTES_PER_S)
-    step = math.ceil(k / min(nodes, k)) * tau
-    call = c0 + nodes * b["latency"] + out + step + back
+    step = math.ceil(k / used) * tau
+    call = c0 + used * b["latency"] + out + step + back
     return {"nodes": nodes, "call": call, "step": step, "ship": out + back, "iteration": 2 * call + driver["inner"]
             + driver["outer"]}
 
