@@ -284,6 +284,14 @@ EVAL_OVERRIDABLE = ("family_overrides.test_ways", "family_overrides.test_shots",
                     "agent_config.device", "sampler.env_workers")
 
 
+def _checkpoint_to_evaluate(run_dir: Path, checkpoint: str | None) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint an evaluation scores (``--checkpoint``, or the run's latest) and its state."""
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
+    return path, load_checkpoint(path)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     bad = [o for o in args.overrides if o.split("=", 1)[0] not in EVAL_OVERRIDABLE]
@@ -305,10 +313,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--tune-tasks is the number of training tasks of --tune-step-size; pass --tune-step-size too")
     with run_lock(run_dir):  # the evaluation writes into the run directory: not while a training does
         remove_temp_files(run_dir)
-        path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
-        if path is None:
-            raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
-        state = load_checkpoint(path)
+        path, state = _checkpoint_to_evaluate(run_dir, args.checkpoint)
         family, agent, resolved = _build(config)
         if args.step_size is not None or args.tune_step_size is not None:  # refused before the evaluation
             require(agent, Capability.STEP_SIZE, "set or tune the step size of its adaptation (--step-size, "
@@ -350,10 +355,7 @@ def eval_metaworld(args: argparse.Namespace, run_dir: Path, config: RunConfig) -
     name = args.name or "eval_metaworld"
     with run_lock(run_dir):
         remove_temp_files(run_dir)
-        path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir)
-        if path is None:
-            raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
-        state = load_checkpoint(path)
+        path, state = _checkpoint_to_evaluate(run_dir, args.checkpoint)
         family, agent, _ = _build(config)
         restore_agent(agent, state, path, config.agent)
         report = metaworld_protocol(agent, family, eval_seed(config.seed), args.goals, args.meta_batch, **rounds)
