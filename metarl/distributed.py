@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,8 +60,8 @@ from metarl.errors import ClusterError, ConfigError, MetaRLError
 from metarl.sampler import Actor, Episodes, Sampler, Trials
 from metarl.task import Task
 
-__all__ = ["MIN_SLOTS", "ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "TaskSplittable", "connect",
-           "start_workers", "task_runs", "train_on_cluster"]
+__all__ = ["MIN_SLOTS", "ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "connect", "start_workers",
+           "task_runs", "train_on_cluster"]
 
 START_TIMEOUT_S = 600.0  # how long a worker may take to start (a node joining, a runtime environment installing)
 MIN_SLOTS = 4  # the fewest slots a worker is given (when the call has them): smaller products round otherwise
@@ -86,7 +86,7 @@ def connect(address: str | None) -> None:
     except ConnectionError as err:
         where = "running on this machine" if address == "auto" else f"at {address!r}"
         raise ClusterError(f"cannot join the Ray cluster {where}: {str(err).splitlines()[0]} (start one with "
-                           "`ray start --head`, or leave the address out to start a local one)") from None
+                           "`ray start --head`, or one in this process with --ray-address local)") from None
 
 
 @dataclass(frozen=True)
@@ -121,14 +121,6 @@ class FamilySpec:
         if self.name not in metarl.envs.registered():
             metarl.envs.register(self.name, self.where, **json.loads(self.defaults))
         return make_family(self.name, json.loads(self.overrides))
-
-
-class TaskSplittable(Protocol):
-    """An actor that a backend with workers can split by tasks."""
-
-    def for_tasks(self, tasks: slice, per_task: int) -> Actor:
-        """The actor for the call's tasks ``tasks`` (positions in the call), each with ``per_task`` slots."""
-        ...
 
 
 class SamplerWorker:
@@ -166,7 +158,7 @@ def task_runs(num_tasks: int, per_task: int, workers: int) -> list[tuple[int, in
     return [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(num_tasks), count)]
 
 
-@dataclass
+@dataclass(eq=False)  # one worker is one worker, whatever its fields
 class _Worker:
     handle: Any
     up: Any  # the ObjectRef of its ready() call
@@ -234,11 +226,6 @@ class RaySampler:
                 raise ClusterError(f"a sampler worker could not start: {_first_line(err)}") from None
             w.alive = True
 
-    @property
-    def workers(self) -> int:
-        """The workers alive now."""
-        return len(self._alive())
-
     def sample(self, tasks: list[Task], actor: Actor, *, episodes_per_task: int, seed: int,
                task_ids: Sequence[int] | None = None) -> Episodes:
         """As :meth:`metarl.sampler.Sampler.sample`."""
@@ -271,7 +258,7 @@ class RaySampler:
         for i, worker in enumerate(live[: len(runs)]):
             submit(i, worker)
         results: list[Trials | None] = [None] * len(runs)
-        failures = 0
+        lost = 0
         while in_flight:
             [ref], _ = ray.wait(list(in_flight), num_returns=1)
             i, worker = in_flight.pop(ref)
@@ -281,11 +268,12 @@ class RaySampler:
                 raise (err.cause if isinstance(err.cause, Exception) else err) from None
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
                     ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as err:
-                failures += 1
-                self._replace(worker)
-                if failures > self.max_failures:
-                    raise ClusterError(f"{failures} sampler workers were lost during one sampling call, more than "
-                                       f"sampler.max_failures={self.max_failures} allows (the last: "
+                if worker in self._workers:  # the first of its calls to report its loss
+                    lost += 1
+                    self._replace(worker)
+                if lost > self.max_failures:
+                    raise ClusterError(f"the cluster lost {lost} sampler worker(s) during one sampling call, more "
+                                       f"than sampler.max_failures={self.max_failures} allows (the last: "
                                        f"{_first_line(err)})") from None
                 busy = [w for _, w in in_flight.values()]
                 submit(i, min(self._alive(), key=busy.count))
