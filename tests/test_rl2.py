@@ -81,7 +81,7 @@ def test_rl2_learns_to_prefer_the_better_arm_on_a_tiny_bandit():
                                   learning_rate=3e-3, gae_lambda=0.3), seed=0)
     tasks = family.test_tasks[:40]
     before = agent.adaptation_curve(tasks, 0, seed=0).mean()
-    for it in range(40):
+    for it in range(80):  # about 6.3 after 40 iterations, 6.5 after 80 (knowing the better arm: 6.67)
         agent.meta_step(family.sample_tasks(40, seed=it), seed=it)
     after = agent.adaptation_curve(tasks, 0, seed=0).mean()
     assert after > before + 0.5  # random play earns 5 of 10 on average; learning moves it up
