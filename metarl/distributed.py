@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import tempfile
 import traceback
 from collections.abc import Mapping, Sequence
@@ -81,12 +82,19 @@ def connect(address: str | None) -> None:
     ray = _ray()
     if ray.is_initialized():
         return
+    hint = "(start one with `ray start --head`, or one in this process with --ray-address local)"
+    if address not in (None, "auto", "local") and "://" not in address:  # Ray would retry an unreachable one for minutes
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except (OSError, ValueError) as err:
+            reason = "it is not HOST:PORT" if isinstance(err, ValueError) else f"nothing answers there ({err})"
+            raise ClusterError(f"cannot join the Ray cluster at {address!r}: {reason} {hint}") from None
     try:
         ray.init(address=address)
     except ConnectionError as err:
         where = "running on this machine" if address == "auto" else f"at {address!r}"
-        raise ClusterError(f"cannot join the Ray cluster {where}: {str(err).splitlines()[0]} (start one with "
-                           "`ray start --head`, or one in this process with --ray-address local)") from None
+        raise ClusterError(f"cannot join the Ray cluster {where}: {str(err).splitlines()[0]} {hint}") from None
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,11 @@ def test_seeds_on_the_cluster_give_the_run_directories_of_local_seeds(cluster, t
         _assert_same_results(local, remote)
         assert "run directory:" in (remote / "train.log").read_text()
     assert _rows(tmp_path / "ray" / "run-seed0") != _rows(tmp_path / "ray" / "run-seed1")  # the seeds differ
+
+
+def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path, capsys):
+    """Not after the minutes Ray would spend retrying it."""
+    address = f"127.0.0.1:{_free_port()}"
+    assert main(["train", QUICK, "--run-dir", str(tmp_path / "run"), "--ray-address", address]) == 2
+    assert f"cannot join the Ray cluster at '{address}': nothing answers there" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
