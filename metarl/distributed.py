@@ -250,8 +250,8 @@ class RaySampler:
         if not tasks:
             raise ValueError("a sampling call needs at least one task")
         if not hasattr(actor, "for_tasks"):
-            raise TypeError(f"{type(actor).__name__} cannot be split by tasks across Ray workers (it has no "
-                            "for_tasks(tasks, per_task)); sample it with the local sampler (sampler.backend: local)")
+            raise ConfigError(f"{type(actor).__name__} cannot be split by tasks across Ray workers (it has no "
+                              "for_tasks(tasks, per_task)); sample with the local sampler (sampler.backend: local)")
         live = self._alive()
         runs = task_runs(len(tasks), trials_per_task, len(live))
         pieces = [ray.put(actor.for_tasks(slice(a, b), trials_per_task)) for a, b in runs]
