@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from metarl.functional import Params, call
-from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig, InnerProblem
+from metarl.fewshot.inner_loop import InnerLoopAgent, InnerLoopConfig, InnerProblem
+from metarl.networks.functional import Params, call
 
 __all__ = ["ANIL", "ANILConfig"]
 

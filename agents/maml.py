@@ -8,14 +8,14 @@ and minimised by Adam (eq. 3 writes a plain gradient step; the paper's experimen
 meta-gradient differentiates through the inner steps (second order); with ``first_order`` the inner gradients
 are treated as constants (first-order MAML, section 5.2), so the meta-gradient is the query gradient at
 ``theta'_i``. Cross-entropy for classification, mean squared error for regression. The inner loop and its
-vectorisation over tasks are shared (:mod:`metarl.supervised_inner_loop`).
+vectorisation over tasks are shared (:mod:`metarl.fewshot.inner_loop`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig
+from metarl.fewshot.inner_loop import InnerLoopAgent, InnerLoopConfig
 
 __all__ = ["MAML", "MAMLConfig"]
 

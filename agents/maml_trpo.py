@@ -38,10 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from metarl.functional import Params, detach, flat, stack, unflatten_like
-from metarl.meta_rl import MAMLRLAgent, MAMLRLConfig, MetaBatch, masked_mean
-from metarl.sampler import Episodes
-from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
+from metarl.networks.functional import Params, detach, flat, stack, unflatten_like
+from metarl.rl.meta_rl import MAMLRLAgent, MAMLRLConfig, MetaBatch, masked_mean
+from metarl.rl.sampler import Episodes
+from metarl.rl.trpo import TRPOConfig, kl_hessian_product, trpo_step
 
 METRICS = ("hvp", "gauss_newton", "fisher")
 

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.nets import class_sum
-from metarl.supervised import FewShotConfig, QueryClassifier
+from metarl.fewshot.learner import FewShotConfig, QueryClassifier
+from metarl.networks.nets import class_sum
 from metarl.task import FewShotBatch
 
 __all__ = ["FullContextEmbedding", "MatchingNet", "MatchingNetConfig", "matching_attention", "matching_log_probs"]

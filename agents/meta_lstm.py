@@ -24,7 +24,7 @@ on the whole support set (its loss and gradient at ``theta_{t-1}``); the meta-lo
 of the final learner ``theta_T``. As in the paper, the gradient and loss fed to the meta-learner are inputs
 only: no gradient flows back through them ("we ignore second derivatives"); the meta-gradient flows through
 the gates, ``theta_{t-1}`` and ``c_0``. The learner's parameters are a flat vector per episode
-(``flat``/``unflatten_like`` of :mod:`metarl.functional`), run with ``torch.func.functional_call`` and
+(``flat``/``unflatten_like`` of :mod:`metarl.networks.functional`), run with ``torch.func.functional_call`` and
 vectorised over the episodes of a meta-batch with ``torch.func.vmap``.
 """
 
@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from metarl.functional import Params, flat, unflatten_like
-from metarl.supervised import FewShotAgent, FewShotConfig, episode_scores
+from metarl.fewshot.learner import FewShotAgent, FewShotConfig, episode_scores
+from metarl.networks.functional import Params, flat, unflatten_like
 from metarl.task import FewShotBatch
 
 __all__ = ["MetaLSTM", "MetaLSTMConfig", "MetaLearnerLSTM", "preprocess"]

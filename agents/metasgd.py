@@ -4,9 +4,9 @@ MAML with a learned inner step size per parameter: the paper's adaptation step i
 ``theta'_i = theta - alpha o grad L_{T_i}(theta)``, ``alpha`` a tensor of ``theta``'s shape (``o`` the
 element-wise product, so ``alpha`` sets each parameter's step size and sign), and ``(theta, alpha)`` are
 meta-learned together on the query loss at ``theta'_i`` (its Algorithm 1). The learned rates are the
-per-parameter ``lr`` dict of the shared :func:`metarl.functional.sgd_step`; they start at ``inner_lr`` (the
+per-parameter ``lr`` dict of the shared :func:`metarl.networks.functional.sgd_step`; they start at ``inner_lr`` (the
 paper draws them at random in a range) and live in the model (``model["lr"]``), so the optimiser and
-checkpoints cover them. Everything else is MAML (the shared :class:`~metarl.supervised_inner_loop.InnerLoopAgent`).
+checkpoints cover them. Everything else is MAML (the shared :class:`~metarl.fewshot.inner_loop.InnerLoopAgent`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from metarl.contract import Capability
-from metarl.functional import Params
-from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig
+from metarl.fewshot.inner_loop import InnerLoopAgent, InnerLoopConfig
+from metarl.networks.functional import Params
 
 __all__ = ["MetaSGD", "MetaSGDConfig"]
 

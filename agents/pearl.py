@@ -8,7 +8,7 @@ The task is a latent variable ``z``. An inference network reads the context ``c`
 
     sigma^2 = 1 / sum_n sigma_n^-2,        mu = sigma^2 sum_n mu_n / sigma_n^2,        prior N(0, I).
 
-The learner is soft actor-critic conditioned on ``z`` (:mod:`metarl.sac`: twin Q-functions, a state value and
+The learner is soft actor-critic conditioned on ``z`` (:mod:`metarl.rl.sac`: twin Q-functions, a state value and
 its moving-average target, a tanh-Gaussian policy; the value-network formulation of Haarnoja et al. 2018 that
 the paper and oyster use, entropy weight 1 and rewards scaled by ``reward_scale``). The encoder learns through
 the critic's loss and the KL term of the variational bound, summed over the meta-batch's tasks as in oyster::
@@ -64,13 +64,13 @@ from torch import nn
 
 from metarl.contract import Capability
 from metarl.guards import check_count, check_tasks
-from metarl.nets import mlp
-from metarl.replay import ReplayBuffer
-from metarl.sac import Critic, TanhGaussianPolicy, policy_loss, q_target, small_output, soft_update, v_target
-from metarl.sampler import ActorState, Controller, Episodes, EpisodeSampler, Memoryless, Sampler
+from metarl.networks.nets import mlp
+from metarl.rl.replay import ReplayBuffer
+from metarl.rl.sac import Critic, TanhGaussianPolicy, policy_loss, q_target, small_output, soft_update, v_target
+from metarl.rl.sampler import ActorState, Controller, Episodes, EpisodeSampler, Memoryless, Sampler
+from metarl.rl.video import VideoPolicies
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource
-from metarl.video import VideoPolicies
 
 __all__ = ["PEARL", "ContextEncoder", "PEARLConfig", "kl_to_prior", "product_of_gaussians"]
 

@@ -4,7 +4,7 @@ K examples by gradient descent.
 
 Meta-training minimises the mean over the meta-batch of each task's query loss at the shared parameters,
 ``(1/n) sum_i L_{T_i}(f_theta)``: MAML's objective with no inner step (Adam, as MAML). Evaluation fine-tunes
-on each held-out task's support set with the shared inner loop (:mod:`metarl.supervised_inner_loop`), step size
+on each held-out task's support set with the shared inner loop (:mod:`metarl.fewshot.inner_loop`), step size
 ``inner_lr`` (the paper tunes it automatically; here it is MAML's), exactly as MAML is evaluated.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig
+from metarl.fewshot.inner_loop import InnerLoopAgent, InnerLoopConfig
 
 __all__ = ["Pretrained", "PretrainedConfig"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from metarl.meta_rl import MAMLRLAgent, MAMLRLConfig, MetaBatch, masked_mean
-from metarl.sampler import EpisodeSampler
+from metarl.rl.meta_rl import MAMLRLAgent, MAMLRLConfig, MetaBatch, masked_mean
+from metarl.rl.sampler import EpisodeSampler
 from metarl.task import TaskSource
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from metarl.nets import class_sum
-from metarl.supervised import FewShotConfig, QueryClassifier
+from metarl.fewshot.learner import FewShotConfig, QueryClassifier
+from metarl.networks.nets import class_sum
 from metarl.task import FewShotBatch
 
 __all__ = ["ProtoNet", "ProtoNetConfig", "prototype_logits"]

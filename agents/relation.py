@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.nets import Conv4, class_sum, conv_block
-from metarl.supervised import FewShotAgent, FewShotConfig, query_accuracy
+from metarl.fewshot.learner import FewShotAgent, FewShotConfig, query_accuracy
+from metarl.networks.nets import Conv4, class_sum, conv_block
 from metarl.task import FewShotBatch
 
 __all__ = ["RelationModule", "RelationNet", "RelationNetConfig"]

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from metarl.functional import Params, call, detach
-from metarl.supervised import episode_scores
-from metarl.supervised_inner_loop import InnerLoopAgent, InnerLoopConfig, task_loss
+from metarl.fewshot.inner_loop import InnerLoopAgent, InnerLoopConfig, task_loss
+from metarl.fewshot.learner import episode_scores
+from metarl.networks.functional import Params, call, detach
 from metarl.task import FewShotBatch
 
 __all__ = ["OUTER_OPTIMIZERS", "Reptile", "ReptileConfig"]

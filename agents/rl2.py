@@ -6,7 +6,7 @@ between trials (section 2.2): the hidden state is the fast learner. The slow lea
 expected total discounted reward of a whole trial, treated as one episode of the meta-MDP (eq. 1 of the
 paper's setting), on whole-trial sequences with GAE: by PPO (Schulman et al. 2017, eq. 7), as garage and
 Meta-World's baselines do, or (``outer: trpo``) by the paper's TRPO (Schulman et al. 2015), the trust-region
-step of ``metarl.trpo`` on the policy's parameters, with the value function fitted by Adam afterwards.
+step of ``metarl.rl.trpo`` on the policy's parameters, with the value function fitted by Adam afterwards.
 
 The value function is the policy's value head on the shared recurrent features (``critic: shared``, as in
 PPO implementations of RL^2), or a recurrent critic of its own (``critic: separate``). TRPO needs the separate
@@ -33,13 +33,13 @@ from torch import nn
 
 from metarl.contract import Capability
 from metarl.guards import check_count, check_tasks
-from metarl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
-from metarl.returns import gae
-from metarl.sampler import Controller, EpisodeSampler, Sampler, Trials
+from metarl.rl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
+from metarl.rl.returns import gae
+from metarl.rl.sampler import Controller, EpisodeSampler, Sampler, Trials
+from metarl.rl.trpo import TRPOConfig, kl_hessian_product, trpo_step
+from metarl.rl.video import VideoPolicies, recurrent_policies, run_episode
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
-from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
-from metarl.video import VideoPolicies, recurrent_policies, run_episode
 
 OUTER_LOOPS = ("ppo", "trpo")
 CRITICS = ("shared", "separate")
@@ -313,7 +313,8 @@ class RL2:
         return controller
 
     def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies:
-        """Episode 1 of a trial against its last episode (``steps`` is unused; :func:`metarl.video.recurrent_policies`)."""
+        """Episode 1 of a trial against its last episode (``steps`` is unused;
+        :func:`metarl.rl.video.recurrent_policies`)."""
         return recurrent_policies(self.policy, self.family, self.config.episodes_per_trial, task, seed)
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:

@@ -14,7 +14,7 @@ the return after ``s`` budgets of training on the task (PPO: ``episodes_per_task
 stepped ``horizon`` steps, then one PPO update, so one budget is one rollout and one update, as one inner
 step is one batch and one gradient step; SAC: ``episodes_per_task x horizon`` steps of SAC on one
 environment). The return at a point is the mean over ``episodes_per_task`` evaluation episodes sampled from
-the current policy through :class:`metarl.sampler.Sampler`, as the meta-learners' points are (stochastic
+the current policy through :class:`metarl.rl.sampler.Sampler`, as the meta-learners' points are (stochastic
 actions unless ``deterministic``); these evaluation episodes are measurement, not counted in the budget.
 
 The oracle does not adapt: its curve repeats one evaluation at every point (flat by construction). The
@@ -48,15 +48,15 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from metarl.contract import Capability, check_source
 from metarl.errors import ConfigError
-from metarl.evaluation import mean_ci
 from metarl.guards import check_count, check_device, check_tasks
-from metarl.nets import ACTIVATIONS
-from metarl.policies import sample_action
-from metarl.sampler import ActorState, Controller, EpisodeSampler, Memoryless, Sampler
+from metarl.networks.nets import ACTIVATIONS
+from metarl.rl.policies import sample_action
+from metarl.rl.sampler import ActorState, Controller, EpisodeSampler, Memoryless, Sampler
+from metarl.rl.video import VideoPolicies
+from metarl.rl.wrappers import TaskObservation, task_vector
+from metarl.running.evaluation import mean_ci
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task
-from metarl.video import VideoPolicies
-from metarl.wrappers import TaskObservation, task_vector
 
 __all__ = ["SB3Oracle", "SB3OracleConfig", "SB3Pretrained", "SB3PretrainedConfig", "SB3Scratch", "SB3ScratchConfig"]
 
@@ -153,7 +153,7 @@ class _EpisodeReturns(BaseCallback):
 
 
 class SB3Actor(Memoryless):
-    """An SB3 policy as a :class:`metarl.sampler.Actor`: actions drawn with the sampler's noise (or the most
+    """An SB3 policy as a :class:`metarl.rl.sampler.Actor`: actions drawn with the sampler's noise (or the most
     likely ones with ``deterministic``), with the slots' task parameters appended to the observation for the
     oracle."""
 

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.nets import class_sum
-from metarl.supervised import FewShotAgent, FewShotConfig, query_accuracy
+from metarl.fewshot.learner import FewShotAgent, FewShotConfig, query_accuracy
+from metarl.networks.nets import class_sum
 from metarl.task import FewShotBatch
 
 __all__ = ["Siamese", "SiameseConfig", "WeightedL1", "balanced_pair_mean", "contrastive_loss", "euclidean_distance"]

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.supervised import FewShotConfig, QueryClassifier
+from metarl.fewshot.learner import FewShotConfig, QueryClassifier
 from metarl.task import FewShotBatch
 
 __all__ = ["AttentionBlock", "DenseBlock", "Snail", "SnailConfig", "SnailNet", "TCBlock"]

@@ -27,9 +27,9 @@ import time
 import torch
 
 import metarl
-from metarl.functional import detach, stack
-from metarl.policies import make_policy
-from metarl.sampler import MLPActor, Sampler
+from metarl.networks.functional import detach, stack
+from metarl.rl.policies import make_policy
+from metarl.rl.sampler import MLPActor, Sampler
 
 
 def cpu_seconds(pid: int | None = None) -> float:

@@ -38,10 +38,10 @@ import torch
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig
 
 import metarl
-from metarl.distributed import MIN_SLOTS, FamilySpec, RaySampler, SamplerWorker, task_runs
-from metarl.functional import detach, stack
-from metarl.policies import make_policy
-from metarl.sampler import Episodes, MLPActor, Sampler
+from metarl.networks.functional import detach, stack
+from metarl.rl.distributed import MIN_SLOTS, FamilySpec, RaySampler, SamplerWorker, task_runs
+from metarl.rl.policies import make_policy
+from metarl.rl.sampler import Episodes, MLPActor, Sampler
 
 FAMILY = "HalfCheetahVel-v0"
 NETWORK_BYTES_PER_S = 10e9 / 8  # the model's network: 10 Gbit/s

@@ -33,11 +33,11 @@ from metarl.envs.mujoco_batch import THREADS
 from mujoco import rollout
 
 import metarl
-import metarl.policies
-import metarl.sampler
-from metarl.functional import detach, stack
-from metarl.policies import sample_action
-from metarl.sampler import MLPActor
+import metarl.rl.policies
+import metarl.rl.sampler
+from metarl.networks.functional import detach, stack
+from metarl.rl.policies import sample_action
+from metarl.rl.sampler import MLPActor
 
 FAMILIES = ("HalfCheetahVel-v0", "AntVel-v0", "HopperRandParams-v0")
 
@@ -102,16 +102,16 @@ def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) 
     family = metarl.envs.make(name, horizon=horizon)
     tasks = family.sample_tasks(num_tasks, seed=0)
     env = family.make_env(tasks[0])
-    policy = metarl.policies.make_policy(env.observation_space, env.action_space)
+    policy = metarl.rl.policies.make_policy(env.observation_space, env.action_space)
     params = stack(detach(policy.params()), num_tasks)
-    sampler = metarl.sampler.Sampler(family)
+    sampler = metarl.rl.sampler.Sampler(family)
     sampler_run(sampler, tasks, policy, params, episodes, seed=0)  # environments are built once, then reused
     slot_tasks = [t for t in tasks for _ in range(episodes)]
     vec = gym.vector.SyncVectorEnv([lambda t=t: family.make_env(t) for t in slot_tasks])
     envs = [e.unwrapped for e in sampler._envs]
     for i, e in enumerate(envs):
         e.reset(seed=i)
-    models = metarl.sampler.stepper_for(envs).models  # the ones the sampler steps with: shared where tasks allow
+    models = metarl.rl.sampler.stepper_for(envs).models  # the ones the sampler steps with: shared where tasks allow
     open_loop = OpenLoop(models, [e.data for e in envs], horizon, envs[0].frame_skip)
     best = {"sampler": (0.0, 0.0), "syncvector": (0.0, 0.0), "open loop": (0.0, 0.0)}
     for r in range(rounds):

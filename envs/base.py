@@ -390,7 +390,7 @@ class BatchStepper:
     An environment class offers one through a ``batch_stepper(envs)`` class- or staticmethod, which the
     sampler uses when it can. Subclasses implement ``step`` with :meth:`_time_up` for truncation, and
     write what they keep as arrays back into the environments in ``close``; one whose environments report
-    ``info["success"]`` sets ``success`` at each step, as :class:`metarl.sampler.LoopStepper` does.
+    ``info["success"]`` sets ``success`` at each step, as :class:`metarl.rl.sampler.LoopStepper` does.
     """
 
     success: np.ndarray | None = None  # info["success"] of the environments of the last step (None: not reported)

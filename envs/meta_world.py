@@ -16,7 +16,7 @@ Building ML10/ML45 task lists takes Meta-World many seconds (README), so they ar
 
 Their episodes carry success (``info["success"]`` at any step), which the evaluation and the training log
 report. Their step is Python: ``sampler: {env_workers: 2}`` steps them in worker processes
-(:mod:`metarl.env_pool`). Meta-World's own evaluator scores an agent through :mod:`metarl.envs.meta_world_eval`
+(:mod:`metarl.rl.env_pool`). Meta-World's own evaluator scores an agent through :mod:`metarl.envs.meta_world_eval`
 (``metarl eval RUN --protocol metaworld``).
 """
 

@@ -49,10 +49,10 @@ import numpy as np
 import torch
 
 from metarl.errors import ConfigError
-from metarl.functional import Params, stack
-from metarl.meta_rl import MAMLRLAgent
-from metarl.recurrent import RecurrentActor, RecurrentPolicy
-from metarl.sampler import Actor, Episodes, MLPActor, _where, noise_shape
+from metarl.networks.functional import Params, stack
+from metarl.rl.meta_rl import MAMLRLAgent
+from metarl.rl.recurrent import RecurrentActor, RecurrentPolicy
+from metarl.rl.sampler import Actor, Episodes, MLPActor, _where, noise_shape
 from metarl.seeding import derive_seed, episode_streams
 from metarl.task import Task
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.rundir import atomic_write
+from metarl.running.rundir import atomic_write
 
 from .fewshot import FewShotEpisodes, LabelledData, preprocess_drawings
 from .registry import register

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metarl.evaluation import SCORE_KEYS, read_report
-from metarl.logger import read_metrics
+from metarl.running.evaluation import SCORE_KEYS, read_report
+from metarl.running.logger import read_metrics
 
 
 def ci(values: np.ndarray) -> str:

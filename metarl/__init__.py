@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 from metarl import envs  # noqa: E402  (after the core: the families build on it)
-from metarl.run import load
+from metarl.running.run import load
 from metarl.task import Task, TaskSource
 
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ from metarl.errors import ConfigError
 from metarl.task import EnvironmentFamily, Task, missing_members, provides
 
 if TYPE_CHECKING:
-    from metarl.video import VideoPolicies
+    from metarl.rl.video import VideoPolicies
 
 __all__ = ["CAPABILITY_PROTOCOLS", "METRICS", "AdaptsByInnerSteps", "AdaptsInContext", "Adaptation", "Agent",
            "AgentConfig", "Capability", "HasStepSize", "MakesVideos", "ReportsEvaluationInfo", "check_agent",
@@ -105,7 +105,7 @@ class AdaptsInContext(Protocol):
 
 class MakesVideos(Protocol):
     """:attr:`Capability.VIDEOS`: the policy before and after ``steps`` steps of adaptation to ``task``, each
-    acting through an episode (:mod:`metarl.video` renders them side by side)."""
+    acting through an episode (:mod:`metarl.rl.video` renders them side by side)."""
 
     def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies: ...
 
@@ -120,7 +120,7 @@ class ReportsEvaluationInfo(Protocol):
 class ReportsSuccess(Protocol):
     """:attr:`Capability.SUCCESS`: after ``adaptation_curve``, ``curve_success[points, tasks]`` holds the fraction of
     each task's episodes at each point that succeeded (``info["success"]`` at any step), or None where the
-    environments report no success; the evaluation writes it beside the scores (:func:`metarl.evaluation.
+    environments report no success; the evaluation writes it beside the scores (:func:`metarl.running.evaluation.
     success_report`)."""
 
     curve_success: np.ndarray | None

@@ -39,4 +39,4 @@ class NonFiniteError(MetaRLError):
 
 class ClusterError(MetaRLError):
     """A Ray cluster that cannot do what the run needs: it cannot be joined, has no room for a sampler worker, or
-    lost workers more often than ``sampler.max_failures`` allows (:mod:`metarl.distributed`)."""
+    lost workers more often than ``sampler.max_failures`` allows (:mod:`metarl.rl.distributed`)."""

@@ -7,7 +7,7 @@ from conftest import family
 from metarl.agents import AGENTS
 
 from metarl.guards import NonFiniteError
-from metarl.sampler import MLPActor, Sampler
+from metarl.rl.sampler import MLPActor, Sampler
 from metarl.task import Task
 
 

@@ -19,15 +19,15 @@ from metarl.agents import (
 from PIL import Image
 
 import metarl
-from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.cli import main
-from metarl.config import build_dataclass, load_config
 from metarl.contract import Capability, with_step_size
 from metarl.errors import ConfigError
-from metarl.run import make_family
+from metarl.rl.video import mp4_available, write_videos
+from metarl.rl.wrappers import TaskObservation, task_vector
+from metarl.running.checkpoint import load_checkpoint, save_checkpoint
+from metarl.running.cli import main
+from metarl.running.config import build_dataclass, load_config
+from metarl.running.run import make_family
 from metarl.task import Task
-from metarl.video import mp4_available, write_videos
-from metarl.wrappers import TaskObservation, task_vector
 
 torch.set_num_threads(1)
 TINY = {"episodes_per_task": 4, "minibatches": 2, "n_epochs": 2}

@@ -8,9 +8,9 @@ from metarl.envs import CRAWLER_XML, Disk, MujocoTaskFamily
 from metarl.envs.mujoco_batch import DataBatch, MujocoBatch, ThreadedStepper
 
 import metarl
-import metarl.sampler
-from metarl.policies import make_policy
-from metarl.sampler import LoopStepper, MLPActor, Sampler, stepper_for
+import metarl.rl.sampler
+from metarl.rl.policies import make_policy
+from metarl.rl.sampler import LoopStepper, MLPActor, Sampler, stepper_for
 
 FEW_SHOT = {"Omniglot-v0", "Sinusoid-v0"}  # task sources without environments
 FAMILIES = [n for n in metarl.envs.registered() if n not in FEW_SHOT and not n.startswith("ML")]  # Meta-World: loop
@@ -168,7 +168,7 @@ def test_the_sampler_collects_the_same_episodes_through_the_batch_and_the_loop_s
     policy = make_policy(env.observation_space, env.action_space)
     tasks = family.sample_tasks(2, seed=4)
     batched = Sampler(family).sample(tasks, MLPActor(policy), episodes_per_task=3, seed=7)
-    monkeypatch.setattr(metarl.sampler, "stepper_for", LoopStepper)
+    monkeypatch.setattr(metarl.rl.sampler, "stepper_for", LoopStepper)
     looped = Sampler(family).sample(tasks, MLPActor(policy), episodes_per_task=3, seed=7)
     for field in ("obs", "actions", "mask", "log_probs", "last_obs", "terminated"):
         assert torch.equal(getattr(batched, field), getattr(looped, field)), field

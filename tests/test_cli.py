@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from metarl.cli import main
+from metarl.running.cli import main
 
 
 def test_list_json_describes_families(capsys):

@@ -16,12 +16,12 @@ from metarl.agents import AGENTS
 from metarl.agents.maml import MAML, MAMLConfig
 from metarl.agents.maml_trpo import MAMLTRPO
 
-from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.cli import main
-from metarl.config import RunConfig, build_dataclass
 from metarl.contract import CAPABILITY_PROTOCOLS, Agent, Capability, check_agent
 from metarl.errors import CheckpointError, ConfigError, MetaRLError, NonFiniteError, RunDirError
-from metarl.run import build_run, load, make_family
+from metarl.running.checkpoint import load_checkpoint, save_checkpoint
+from metarl.running.cli import main
+from metarl.running.config import RunConfig, build_dataclass
+from metarl.running.run import build_run, load, make_family
 from metarl.task import EnvironmentFamily, EpisodeSource, protocol_members, provides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def test_commands_refuse_an_agent_without_the_capability(tmp_path, capsys):
 
 
 def test_rollout_leaves_out_episode_sources_and_refuses_one_by_name(capsys, monkeypatch):
-    from metarl import cli
+    from metarl.running import cli
 
     assert "Navigation2D-v0" in cli._environment_families()
     assert not {"Omniglot-v0", "Sinusoid-v0"} & set(cli._environment_families())
@@ -141,15 +141,47 @@ def test_rollout_leaves_out_episode_sources_and_refuses_one_by_name(capsys, monk
     assert "'Sinusoid-v0' is a few-shot task source: it has no environment to roll out" in capsys.readouterr().err
 
 
-def test_the_core_reaches_the_agents_only_through_the_composition_root():
-    importers = []
-    for path in sorted((ROOT / "metarl").glob("*.py")):
+def _core_imports() -> dict[str, set[str]]:
+    """Each core module (path under metarl/) and the metarl modules it imports, at the top or inside functions."""
+    imports = {}
+    for path in sorted((ROOT / "metarl").rglob("*.py")):
+        names = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            if any(n == "metarl.agents" or n.startswith("metarl.agents.") for n in names):
-                importers.append(path.name)
-    assert sorted(set(importers)) == ["run.py"]
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        imports[path.relative_to(ROOT / "metarl").as_posix()] = {n for n in names if n.startswith("metarl.")}
+    return imports
+
+
+def test_the_core_reaches_the_agents_only_through_the_composition_root():
+    importers = {path for path, names in _core_imports().items()
+                 if any(n == "metarl.agents" or n.startswith("metarl.agents.") for n in names)}
+    assert importers == {"running/run.py"}
+
+
+def test_each_room_of_the_core_imports_only_the_rooms_below_it():
+    """vocabulary (the top-level files) < networks < rl, fewshot < running; the families (metarl.envs) are made
+    by the composition root, the command line and a Ray worker (which makes its family by name)."""
+    below = {"": set(), "networks": {""}, "rl": {"", "networks"}, "fewshot": {"", "networks"},
+             "running": {"", "networks", "rl", "fewshot"}}
+    allowed_envs = {"running/run.py", "running/cli.py", "rl/distributed.py"}
+    rooms = set(below) - {""}
+    wrong = []
+    for path, names in _core_imports().items():
+        if path == "__init__.py":  # the package's face: Task, the families, metarl.load
+            continue
+        room = path.split("/")[0] if "/" in path else ""
+        for name in names:
+            parts = name.split(".")
+            target = parts[1] if parts[1] in rooms | {"envs", "agents"} else ""
+            if target in (room, "agents") or (target == "envs" and path in allowed_envs):  # agents: the test above
+                continue
+            type_only = path == "contract.py" and name.startswith("metarl.rl.video")  # VideoPolicies, for annotations
+            if target not in below[room] and not type_only:
+                wrong.append(f"{path} imports {name}")
+    assert not wrong
 
 
 # -- errors -----------------------------------------------------------------------------------------------------

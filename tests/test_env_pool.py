@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import metarl
-from metarl.config import RunConfig
-from metarl.env_pool import EnvPool, RemoteEnv, WorkerError
 from metarl.errors import ConfigError
-from metarl.policies import make_policy
-from metarl.run import build_run
-from metarl.sampler import MLPActor, Sampler
+from metarl.rl.env_pool import EnvPool, RemoteEnv, WorkerError
+from metarl.rl.policies import make_policy
+from metarl.rl.sampler import MLPActor, Sampler
+from metarl.running.config import RunConfig
+from metarl.running.run import build_run
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_a_pool_dropped_without_close_stops_its_workers():
 
 CHILD = """
 import time
-from metarl.env_pool import EnvPool
+from metarl.rl.env_pool import EnvPool
 pool = EnvPool(2)
 print(*pool.pids, flush=True)
 time.sleep(120)

@@ -186,7 +186,7 @@ def test_walker_rand_params_runs_rand_param_envs_model():
 
 def test_halfcheetah_configs_act_at_their_references_scale():
     """pytorch-maml-rl's HalfCheetah configs set normalization_scale: 10; ProMP's normalize() defaults to 10."""
-    from metarl.config import load_config
+    from metarl.running.config import load_config
 
     experiments = Path(__file__).resolve().parents[1] / "experiments"
     for name in ("maml_trpo_halfcheetah_vel", "maml_trpo_halfcheetah_dir", "promp_halfcheetah_vel", "promp_halfcheetah_dir"):

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from metarl.agents import AGENTS
 
-from metarl.cli import main
-from metarl.config import RANGES, RunConfig, load_config
+from metarl.running.cli import main
+from metarl.running.config import RANGES, RunConfig, load_config
 
 BASE = {
     "family": "Navigation2D-v0",

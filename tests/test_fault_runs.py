@@ -27,13 +27,13 @@ from metarl.envs import register, registry
 from metarl.envs.navigation import Navigation2D, Navigation2DEnv
 
 import metarl
-from metarl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from metarl.cli import main
 from metarl.guards import NonFiniteError
-from metarl.logger import MetricsLogger, read_metrics
+from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from metarl.running.cli import main
+from metarl.running.logger import MetricsLogger, read_metrics
 
 CTX = multiprocessing.get_context("forkserver")
-CTX.set_forkserver_preload(["metarl.cli", "metarl.agents"])
+CTX.set_forkserver_preload(["metarl.running.cli", "metarl.agents"])
 
 TINY = {
     "family": "Navigation2D-v0",
@@ -502,11 +502,11 @@ def test_unusable_run_directories_are_named_in_one_line(tmp_path, capsys, monkey
         raise PermissionError(13, "Permission denied", str(path))
 
     with monkeypatch.context() as m:  # as a read-only directory answers a writer that is not root
-        m.setattr(metarl.rundir.os, "open", read_only)
+        m.setattr(metarl.running.rundir.os, "open", read_only)
         assert main(["train", config, "--run-dir", str(tmp_path / "ro"), "--no-progress"]) == 2
         assert f"run directory {str(tmp_path / 'ro')!r} cannot be written: Permission denied" in _error(capsys)
     with monkeypatch.context() as m:  # a file the run cannot replace
-        m.setattr(metarl.rundir, "open", read_only, raising=False)
+        m.setattr(metarl.running.rundir, "open", read_only, raising=False)
         assert main(["train", config, "--run-dir", str(tmp_path / "full"), "--no-progress"]) == 2
         assert f"Permission denied: '{tmp_path / 'full' / '.config.yaml.tmp'}" in _error(capsys)
     shutil.rmtree(tmp_path / "full")

@@ -13,9 +13,9 @@ from metarl.envs import FewShotEpisodes, LabelledData, load_tasks, preprocess_dr
 from metarl.envs.omniglot import omniglot_split
 
 import metarl
-from metarl.cli import main
-from metarl.config import RunConfig
-from metarl.trainer import Trainer
+from metarl.running.cli import main
+from metarl.running.config import RunConfig
+from metarl.running.trainer import Trainer
 
 
 def test_omniglot_vinyals_split_sizes_and_rotations():

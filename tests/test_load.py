@@ -14,7 +14,7 @@ from conftest import toy_episodes
 from metarl.envs import register, registry, save_tasks
 
 import metarl
-from metarl.cli import main
+from metarl.running.cli import main
 
 
 def _train(tmp_path, config: dict) -> str:

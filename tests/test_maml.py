@@ -9,11 +9,11 @@ import torch
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig, ProMP, ProMPConfig
 
 import metarl
-from metarl.functional import flat, unflatten_like
-from metarl.meta_rl import MAMLRLConfig, MetaBatch, masked_mean
-from metarl.sampler import Episodes, MLPActor
+from metarl.networks.functional import flat, unflatten_like
+from metarl.rl.meta_rl import MAMLRLConfig, MetaBatch, masked_mean
+from metarl.rl.sampler import Episodes, MLPActor
+from metarl.rl.trpo import TRPOConfig, conjugate_gradient, kl_hessian_product, trpo_step
 from metarl.task import Task
-from metarl.trpo import TRPOConfig, conjugate_gradient, kl_hessian_product, trpo_step
 
 
 def _double(batch: MetaBatch) -> MetaBatch:

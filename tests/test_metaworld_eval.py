@@ -15,10 +15,10 @@ from metarl.envs.meta_world_eval import MetaWorldAgent, make_test_envs, metaworl
 from metaworld.evaluation import metalearning_evaluation
 
 import metarl
-from metarl.cli import main
 from metarl.errors import ConfigError
-from metarl.recurrent import RecurrentActor
-from metarl.sampler import Sampler
+from metarl.rl.recurrent import RecurrentActor
+from metarl.rl.sampler import Sampler
+from metarl.running.cli import main
 from metarl.seeding import derive_seed
 
 HORIZON, GOALS, SEED = 20, 2, 5

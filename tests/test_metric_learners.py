@@ -13,8 +13,8 @@ from metarl.agents.matching import MatchingNet, MatchingNetConfig, matching_atte
 from metarl.agents.relation import RelationNet, RelationNetConfig
 from metarl.agents.siamese import Siamese, SiameseConfig, balanced_pair_mean, contrastive_loss
 
-from metarl.config import build_dataclass, load_config
-from metarl.nets import class_sum
+from metarl.networks.nets import class_sum
+from metarl.running.config import build_dataclass, load_config
 
 LEARNERS = {
     "matching": (MatchingNet, MatchingNetConfig, {}),

@@ -13,7 +13,7 @@ from metarl.envs import omniglot, preprocess_drawings
 from metarl.envs.omniglot import OMNIGLOT_SHA256, SHIPPED_DIR, default_data_dir, omniglot_split, pack_omniglot
 from PIL import Image
 
-from metarl.cli import main
+from metarl.running.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 # (alphabet, character, global id) of each part, ids out of alphabetical order: the file orders characters by id

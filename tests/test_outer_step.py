@@ -14,10 +14,10 @@ from metarl.agents import MAMLTRPO, MAMLTRPOConfig
 from test_maml import _double
 
 import metarl
-from metarl.functional import call, detach, flat
 from metarl.guards import NonFiniteError
-from metarl.meta_rl import masked_mean
-from metarl.trpo import TRPOConfig, kl_hessian_product, trpo_step
+from metarl.networks.functional import call, detach, flat
+from metarl.rl.meta_rl import masked_mean
+from metarl.rl.trpo import TRPOConfig, kl_hessian_product, trpo_step
 
 
 def _agent_and_batch(family_id: str, inner_steps: int, horizon: int = 8, episodes: int = 4, metric_subsample=1.0,

@@ -13,11 +13,11 @@ from metarl.agents import PEARL, PEARLConfig
 from metarl.agents.pearl import kl_to_prior, product_of_gaussians
 
 import metarl
-from metarl.cli import main
-from metarl.config import ConfigError, build_dataclass, load_config
-from metarl.replay import ReplayBuffer
-from metarl.run import build_run
-from metarl.sac import TanhGaussianPolicy, q_target, tanh_gaussian_log_prob, v_target
+from metarl.rl.replay import ReplayBuffer
+from metarl.rl.sac import TanhGaussianPolicy, q_target, tanh_gaussian_log_prob, v_target
+from metarl.running.cli import main
+from metarl.running.config import ConfigError, build_dataclass, load_config
+from metarl.running.run import build_run
 
 TINY = {"latent_size": 2, "encoder_hidden_sizes": [8], "hidden_sizes": [8, 8], "meta_batch_size": 3, "batch_size": 4,
         "embedding_batch_size": 5, "num_train_steps_per_itr": 2, "num_initial_steps": 5, "num_tasks_sample": 2,

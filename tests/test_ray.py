@@ -1,4 +1,4 @@
-"""Sampling on Ray (metarl.distributed), on a real Ray runtime that this module starts (2 CPUs, no dashboard) and
+"""Sampling on Ray (metarl.rl.distributed), on a real Ray runtime that this module starts (2 CPUs, no dashboard) and
 shuts down: the same episodes, metrics and checkpoints as the local sampler with 1, 2 and 3 workers, and workers
 lost during a call. Three workers are started once and shared by the tests (``RaySampler(workers=handles)``).
 The test family (tests/crash_family) reaches the workers as a user's plug-in does: shipped with the job's runtime
@@ -14,14 +14,14 @@ import pytest
 import torch
 from metarl.envs import registry
 
-from metarl.config import load_config
 from metarl.errors import ClusterError, ConfigError
-from metarl.run import build_run
-from metarl.sampler import Episodes
-from metarl.trainer import Trainer
+from metarl.rl.sampler import Episodes
+from metarl.running.config import load_config
+from metarl.running.run import build_run
+from metarl.running.trainer import Trainer
 
 ray = pytest.importorskip("ray")
-from metarl.distributed import FamilySpec, RaySampler, start_workers  # noqa: E402  (after ray is known to be there)
+from metarl.rl.distributed import FamilySpec, RaySampler, start_workers  # noqa: E402  (after ray is known to be there)
 
 pytestmark = pytest.mark.ray
 torch.set_num_threads(1)
@@ -115,7 +115,7 @@ def test_maml_trpo_on_ray_gives_the_local_episodes_metrics_and_checkpoints_with_
 
 
 def test_rl2_on_ray_gives_the_local_trials_metrics_and_checkpoints_with_1_2_and_3_workers(workers, tmp_path):
-    from metarl.recurrent import RecurrentActor
+    from metarl.rl.recurrent import RecurrentActor
 
     local = _train(RL2, tmp_path / "local")
     tasks = local.family.sample_tasks(5, seed=11)
@@ -203,7 +203,7 @@ def test_more_lost_workers_than_allowed_stop_the_run_naming_its_last_checkpoint(
 def test_a_run_task_retried_after_its_node_was_lost_resumes_the_run(tmp_path):
     """What a seed's Ray task does on its node (no runtime needed): a run directory that held no run when the task
     was submitted but holds one now was started by an earlier attempt, and is resumed from its last checkpoint."""
-    from metarl.distributed import _train_on_node
+    from metarl.running.cluster import _train_on_node
 
     quick = Path(__file__).resolve().parents[1] / "experiments" / "maml_trpo_navigation2d_quick.yaml"
     config = load_config(quick, ["iterations=2", "checkpoint_every=1", "agent_config.meta_batch_size=2",

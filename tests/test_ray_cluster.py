@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from metarl.cli import main
+from metarl.running.cli import main
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -91,7 +91,7 @@ def cluster():
 
 def _metarl(args: list[str], env: dict[str, str]) -> str:
     """``metarl ARGS`` as a command of its own; its output (the test fails with it if the command does)."""
-    done = subprocess.run([sys.executable, "-m", "metarl.cli", *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "metarl.running.cli", *args], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

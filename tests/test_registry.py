@@ -161,7 +161,8 @@ def test_a_mujoco_plugin_registered_twice_is_one_family_a_gym_id_after_import_an
     config = tmp_path / "config.yaml"
     config.write_text("family: SelfRegistered-v0\nagent: maml_trpo\niterations: 2\nevaluate: false\n"
                       "agent_config: {meta_batch_size: 2, episodes_per_task: 2, hidden_sizes: [8]}\n")
-    train = [sys.executable, "-m", "metarl.cli", "train", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    train = [sys.executable, "-m", "metarl.running.cli", "train", str(config), "--run-dir", str(tmp_path / "run"),
+             "--no-progress"]
     done = subprocess.run(train, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and (tmp_path / "run" / "checkpoints" / "iter_000002.pt").is_file(), done.stderr
 

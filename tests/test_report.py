@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from metarl.cli import main
-from metarl.evaluation import read_report
-from metarl.report import Run, group_runs, load_run, method_label
+from metarl.running.cli import main
+from metarl.running.evaluation import read_report
+from metarl.running.report import Run, group_runs, load_run, method_label
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import metarl
-from metarl.returns import LinearFeatureBaseline, discounted_returns, gae, last_steps
+from metarl.rl.returns import LinearFeatureBaseline, discounted_returns, gae, last_steps
 
 # Episode 0 was truncated after 3 steps (bootstrap from 10); episode 1 terminated after 2 steps.
 REWARDS = torch.tensor([[1.0, 2.0, 3.0, 0.0], [1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
@@ -91,7 +91,7 @@ def test_baseline_ignores_padding_and_refuses_predict_before_fit():
 
 
 def test_mean_ci_and_the_paired_gain_by_hand():
-    from metarl.evaluation import adaptation_report, mean_ci
+    from metarl.running.evaluation import adaptation_report, mean_ci
 
     mean, half = mean_ci(np.array([1.0, 2.0, 3.0, 4.0]))
     assert mean == 2.5 and half == pytest.approx(1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)

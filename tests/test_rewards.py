@@ -13,7 +13,7 @@ import pytest
 
 import metarl
 from metarl import Task
-from metarl.sampler import LoopStepper, stepper_for
+from metarl.rl.sampler import LoopStepper, stepper_for
 
 
 def _start(name: str, params: dict, qvel: dict[int, float] | None = None, qpos: dict[int, float] | None = None,

@@ -10,9 +10,9 @@ from metarl.agents import RL2, RL2Config
 from metarl.agents.references import evaluate_references, gittins_indices
 
 import metarl
-from metarl.cli import main
-from metarl.recurrent import RecurrentActor
-from metarl.sampler import Sampler
+from metarl.rl.recurrent import RecurrentActor
+from metarl.rl.sampler import Sampler
+from metarl.running.cli import main
 
 
 @pytest.fixture(scope="module")

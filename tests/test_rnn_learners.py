@@ -13,9 +13,9 @@ from metarl.agents.meta_lstm import MetaLearnerLSTM, preprocess
 from metarl.agents.snail import SnailNet
 
 import metarl
-from metarl.config import ConfigError, RunConfig, build_dataclass, load_config
-from metarl.functional import sgd_step
-from metarl.trainer import Trainer
+from metarl.networks.functional import sgd_step
+from metarl.running.config import ConfigError, RunConfig, build_dataclass, load_config
+from metarl.running.trainer import Trainer
 
 SMALL_SNAIL = {"channels": 8, "key_sizes": [16, 16, 16], "value_sizes": [8, 8, 8], "tc_filters": 16}
 

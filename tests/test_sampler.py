@@ -6,9 +6,9 @@ import torch
 from metarl.envs.mujoco_batch import MujocoBatch
 
 import metarl
-from metarl.functional import stack
-from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy, sample_action
-from metarl.sampler import LoopStepper, MLPActor, Sampler, stepper_for
+from metarl.networks.functional import stack
+from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, make_policy, sample_action
+from metarl.rl.sampler import LoopStepper, MLPActor, Sampler, stepper_for
 
 
 def test_stacked_policy_evaluation_equals_a_loop_over_tasks():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from metarl.cli import main
+from metarl.running.cli import main
 
 torch.set_num_threads(1)
 

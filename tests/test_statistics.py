@@ -7,7 +7,7 @@ import scipy.stats
 from rliable import library as rly
 from rliable import metrics as rly_metrics
 
-from metarl.statistics import aggregate, iqm, stratified_bootstrap_ci
+from metarl.running.statistics import aggregate, iqm, stratified_bootstrap_ci
 
 
 def test_iqm_trims_a_quarter_from_each_end():

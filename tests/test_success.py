@@ -12,14 +12,14 @@ import yaml
 from metarl.envs.base import Choice, TaskEnv, TaskFamily
 
 import metarl
-from metarl.config import RunConfig
-from metarl.evaluation import adaptation_report, success_report
-from metarl.policies import make_policy
-from metarl.report import build_report
-from metarl.run import build_run
-from metarl.sampler import MLPActor, Sampler
+from metarl.rl.policies import make_policy
+from metarl.rl.sampler import MLPActor, Sampler
+from metarl.running.config import RunConfig
+from metarl.running.evaluation import adaptation_report, success_report
+from metarl.running.report import build_report
+from metarl.running.run import build_run
+from metarl.running.trainer import Trainer
 from metarl.seeding import task_seed
-from metarl.trainer import Trainer
 
 HORIZON = 5
 NOISE_TASK = -1  # succeeds at the first step if the first action dimension is positive: up to the action noise

@@ -13,9 +13,9 @@ from metarl.agents import AGENTS, ANIL, MAML, ANILConfig, MAMLConfig, MetaSGD, M
 from torch.func import functional_call
 
 import metarl
-from metarl.cli import main
-from metarl.config import build_dataclass, load_config
-from metarl.functional import call, detach, flat, stack
+from metarl.networks.functional import call, detach, flat, stack
+from metarl.running.cli import main
+from metarl.running.config import build_dataclass, load_config
 
 torch.set_num_threads(1)
 

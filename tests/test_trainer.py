@@ -14,9 +14,9 @@ import torch
 import yaml
 from metarl.agents import AGENTS
 
-from metarl.checkpoint import latest_checkpoint, load_checkpoint
-from metarl.cli import main
-from metarl.config import ConfigError, load_config
+from metarl.running.checkpoint import latest_checkpoint, load_checkpoint
+from metarl.running.cli import main
+from metarl.running.config import ConfigError, load_config
 
 TINY = {
     "family": "Navigation2D-v0",
@@ -80,7 +80,7 @@ def test_killed_run_resumes_to_the_same_metrics_and_state_as_an_uninterrupted_on
     config = _config(tmp_path, **KILLED[name])
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metarl.cli", "train", str(config), "--run-dir", str(killed), "--no-progress"],
+        [sys.executable, "-m", "metarl.running.cli", "train", str(config), "--run-dir", str(killed), "--no-progress"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.time() + 120

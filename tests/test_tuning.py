@@ -11,12 +11,12 @@ import torch
 import yaml
 from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 
-from metarl.cli import main
-from metarl.config import load_config
 from metarl.contract import check_agent, with_step_size
 from metarl.errors import ConfigError, NonFiniteError
-from metarl.run import make_family
-from metarl.trainer import TUNING_RULE, Trainer
+from metarl.running.cli import main
+from metarl.running.config import load_config
+from metarl.running.run import make_family
+from metarl.running.trainer import TUNING_RULE, Trainer
 
 NAV = {"family": "Navigation2D-v0", "family_overrides": {"horizon": 5}, "seed": 3, "iterations": 1,
        "evaluate": False, "eval_tasks": 3, "eval_steps": 2}

@@ -7,7 +7,7 @@ from metarl.envs import CRAWLER_XML, MujocoTaskFamily, Uniform, register, regist
 from metarl.envs.xml_robot import root_position_qpos
 
 import metarl
-from metarl.cli import main
+from metarl.running.cli import main
 
 PLANAR_XML = """
 <mujoco>

@@ -19,7 +19,7 @@ from metarl.task import Task
 
 
 class CrashingBanditEnv(BanditEnv):
-    batch_stepper = None  # stepped one by one (metarl.sampler.LoopStepper), through step below
+    batch_stepper = None  # stepped one by one (metarl.rl.sampler.LoopStepper), through step below
     resets = 0  # of this process
 
     def __init__(self, family: CrashingBandit, task: Task, render_mode: str | None = None):

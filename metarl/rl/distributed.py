@@ -1,8 +1,8 @@
-"""Sampling and runs on a Ray cluster (https://docs.ray.io): a meta-batch's tasks spread over worker actors, and
-the seeds of ``metarl train --seeds`` run as Ray tasks.
+"""Sampling on a Ray cluster (https://docs.ray.io): a meta-batch's tasks spread over worker actors (the runs of
+``metarl train --seeds`` on a cluster: :mod:`metarl.running.cluster`).
 
-**Sampling.** :class:`RaySampler` is an :class:`~metarl.sampler.EpisodeSampler` whose workers are Ray actors, each
-with a :class:`~metarl.sampler.Sampler` of its own that keeps the environments of the tasks it is given (the family
+**Sampling.** :class:`RaySampler` is an :class:`~metarl.rl.sampler.EpisodeSampler` whose workers are Ray actors, each
+with a :class:`~metarl.rl.sampler.Sampler` of its own that keeps the environments of the tasks it is given (the family
 made from its registered name and overrides). A call splits the meta-batch into contiguous runs of tasks, one per
 worker, ships each worker its tasks, their indices in the meta-batch and the actor for them (``actor.for_tasks``: a
 feed-forward policy with those tasks' parameters; a recurrent actor, whose state starts on the worker), and gathers
@@ -32,11 +32,6 @@ runs is registered on the workers by where it lives (``package.module:FamilyClas
 importable on the nodes: installed there, or shipped with the job's runtime environment (``ray job submit
 --runtime-env-json '{"py_modules": ["my_families"]}' -- metarl train ...``, or ``ray.init(runtime_env=...)`` in
 your own driver). A family defined in the script being run (``__main__``) cannot be, and is refused.
-
-**Runs.** :func:`train_on_cluster` runs each seed of ``metarl train --seeds ... --ray-address`` as a Ray task that
-trains exactly as ``metarl train`` does locally, writing its run directory (and its output to ``train.log`` there)
-from the node it runs on: the run directories must lie on a filesystem that the driver and every node share, at
-the same path (NFS, say). A task whose node is lost is retried by Ray, resuming the run from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -45,30 +40,25 @@ import dataclasses
 import json
 import os
 import socket
-import tempfile
-import traceback
 from collections.abc import Mapping, Sequence
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from metarl.errors import ClusterError, ConfigError, MetaRLError
-from metarl.sampler import Actor, Episodes, Sampler, Trials
+from metarl.errors import ClusterError, ConfigError
+from metarl.rl.sampler import Actor, Episodes, Sampler, Trials
 from metarl.task import Task
 
-__all__ = ["MIN_SLOTS", "ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "connect", "start_workers",
-           "task_runs", "train_on_cluster"]
+__all__ = ["MIN_SLOTS", "ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "connect", "first_line",
+           "ray_module", "start_workers", "task_runs"]
 
 START_TIMEOUT_S = 600.0  # how long a worker may take to start (a node joining, a runtime environment installing)
 MIN_SLOTS = 4  # the fewest slots a worker is given (when the call has them): smaller products round otherwise
 
 
-def _ray() -> Any:
+def ray_module() -> Any:
     try:
         import ray
     except ImportError:
@@ -79,7 +69,7 @@ def _ray() -> Any:
 def connect(address: str | None) -> None:
     """Join the Ray cluster at ``address`` (``"auto"``: the one running on this machine; ``None``: start a local
     one, or join ``$RAY_ADDRESS``); a process already connected keeps its connection."""
-    ray = _ray()
+    ray = ray_module()
     if ray.is_initialized():
         return
     hint = "(start one with `ray start --head`, or one in this process with --ray-address local)"
@@ -124,15 +114,14 @@ class FamilySpec:
     def make(self) -> Any:
         """The family, registered here first (by where it lives) if this process does not know it."""
         import metarl.envs
-        from metarl.run import make_family
 
         if self.name not in metarl.envs.registered():
             metarl.envs.register(self.name, self.where, **json.loads(self.defaults))
-        return make_family(self.name, json.loads(self.overrides))
+        return metarl.envs.make(self.name, **json.loads(self.overrides))  # checked on the driver: it made it first
 
 
 class SamplerWorker:
-    """A worker's body (a Ray actor): a local :class:`~metarl.sampler.Sampler` for each family it samples."""
+    """A worker's body (a Ray actor): a local :class:`~metarl.rl.sampler.Sampler` for each family it samples."""
 
     def __init__(self, torch_threads: int = 1, mkl_cbwr: str = "AUTO,STRICT"):
         os.environ["MKL_CBWR"] = mkl_cbwr  # the driver's, read at MKL's first call (none was made yet)
@@ -154,7 +143,7 @@ class SamplerWorker:
 def start_workers(count: int, cpus_per_worker: float = 0.5, torch_threads: int = 1) -> list[Any]:
     """``count`` sampler workers (Ray actor handles) on the connected cluster, spread over its nodes; they are
     started, not waited for."""
-    worker = _ray().remote(SamplerWorker).options(num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")
+    worker = ray_module().remote(SamplerWorker).options(num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")
     return [worker.remote(torch_threads, os.environ["MKL_CBWR"]) for _ in range(count)]
 
 
@@ -174,7 +163,7 @@ class _Worker:
     alive: bool = False
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
@@ -194,7 +183,7 @@ def _join(parts: list[Any]) -> Any:
 
 
 class RaySampler:
-    """Samples a meta-batch on Ray workers, split by tasks: the episodes of :class:`~metarl.sampler.Sampler`.
+    """Samples a meta-batch on Ray workers, split by tasks: the episodes of :class:`~metarl.rl.sampler.Sampler`.
 
     ``workers``: how many to start (default: one per CPU of the cluster), or running
     :class:`SamplerWorker` actors to use (from :func:`start_workers`; :meth:`close` leaves those running).
@@ -208,7 +197,7 @@ class RaySampler:
         self.family = FamilySpec.of(family, overrides)
         self.cpus_per_worker, self.max_failures, self.torch_threads = cpus_per_worker, max_failures, torch_threads
         connect(address)
-        ray = _ray()
+        ray = ray_module()
         if workers is None or isinstance(workers, int):
             cpus = ray.cluster_resources().get("CPU", 0.0)
             count = max(1, int(cpus)) if workers is None else workers
@@ -231,19 +220,19 @@ class RaySampler:
                 ray.get(w.up)
             except ray.exceptions.RayError as err:
                 self.close()
-                raise ClusterError(f"a sampler worker could not start: {_first_line(err)}") from None
+                raise ClusterError(f"a sampler worker could not start: {first_line(err)}") from None
             w.alive = True
 
     def sample(self, tasks: list[Task], actor: Actor, *, episodes_per_task: int, seed: int,
                task_ids: Sequence[int] | None = None) -> Episodes:
-        """As :meth:`metarl.sampler.Sampler.sample`."""
+        """As :meth:`metarl.rl.sampler.Sampler.sample`."""
         return self.run_trials(tasks, actor, trials_per_task=episodes_per_task, episodes_per_trial=1, seed=seed,
                                task_ids=task_ids).episodes[0]
 
     def run_trials(self, tasks: list[Task], actor: Actor, *, trials_per_task: int, episodes_per_trial: int,
                    seed: int, task_ids: Sequence[int] | None = None) -> Trials:
-        """As :meth:`metarl.sampler.Sampler.run_trials`, each worker running a contiguous run of the tasks."""
-        ray = _ray()
+        """As :meth:`metarl.rl.sampler.Sampler.run_trials`, each worker running a contiguous run of the tasks."""
+        ray = ray_module()
         task_ids = list(range(len(tasks))) if task_ids is None else [int(k) for k in task_ids]
         if len(task_ids) != len(tasks):
             raise ValueError(f"task_ids has {len(task_ids)} entries for {len(tasks)} tasks")
@@ -282,7 +271,7 @@ class RaySampler:
                 if lost > self.max_failures:
                     raise ClusterError(f"the cluster lost {lost} sampler worker(s) during one sampling call, more "
                                        f"than sampler.max_failures={self.max_failures} allows (the last: "
-                                       f"{_first_line(err)})") from None
+                                       f"{first_line(err)})") from None
                 busy = [w for _, w in in_flight.values()]
                 submit(i, min(self._alive(), key=busy.count))
         return Trials([_join([r.episodes[j] for r in results]) for j in range(episodes_per_trial)],
@@ -290,7 +279,7 @@ class RaySampler:
 
     def _alive(self) -> list[_Worker]:
         """The workers that are up, waiting (up to :data:`START_TIMEOUT_S`) for a replacement when none is."""
-        ray = _ray()
+        ray = ray_module()
         starting = [w for w in self._workers if not w.alive]
         if starting:
             ready, _ = ray.wait([w.up for w in starting], num_returns=len(starting), timeout=0)
@@ -310,7 +299,7 @@ class RaySampler:
 
     def _replace(self, worker: _Worker) -> None:
         """Drop a lost worker and start another in its place."""
-        ray = _ray()
+        ray = ray_module()
         self._workers.remove(worker)
         if worker.own:
             ray.kill(worker.handle, no_restart=True)
@@ -319,62 +308,8 @@ class RaySampler:
 
     def close(self) -> None:
         """End the workers this sampler started."""
-        ray = _ray()
+        ray = ray_module()
         for w in self._workers:
             if w.own:
                 ray.kill(w.handle, no_restart=True)
         self._workers.clear()
-
-
-def _train_on_node(config: dict[str, Any], run_dir: str, fresh: bool) -> int:
-    """One run of ``metarl train`` on the node this Ray task landed on; its output goes to ``train.log`` in the
-    run directory. ``fresh``: the directory held no run when the task was submitted, so a run found there now was
-    started by an earlier attempt of this task (its node lost) and is resumed."""
-    from metarl.cli import main
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ClusterError(f"run directory {run_dir!r} is not visible on the node at {_ray().util.get_node_ip_address()}: "
-                           "runs on a cluster write their directories from the node that runs them, so these must lie on "
-                           "a filesystem that the driver and every node share, at the same path")
-    with open(path / "train.log", "a") as log, redirect_stdout(log), redirect_stderr(log), \
-            tempfile.TemporaryDirectory() as tmp:
-        if fresh and (path / "config.yaml").exists():
-            argv = ["train", "--resume", run_dir]
-        else:
-            config_file = Path(tmp, "config.yaml")
-            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-            argv = ["train", str(config_file), "--run-dir", run_dir]
-        try:
-            return main([*argv, "--no-progress"])
-        except Exception:  # a bug: its traceback in the run's log, as a local run shows it
-            traceback.print_exc()
-            return 1
-
-
-def train_on_cluster(runs: Sequence[tuple[int, Path, dict[str, Any]]], address: str | None) -> dict[int, int]:
-    """Each ``(seed, run directory, run config)`` as a Ray task running ``metarl train`` (reserving the config's
-    ``torch_threads`` CPUs), all at once as the cluster allows; returns each seed's exit code as it finishes."""
-    ray = _ray()
-    connect(address)
-    remote = ray.remote(_train_on_node)
-    pending = {}
-    for seed, run_dir, config in runs:
-        run_dir = run_dir.resolve()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        task = remote.options(num_cpus=config.get("torch_threads", 1))
-        pending[task.remote(config, str(run_dir), not (run_dir / "config.yaml").exists())] = (seed, run_dir)
-    codes: dict[int, int] = {}
-    while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        seed, run_dir = pending.pop(ref)
-        try:
-            codes[seed] = ray.get(ref)
-        except ray.exceptions.RayTaskError as err:
-            print(f"seed {seed}: {_first_line(err.cause if isinstance(err.cause, Exception) else err)}", flush=True)
-            codes[seed] = 2 if isinstance(err.cause, MetaRLError) else 1
-        except ray.exceptions.RayError as err:  # its node lost more often than Ray retries a task
-            print(f"seed {seed}: lost on the cluster: {_first_line(err)}", flush=True)
-            codes[seed] = 1
-        print(f"seed {seed} finished with exit code {codes[seed]}: {run_dir}", flush=True)
-    return codes

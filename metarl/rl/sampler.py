@@ -2,7 +2,7 @@
 
 Given ``K`` tasks and an :class:`Actor`, it runs ``E`` episodes per task at once: ``K x E`` environments
 advance in lockstep and the actor is called once per time step for all of them (for a feed-forward policy
-with one parameter set per task, one batched evaluation; see :mod:`metarl.functional`). Episodes come back
+with one parameter set per task, one batched evaluation; see :mod:`metarl.networks.functional`). Episodes come back
 padded to the horizon as tensors with a mask (:class:`Episodes`), with each episode's success where the
 environments report ``info["success"]``. :meth:`Sampler.run_trials` runs several
 episodes back to back in each slot with the actor's state carried across them (an RL^2 trial; PEARL's
@@ -26,9 +26,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.env_pool import EnvPool, success_flags
 from metarl.guards import NonFiniteError, check_count, check_finite, check_transitions
-from metarl.policies import Policy, sample_action
+from metarl.rl.env_pool import EnvPool, success_flags
+from metarl.rl.policies import Policy, sample_action
 from metarl.seeding import EpisodeStreams, derive_seed, episode_streams
 from metarl.task import EnvironmentFamily, Task
 
@@ -255,7 +255,7 @@ def stepper_for(envs: list[gym.Env]) -> Stepper:
 
 def reset_all(envs: list[gym.Env], seeds: np.ndarray) -> np.ndarray:
     """Reset each environment with its seed: the observations. Environments of one class offering
-    ``batch_reset(envs, seeds)`` (those of an :class:`~metarl.env_pool.EnvPool`: every worker at once) use it."""
+    ``batch_reset(envs, seeds)`` (those of an :class:`~metarl.rl.env_pool.EnvPool`: every worker at once) use it."""
     kind = type(envs[0])
     batch_reset = getattr(kind, "batch_reset", None)
     if batch_reset is not None and all(type(e) is kind for e in envs):
@@ -281,7 +281,7 @@ class EnvSource:
 class EpisodeSampler(Protocol):
     """What agents sample through (:class:`Sampler` in this process; a backend with workers keeps these calls and
     splits them by tasks, each worker given its tasks' indices, the actor for those tasks (an actor that can be
-    split offers ``for_tasks(tasks, per_task)``) and the same seed: :class:`metarl.distributed.RaySampler`)."""
+    split offers ``for_tasks(tasks, per_task)``) and the same seed: :class:`metarl.rl.distributed.RaySampler`)."""
 
     def sample(self, tasks: list[Task], actor: Actor, *, episodes_per_task: int, seed: int,
                task_ids: Sequence[int] | None = None) -> Episodes: ...
@@ -294,7 +294,7 @@ class EpisodeSampler(Protocol):
 
 class Sampler:
     """Runs the episodes of a meta-batch on ``family``'s environments, all slots in lockstep; with ``workers`` > 1
-    the environments live in that many worker processes (:class:`~metarl.env_pool.EnvPool`, for environments
+    the environments live in that many worker processes (:class:`~metarl.rl.env_pool.EnvPool`, for environments
     whose step is Python, such as Meta-World's), which step their slices at the same time: the same episodes."""
 
     def __init__(self, family: EnvironmentFamily | EnvSource, workers: int = 1):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.nets import MLP, mlp
+from metarl.networks.nets import MLP, mlp
 
 __all__ = ["Critic", "PolicySample", "TanhGaussianPolicy", "policy_loss", "q_target", "small_output", "soft_update",
            "tanh_gaussian_log_prob", "v_target"]

@@ -24,7 +24,7 @@
                                                        multi-seed report: IQM/mean with bootstrap CIs, curves, table
 
 The command line reaches the task families through their registry and builds its runs with
-:mod:`metarl.run`, as ``metarl.load`` does. Every error a user can cause (a bad config, checkpoint or run
+:mod:`metarl.running.run`, as ``metarl.load`` does. Every error a user can cause (a bad config, checkpoint or run
 directory, a run that diverged: a :class:`~metarl.errors.MetaRLError`) and what the machine lacks (a file, an
 optional package) ends the command with exit code 2 and one line on stderr naming the problem; any other
 exception is a bug and shows its traceback.
@@ -46,12 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
-from metarl.config import RunConfig, config_reference, load_config
 from metarl.contract import Capability, require, with_step_size
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
-from metarl.evaluation import SCORE_KEYS, read_report, write_report
-from metarl.run import (
+from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
+from metarl.running.config import RunConfig, config_reference, load_config
+from metarl.running.evaluation import SCORE_KEYS, read_report, write_report
+from metarl.running.run import (
     agent_classes,
     agent_names,
     build_run,
@@ -61,10 +61,10 @@ from metarl.run import (
     reference_curves,
     saved_config,
 )
-from metarl.rundir import remove_temp_files, run_lock
+from metarl.running.rundir import remove_temp_files, run_lock
+from metarl.running.trainer import RESUME_OVERRIDABLE, TUNE_TASKS, TUNING_RULE, Trainer
 from metarl.seeding import eval_seed, video_seed
 from metarl.task import EnvironmentFamily, as_task, provides
-from metarl.trainer import RESUME_OVERRIDABLE, TUNE_TASKS, TUNING_RULE, Trainer
 
 
 def _families() -> Any:
@@ -149,7 +149,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _build(config: RunConfig, distributed: bool = False) -> tuple[Any, Any, dict[str, Any]]:
-    """:func:`metarl.run.build_run` with the config's torch threads (a command owns its process); ``distributed``:
+    """:func:`metarl.running.run.build_run` with the config's torch threads (a command owns its process); ``distributed``:
     sample as the config's ``sampler`` section says (training), else in this process."""
     import torch
 
@@ -200,7 +200,7 @@ def train_seeds(args: argparse.Namespace) -> int:
     """``metarl train CONFIG --seeds ...``: one independent run per seed in ``<run-dir>-seed<k>`` (default
     ``runs/<config stem>-seed<k>``), one after another in this process or in up to ``--parallel``
     subprocesses (each writing its output to ``<run dir>/train.log``), or with ``--ray-address`` as tasks on a Ray
-    cluster (:func:`metarl.distributed.train_on_cluster`; the same run directories, on a filesystem the nodes
+    cluster (:func:`metarl.running.cluster.train_on_cluster`; the same run directories, on a filesystem the nodes
     share). Every run is resumable on its own with ``--resume``. A seed that fails is reported with its exit
     code, and the command then exits 1."""
     if args.resume:
@@ -227,7 +227,7 @@ def train_seeds(args: argparse.Namespace) -> int:
 
     codes: dict[int, int] = {}
     if args.ray_address is not None:
-        from metarl.distributed import train_on_cluster
+        from metarl.running.cluster import train_on_cluster
 
         print(f"{len(jobs)} seeds on the Ray cluster; each run's output goes to <run dir>/train.log", flush=True)
         codes = train_on_cluster([(seed, run_dir, configs[seed].to_dict()) for seed, run_dir in jobs], args.ray_address)
@@ -248,7 +248,7 @@ def train_seeds(args: argparse.Namespace) -> int:
         def launch(seed: int, run_dir: Path) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir / "train.log", "a") as log:
-                command = [sys.executable, "-m", "metarl.cli", *argv(seed, run_dir), "--no-progress"]
+                command = [sys.executable, "-m", "metarl.running.cli", *argv(seed, run_dir), "--no-progress"]
                 return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
 
         print(f"{len(jobs)} seeds, up to {parallel} at a time; each run's output goes to <run dir>/train.log",
@@ -319,7 +319,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             require(agent, Capability.STEP_SIZE, "set or tune the step size of its adaptation (--step-size, "
                     "--tune-step-size)")
         if args.video:  # an agent or a family that cannot make videos is refused before the evaluation
-            from metarl.video import check_renderable
+            from metarl.rl.video import check_renderable
 
             require(agent, Capability.VIDEOS, "make videos")
             check_renderable(family, family.test_tasks[0])
@@ -329,7 +329,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             TUNE_TASKS if args.tune_tasks is None else args.tune_tasks)
         _print_eval(run_dir, args.name)
         if args.video:
-            from metarl.video import write_videos
+            from metarl.rl.video import write_videos
 
             held_out = family.test_tasks
             tasks = [held_out[i % len(held_out)] for i in range(args.video_tasks)]
@@ -411,7 +411,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     for label, value in zip(labels, returns, strict=True):
         print(f"  {label:24s} {value:10.2f}")
     if args.video:
-        from metarl.video import write_videos
+        from metarl.rl.video import write_videos
 
         with run_lock(run_dir):
             paths = write_videos(agent, agent.family, [task], len(returns) - 1, args.seed, run_dir / "adapt",
@@ -462,7 +462,7 @@ def _print_eval(run_dir: Path, name: str = "eval") -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from metarl.evaluation import plot_adaptation
+    from metarl.running.evaluation import plot_adaptation
 
     reports = []
     for run_dir in args.run_dirs:
@@ -483,7 +483,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
-    from metarl.report import build_report
+    from metarl.running.report import build_report
 
     out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
     command = shlex.join(["metarl", "report", *args.run_dirs, "--out", out, "--format", args.format])
@@ -493,7 +493,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_references(args: argparse.Namespace) -> int:
-    from metarl.evaluation import adaptation_report, mean_ci, write_report
+    from metarl.running.evaluation import adaptation_report, mean_ci, write_report
 
     run_dir = Path(args.run_dir)
     config = saved_config(run_dir)

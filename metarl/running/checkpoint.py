@@ -14,7 +14,7 @@ import torch
 
 from metarl.errors import CheckpointError
 from metarl.guards import check_finite, nonfinite_entry
-from metarl.rundir import atomic_write
+from metarl.running.rundir import atomic_write
 
 __all__ = ["CheckpointError", "checkpoint_iteration", "latest_checkpoint", "load_checkpoint", "restore_agent",
            "save_checkpoint"]

@@ -17,7 +17,7 @@ the core's pieces make them with the adapters here:
 * RL² (:func:`recurrent_policies`): episode 1 of a trial against episode ``K`` of a trial (the first ``K - 1``
   episodes run unrendered with the same seeds, so the hidden state carries what they taught it).
 
-Each side is a :class:`metarl.sampler.Controller` over the agent's sampler actor, its actions drawn from a
+Each side is a :class:`metarl.rl.sampler.Controller` over the agent's sampler actor, its actions drawn from a
 seeded generator, so a video is the same for a seed.
 GIF is written with Pillow; MP4 needs imageio's ffmpeg plugin (``imageio-ffmpeg``) or PyAV.
 """
@@ -35,14 +35,14 @@ import numpy as np
 
 from metarl.contract import Capability, MakesVideos, require
 from metarl.errors import ConfigError
-from metarl.functional import Params
-from metarl.recurrent import RecurrentActor, RecurrentPolicy
-from metarl.sampler import Controller, MLPActor
+from metarl.networks.functional import Params
+from metarl.rl.recurrent import RecurrentActor, RecurrentPolicy
+from metarl.rl.sampler import Controller, MLPActor
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, provides
 
 if TYPE_CHECKING:
-    from metarl.meta_rl import MAMLRLAgent
+    from metarl.rl.meta_rl import MAMLRLAgent
 
 __all__ = ["EpisodePolicy", "VideoPolicies", "check_renderable", "maml_policies", "recurrent_policies",
            "render_episode", "write_video", "write_videos"]

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
-from metarl.config import RunConfig, build_dataclass, load_config, read_yaml
 from metarl.contract import Agent, check_agent, check_source
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
-from metarl.rundir import atomic_write
-from metarl.sampler import EpisodeSampler, Sampler
+from metarl.rl.sampler import EpisodeSampler, Sampler
+from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
+from metarl.running.config import RunConfig, build_dataclass, load_config, read_yaml
+from metarl.running.rundir import atomic_write
 from metarl.task import EnvironmentFamily, EpisodeSource, Task, TaskSource, provides
 
 __all__ = ["SOURCE_FILE", "SavedSource", "agent_classes", "agent_names", "build_run", "load", "make_family",
@@ -154,12 +154,12 @@ def metaworld_protocol(agent: Agent, family: Any, seed: int, goals_per_class: in
 
 
 def make_sampler(config: RunConfig, family: Any, distributed: bool = True) -> EpisodeSampler:
-    """The sampler the config's ``sampler`` section names (:class:`metarl.config.SamplerConfig`): in this process,
+    """The sampler the config's ``sampler`` section names (:class:`metarl.running.config.SamplerConfig`): in this process,
     or (``backend: ray``, when ``distributed``) on the workers of a Ray cluster, which make the config's family."""
     settings = config.sampler_config()
     if settings.backend == "local" or not distributed:
         return Sampler(family, settings.env_workers)
-    from metarl.distributed import RaySampler
+    from metarl.rl.distributed import RaySampler
 
     return RaySampler(config.family, config.family_overrides, workers=settings.workers, address=settings.address,
                       cpus_per_worker=settings.cpus_per_worker, max_failures=settings.max_failures,

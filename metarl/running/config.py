@@ -103,7 +103,7 @@ BACKENDS = ("local", "ray")
 @dataclass
 class SamplerConfig:
     """The ``sampler`` section of a run config: how the episodes are sampled, never what they are (every backend
-    gives the same episodes, bit for bit; :mod:`metarl.distributed`)."""
+    gives the same episodes, bit for bit; :mod:`metarl.rl.distributed`)."""
 
     backend: str = "local"  # "local": in the training process; "ray": on worker actors of a Ray cluster
     workers: int | None = None  # ray: worker actors (default: one per CPU of the cluster)

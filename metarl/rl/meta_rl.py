@@ -20,14 +20,14 @@ import numpy as np
 import torch
 
 from metarl.contract import Capability
-from metarl.functional import Params, detach, sgd_step, stack
 from metarl.guards import check_count, check_tasks
-from metarl.policies import Policy, make_policy
-from metarl.returns import LinearFeatureBaseline, discounted_returns, gae
-from metarl.sampler import EnvSource, Episodes, EpisodeSampler, MLPActor, Sampler
+from metarl.networks.functional import Params, detach, sgd_step, stack
+from metarl.rl.policies import Policy, make_policy
+from metarl.rl.returns import LinearFeatureBaseline, discounted_returns, gae
+from metarl.rl.sampler import EnvSource, Episodes, EpisodeSampler, MLPActor, Sampler
+from metarl.rl.video import VideoPolicies, maml_policies
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
-from metarl.video import VideoPolicies, maml_policies
 
 __all__ = ["AdaptedPolicy", "MAMLRLAgent", "MAMLRLConfig", "MetaBatch", "masked_mean"]
 
@@ -268,7 +268,7 @@ class MAMLRLAgent(ABC):
                              self.action_space)
 
     def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies:
-        """``theta`` against ``theta'`` after ``steps`` inner steps on ``task`` (:func:`metarl.video.maml_policies`)."""
+        """``theta`` against ``theta'`` after ``steps`` inner steps on ``task`` (:func:`metarl.rl.video.maml_policies`)."""
         return maml_policies(self, task, steps, seed)
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:

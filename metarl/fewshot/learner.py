@@ -26,7 +26,7 @@ from torch import nn
 
 from metarl.contract import Capability, check_source
 from metarl.guards import check_count, check_device, check_tasks
-from metarl.nets import Conv4, mlp
+from metarl.networks.nets import Conv4, mlp
 from metarl.task import EpisodeSource, FewShotBatch, Task
 
 __all__ = ["FewShotAgent", "FewShotConfig", "FittedLearner", "QueryClassifier", "episode_scores",

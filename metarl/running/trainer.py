@@ -20,15 +20,15 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from metarl.checkpoint import latest_checkpoint, load_checkpoint, restore_agent, save_checkpoint
-from metarl.config import RunConfig
 from metarl.contract import Agent, Capability, require, step_size_config, with_step_size
 from metarl.errors import CheckpointError, ClusterError, ConfigError, NonFiniteError
-from metarl.evaluation import adaptation_report, mean_ci, plot_adaptation, success_report, write_report
 from metarl.guards import check_finite
-from metarl.logger import MetricsLogger
-from metarl.run import write_source
-from metarl.rundir import atomic_write, remove_temp_files, run_lock
+from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, restore_agent, save_checkpoint
+from metarl.running.config import RunConfig
+from metarl.running.evaluation import adaptation_report, mean_ci, plot_adaptation, success_report, write_report
+from metarl.running.logger import MetricsLogger
+from metarl.running.run import write_source
+from metarl.running.rundir import atomic_write, remove_temp_files, run_lock
 from metarl.seeding import EVAL, derive_seed, eval_seed, step_seed, task_seed
 from metarl.task import TaskSource
 

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from metarl.rundir import RunDirError, atomic_write
+from metarl.running.rundir import RunDirError, atomic_write
 
 __all__ = ["MetricsLogger", "read_metrics"]
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from metarl.policies import sample_action
-from metarl.sampler import ActorState, TrialSteps
+from metarl.rl.policies import sample_action
+from metarl.rl.sampler import ActorState, TrialSteps
 
 __all__ = ["RecurrentActor", "RecurrentCritic", "RecurrentPolicy"]
 

@@ -7,7 +7,7 @@ without a trailing ``-seed<k>``. For each method the report shows
 
 * the adaptation curve on held-out tasks, read from each seed's ``eval.json`` (its per-task scores): at each
   point, each seed's interquartile mean and mean over its held-out tasks, averaged over seeds, with 95%
-  bootstrap intervals over seeds (:mod:`metarl.statistics`); all methods of a task family share a figure;
+  bootstrap intervals over seeds (:mod:`metarl.running.statistics`); all methods of a task family share a figure;
 * the learning curve over meta-training (``return_post``, or ``accuracy`` for few-shot runs, per iteration):
   the mean over seeds and the band between the lowest and the highest seed;
 * a table of final numbers, wall-clock time (``elapsed_s``) and environment steps (``total_env_steps``); for
@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from metarl.config import read_yaml
 from metarl.errors import ConfigError, RunDirError
-from metarl.evaluation import SCORE_KEYS, curve_axis, metric_name, read_report
-from metarl.logger import read_metrics
-from metarl.run import with_agent_defaults
-from metarl.statistics import aggregate
+from metarl.running.config import read_yaml
+from metarl.running.evaluation import SCORE_KEYS, curve_axis, metric_name, read_report
+from metarl.running.logger import read_metrics
+from metarl.running.run import with_agent_defaults
+from metarl.running.statistics import aggregate
 
 __all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_label"]
 

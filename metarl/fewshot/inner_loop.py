@@ -4,9 +4,9 @@ and the evaluation by fine-tuning on each held-out episode's support set.
 
 The network is a body (Conv4 with batch statistics for images, MAML's transductive batch norm; a ReLU MLP for
 vectors) and a linear head to ``ways`` logits (1 output for regression). The inner loop is
-:func:`metarl.functional.trajectory`: gradient steps ``theta' = theta - alpha grad L_support(theta)``
+:func:`metarl.networks.functional.trajectory`: gradient steps ``theta' = theta - alpha grad L_support(theta)``
 (Finn et al. 2017, eq. 1). With ``vectorise`` (the default) the parameters are stacked, one copy per task
-(:func:`metarl.functional.stack`), every task's forward pass is one ``vmap`` call, and one ``autograd.grad``
+(:func:`metarl.networks.functional.stack`), every task's forward pass is one ``vmap`` call, and one ``autograd.grad``
 of the sum of the task losses gives every task its own gradient; otherwise a plain loop runs the same
 per-task function task by task. Both give the same numbers; the first is the fast one.
 """
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.contract import Capability
-from metarl.functional import INNER_OPTIMIZERS, Params, call, detach, stack, trajectory
-from metarl.supervised import FewShotAgent, FewShotConfig, episode_scores
+from metarl.fewshot.learner import FewShotAgent, FewShotConfig, episode_scores
+from metarl.networks.functional import INNER_OPTIMIZERS, Params, call, detach, stack, trajectory
 from metarl.task import FewShotBatch
 
 __all__ = ["InnerLoopAgent", "InnerLoopConfig", "InnerProblem", "task_loss"]

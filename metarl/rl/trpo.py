@@ -6,7 +6,7 @@ shared by MAML-TRPO and RL²'s TRPO outer loop.
 The step direction solves ``(G + damping I) x = -g`` by conjugate gradient, ``g`` the gradient of ``L`` and ``G``
 a metric given only through products ``v -> G v``: the Hessian of the mean KL at the current parameters
 (:func:`kl_hessian_product`, TRPO's choice) or any positive semi-definite approximation of it, such as the
-Fisher information of the action distribution (:meth:`metarl.policies.Policy.fisher_product`). The direction is
+Fisher information of the action distribution (:meth:`metarl.rl.policies.Policy.fisher_product`). The direction is
 scaled to the metric's KL boundary, ``sqrt(2 max_kl / x^T G x) x``, and shrunk by backtracking until the
 parameters are finite, the *exact* KL bound holds and the loss improves; if no candidate does, the parameters
 stay as they were. The line search is what enforces the trust region, so a cheaper metric changes the
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from metarl.functional import Params, flat, unflatten_like
 from metarl.guards import NonFiniteError
+from metarl.networks.functional import Params, flat, unflatten_like
 
 __all__ = ["TRPOConfig", "conjugate_gradient", "kl_hessian_product", "trpo_step"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from metarl.errors import RunDirError
-from metarl.rundir import atomic_write, write_json
+from metarl.running.rundir import atomic_write, write_json
 
 __all__ = ["SCORE_KEYS", "adaptation_report", "curve_axis", "mean_ci", "metric_name", "plot_adaptation",
            "read_report", "success_report", "write_report"]

@@ -3,7 +3,7 @@
 A policy is an ``nn.Module`` whose parameters can be swapped for plain tensors: ``policy.dist(obs,
 params)`` evaluates it with ``params`` (a dict name -> tensor, e.g. adapted for a task) through
 ``torch.func.functional_call``. With *stacked* parameters (a leading task axis ``K`` on every tensor,
-as from :func:`metarl.functional.stack`) and observations ``[K, ...]``, it evaluates every task's
+as from :func:`metarl.networks.functional.stack`) and observations ``[K, ...]``, it evaluates every task's
 policy in one ``torch.func.vmap`` call.
 """
 
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from metarl.functional import Params, call
-from metarl.nets import mlp
+from metarl.networks.functional import Params, call
+from metarl.networks.nets import mlp
 
 __all__ = ["CategoricalMLPPolicy", "GaussianMLPPolicy", "Outputs", "Policy", "make_policy", "sample_action"]
 

@@ -1,0 +1,77 @@
+"""Runs on a Ray cluster (https://docs.ray.io): :func:`train_on_cluster` runs each seed of ``metarl train --seeds ...
+--ray-address`` as a Ray task that trains exactly as ``metarl train`` does locally, writing its run directory (and
+its output to ``train.log`` there) from the node it runs on: the run directories must lie on a filesystem that the
+driver and every node share, at the same path (NFS, say). A task whose node is lost is retried by Ray, resuming the
+run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import traceback
+from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metarl.errors import ClusterError, MetaRLError
+from metarl.rl.distributed import connect, first_line, ray_module
+
+__all__ = ["train_on_cluster"]
+
+
+def _train_on_node(config: dict[str, Any], run_dir: str, fresh: bool) -> int:
+    """One run of ``metarl train`` on the node this Ray task landed on; its output goes to ``train.log`` in the
+    run directory. ``fresh``: the directory held no run when the task was submitted, so a run found there now was
+    started by an earlier attempt of this task (its node lost) and is resumed."""
+    from metarl.running.cli import main
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        node = ray_module().util.get_node_ip_address()
+        raise ClusterError(f"run directory {run_dir!r} is not visible on the node at {node}: "
+                           "runs on a cluster write their directories from the node that runs them, so these must lie on "
+                           "a filesystem that the driver and every node share, at the same path")
+    with open(path / "train.log", "a") as log, redirect_stdout(log), redirect_stderr(log), \
+            tempfile.TemporaryDirectory() as tmp:
+        if fresh and (path / "config.yaml").exists():
+            argv = ["train", "--resume", run_dir]
+        else:
+            config_file = Path(tmp, "config.yaml")
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+            argv = ["train", str(config_file), "--run-dir", run_dir]
+        try:
+            return main([*argv, "--no-progress"])
+        except Exception:  # a bug: its traceback in the run's log, as a local run shows it
+            traceback.print_exc()
+            return 1
+
+
+def train_on_cluster(runs: Sequence[tuple[int, Path, dict[str, Any]]], address: str | None) -> dict[int, int]:
+    """Each ``(seed, run directory, run config)`` as a Ray task running ``metarl train`` (reserving the config's
+    ``torch_threads`` CPUs), all at once as the cluster allows; returns each seed's exit code as it finishes."""
+    ray = ray_module()
+    connect(address)
+    remote = ray.remote(_train_on_node)
+    pending = {}
+    for seed, run_dir, config in runs:
+        run_dir = run_dir.resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        task = remote.options(num_cpus=config.get("torch_threads", 1))
+        pending[task.remote(config, str(run_dir), not (run_dir / "config.yaml").exists())] = (seed, run_dir)
+    codes: dict[int, int] = {}
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        seed, run_dir = pending.pop(ref)
+        try:
+            codes[seed] = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:
+            print(f"seed {seed}: {first_line(err.cause if isinstance(err.cause, Exception) else err)}", flush=True)
+            codes[seed] = 2 if isinstance(err.cause, MetaRLError) else 1
+        except ray.exceptions.RayError as err:  # its node lost more often than Ray retries a task
+            print(f"seed {seed}: lost on the cluster: {first_line(err)}", flush=True)
+            codes[seed] = 1
+        print(f"seed {seed} finished with exit code {codes[seed]}: {run_dir}", flush=True)
+    return codes
