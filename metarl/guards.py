@@ -78,9 +78,15 @@ def nonfinite_entry(state: Any, path: str = "") -> str | None:
     """The dotted path of the first NaN or infinity in a nested dict/list of tensors, arrays and numbers
     (its value named), or None if every number is finite."""
     if isinstance(state, torch.Tensor):
-        state = state.detach().cpu().double().numpy() if state.is_floating_point() else None
+        if not (state.is_floating_point() or state.is_complex()) or bool(torch.isfinite(state.sum())):
+            return None  # a NaN or an infinity makes the sum one (an overflowing sum is counted below)
+        state = state.detach().cpu()
+        state = (state.float() if state.dtype == torch.bfloat16 else state).numpy()
     if isinstance(state, np.ndarray) and state.dtype.kind in "fc":
-        bad = int((~np.isfinite(state)).sum())
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(state.sum()):
+                return None
+        bad = int(np.count_nonzero(~np.isfinite(state)))
         return f"{path or 'value'} ({bad} of {state.size} entries NaN or infinite)" if bad else None
     if isinstance(state, numbers.Real) and not isinstance(state, numbers.Integral):
         return None if np.isfinite(float(state)) else f"{path or 'value'} (= {float(state)})"

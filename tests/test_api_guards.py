@@ -3,10 +3,11 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from conftest import family
 from metarl.agents import AGENTS
 
-from metarl.guards import NonFiniteError
+from metarl.guards import NonFiniteError, nonfinite_entry
 from metarl.rl.sampler import MLPActor, Sampler
 from metarl.task import Task
 
@@ -79,3 +80,18 @@ def test_the_sampler_refuses_policy_parameters_that_are_not_finite():
     with pytest.raises(NonFiniteError, match=r"cannot sample Navigation2D-v0 with policy parameters that are not "
                                              r"finite: log_std \(1 of 4 entries"):
         Sampler(fam).sample(fam.test_tasks[:2], MLPActor(agent.policy, params), episodes_per_task=2, seed=0)
+
+
+def test_nonfinite_entry_finds_every_nan_and_infinity_and_nothing_else():
+    state = {"net": {"w": torch.randn(300, 40)}, "steps": [1, 2.5],
+             "buf": {"obs": np.random.randn(1000, 3).astype(np.float32)}}
+    assert nonfinite_entry(state) is None
+    big = {"t": torch.full((4,), 3e38), "a": np.full(4, 3e38, np.float32), "h": torch.full((4,), 6e4, dtype=torch.float16)}
+    assert nonfinite_entry(big) is None  # finite entries whose sum overflows
+    state["buf"]["obs"][7, 1] = np.inf
+    assert nonfinite_entry(state) == "buf.obs (1 of 3000 entries NaN or infinite)"
+    state["net"]["w"][3, 2], state["net"]["w"][5, 5] = float("inf"), -float("inf")  # their sum is NaN
+    assert nonfinite_entry(state) == "net.w (2 of 12000 entries NaN or infinite)"
+    for dtype in (torch.float16, torch.bfloat16, torch.float64, torch.complex64):
+        assert nonfinite_entry({"x": torch.tensor([1.0, float("nan")], dtype=dtype)}) == "x (1 of 2 entries NaN or infinite)"
+    assert nonfinite_entry({"i": torch.tensor([1, 2]), "s": "nan", "f": float("nan")}) == "f (= nan)"
