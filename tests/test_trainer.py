@@ -151,6 +151,16 @@ def test_train_then_eval_writes_the_run_directory(tmp_path, capsys):
     assert "on resume only" in capsys.readouterr().err
 
 
+def test_keep_checkpoints_keeps_the_newest_and_resume_continues_from_them(tmp_path):
+    run = tmp_path / "run"
+    config = _config(tmp_path, iterations=5, checkpoint_every=1, keep_checkpoints=2, family_overrides={"horizon": 5})
+    assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000004.pt", "iter_000005.pt"]
+    assert main(["train", "--resume", str(run), "iterations=7", "keep_checkpoints=1", "--no-progress"]) == 0
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter_000007.pt"]
+    assert load_checkpoint(latest_checkpoint(run))["iteration"] == 7
+
+
 def test_evaluation_cycles_through_a_small_held_out_set(tmp_path):
     run = tmp_path / "dir"
     config = _config(tmp_path, family="HalfCheetahDir-v0", family_overrides={"horizon": 5}, iterations=1,

@@ -62,7 +62,8 @@ WIDTH = Range(1, 2**16)  # a layer's units or channels (list fields: each elemen
 
 RANGES: dict[str, Range] = {
     # the run
-    "seed": NON_NEGATIVE, "iterations": AT_LEAST_1, "checkpoint_every": AT_LEAST_1, "eval_tasks": AT_LEAST_1,
+    "seed": NON_NEGATIVE, "iterations": AT_LEAST_1, "checkpoint_every": AT_LEAST_1, "keep_checkpoints": NON_NEGATIVE,
+    "eval_tasks": AT_LEAST_1,
     "eval_steps": NON_NEGATIVE, "torch_threads": Range(1, 1024),
     # the sampler section (SamplerConfig)
     "workers": AT_LEAST_1, "env_workers": AT_LEAST_1, "cpus_per_worker": POSITIVE, "max_failures": NON_NEGATIVE,
@@ -126,6 +127,7 @@ class RunConfig:
     seed: int = 0  # every random draw of the run derives from it
     iterations: int = 100  # meta-iterations
     checkpoint_every: int = 10  # write checkpoints/iter_<k>.pt every this many iterations (and at the end)
+    keep_checkpoints: int = 0  # keep only the newest this many checkpoints (0: keep them all)
     eval_tasks: int = 40  # held-out tasks scored by `metarl eval` (and at the end of training)
     eval_steps: int = 3  # inner steps of the adaptation curve
     evaluate: bool = True  # run the evaluation when training ends

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from metarl.contract import Agent, Capability, require, step_size_config, with_step_size
 from metarl.errors import CheckpointError, ClusterError, ConfigError, NonFiniteError
 from metarl.guards import check_finite
-from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, restore_agent, save_checkpoint
+from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore_agent, save_checkpoint
 from metarl.running.config import RunConfig
 from metarl.running.evaluation import adaptation_report, mean_ci, plot_adaptation, success_report, write_report
 from metarl.running.logger import MetricsLogger
@@ -35,8 +35,8 @@ from metarl.task import TaskSource
 __all__ = ["RESUME_OVERRIDABLE", "TUNING_RULE", "Agent", "Trainer"]
 
 PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
-RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "evaluate", "eval_tasks", "eval_steps",
-                                "agent_config.device", "sampler"})
+RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "keep_checkpoints", "evaluate", "eval_tasks",
+                                "eval_steps", "agent_config.device", "sampler"})
 STEP_SIZES = ("lr", "learning_rate", "inner_lr", "max_kl")  # named in the message of a diverged run
 TUNE_TASKS = 20  # training tasks on which --tune-step-size scores each value
 TUNING_RULE = ("a value's score is the mean over the tuning tasks (drawn from the training distribution) of the "
@@ -101,6 +101,8 @@ class Trainer:
                                      "env_steps": env_steps, "elapsed": elapsed, "agent_name": c.agent,
                                      "config": json.dumps(self.resolved_config)},
                                     self.run_dir / "checkpoints" / f"iter_{it + 1:06d}.pt")
+                    if c.keep_checkpoints:  # after the new one is safely written
+                        prune_checkpoints(self.run_dir, c.keep_checkpoints)
         finally:
             logger.close()
 
