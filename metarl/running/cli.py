@@ -6,7 +6,9 @@
     metarl train CONFIG.yaml [key=value ...]           train (--run-dir DIR; --resume RUN_DIR continues)
     metarl train CONFIG.yaml [key=value ...] --seeds 0 1 2 [--parallel N]
                                                        one independent run per seed (<run-dir>-seed<k>)
-    metarl train CONFIG.yaml ... --ray-address ADDR    sample on a Ray cluster (with --seeds: each run a Ray task)
+    metarl train CONFIG.yaml [key=value ...] --sweep KEY=V1,V2 [--sweep KEY=...] [--seeds ...] [--parallel N]
+                                                       one run per grid point and seed (<run-dir>/KEY=V,...-seed<k>)
+    metarl train CONFIG.yaml ... --ray-address ADDR    sample on a Ray cluster (with --seeds, --sweep: each run a Ray task)
     metarl eval RUN_DIR [key=value ...] [--tasks N] [--steps S] [--name NAME]
                                                        adaptation on held-out tasks: eval.json, eval.png
     metarl eval RUN_DIR --video [--video-tasks N] [--video-format gif|mp4]
@@ -20,7 +22,7 @@
                                                        adapt a meta-RL agent to a task: its returns as it adapts
     metarl plot RUN_DIR ... --out FILE.png             the runs' adaptation curves on one figure
     metarl references RUN_DIR                          classic bandit / MDP strategies on the run's held-out tasks
-    metarl report RUN_DIR ... [--out DIR] [--format html|md]
+    metarl report RUN_DIR|SWEEP_DIR ... [--out DIR] [--format html|md]
                                                        multi-seed report: IQM/mean with bootstrap CIs, curves, table
 
 The command line reaches the task families through their registry and builds its runs with
@@ -34,7 +36,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
+import re
 import subprocess
 import sys
 import time
@@ -49,7 +53,7 @@ import numpy as np
 from metarl.contract import Capability, require, with_step_size
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
 from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
-from metarl.running.config import RunConfig, config_reference, load_config
+from metarl.running.config import BACKENDS, RunConfig, SamplerConfig, config_reference, load_config, parse_overrides
 from metarl.running.evaluation import SCORE_KEYS, read_report, write_report
 from metarl.running.run import (
     agent_classes,
@@ -61,7 +65,7 @@ from metarl.running.run import (
     reference_curves,
     saved_config,
 )
-from metarl.running.rundir import remove_temp_files, run_lock
+from metarl.running.rundir import atomic_write, remove_temp_files, run_lock
 from metarl.running.trainer import RESUME_OVERRIDABLE, TUNE_TASKS, TUNING_RULE, Trainer
 from metarl.seeding import eval_seed, video_seed
 from metarl.task import EnvironmentFamily, as_task, provides
@@ -158,10 +162,10 @@ def _build(config: RunConfig, distributed: bool = False) -> tuple[Any, Any, dict
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.seeds is not None:
-        return train_seeds(args)
+    if args.seeds is not None or args.sweep:
+        return train_grid(args)
     if args.parallel is not None:
-        raise ConfigError("--parallel runs the seeds of --seeds side by side; pass --seeds too")
+        raise ConfigError("--parallel runs several runs side by side: pass --seeds too, or --sweep")
     if args.resume:
         run_dir = Path(args.resume)
         if args.config is not None:
@@ -187,89 +191,214 @@ def cmd_train(args: argparse.Namespace) -> int:
             # A run killed before its first checkpoint starts again from iteration 0.
             trainer.train(resume=bool(args.resume) and latest_checkpoint(run_dir) is not None,
                           progress=not args.no_progress)
-    finally:  # its environments, worker processes or Ray workers (those that learn from environments have one)
-        if hasattr(agent, "sampler"):
-            agent.sampler.close()
+    finally:
+        _close_sampler(agent)
     print(f"run directory: {run_dir}")
     if config.evaluate:
         _print_eval(run_dir)
     return 0
 
 
-def train_seeds(args: argparse.Namespace) -> int:
-    """``metarl train CONFIG --seeds ...``: one independent run per seed in ``<run-dir>-seed<k>`` (default
-    ``runs/<config stem>-seed<k>``), one after another in this process or in up to ``--parallel``
-    subprocesses (each writing its output to ``<run dir>/train.log``), or with ``--ray-address`` as tasks on a Ray
-    cluster (:func:`metarl.running.cluster.train_on_cluster`; the same run directories, on a filesystem the nodes
-    share). Every run is resumable on its own with ``--resume``. A seed that fails is reported with its exit
-    code, and the command then exits 1."""
+SWEEP_FILE = "sweep.json"  # in a sweep's directory: its grid points, seeds and run directories
+SWEEP_VALUE = re.compile(r"[A-Za-z0-9._+-]+")  # what a swept value may be written as: it goes in a directory's name
+
+
+@dataclasses.dataclass(frozen=True)
+class GridRun:
+    """One run of ``--seeds`` / ``--sweep``: the label its messages use, its overrides and its directory."""
+
+    label: str
+    overrides: list[str]
+    run_dir: Path
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two override keys set the same field (one is the other or lies inside it)."""
+    return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
+
+
+def parse_sweep(specs: Sequence[str], overrides: Sequence[str]) -> dict[str, list[str]]:
+    """``--sweep KEY=V1,V2[,...]`` options: each key's values, as written. Refused by name: a malformed option,
+    ``seed`` (``--seeds`` gives the seeds), a key swept twice or also given as a plain override, a value repeated
+    (as parsed: ``0.1`` and ``0.10`` are one) or one that cannot go in a run directory's name."""
+    sweep: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        texts = raw.split(",")
+        if not sep or not key or not all(texts):
+            raise ConfigError(f"--sweep {spec!r} is not of the form KEY=V1,V2[,...] "
+                              "(e.g. agent_config.inner_lr=0.05,0.1)")
+        if key == "seed":
+            raise ConfigError("give the seeds with --seeds, not --sweep seed=...")
+        clash = next((k for k in sweep if _overlap(k, key)), None)
+        if clash is not None:
+            raise ConfigError(f"--sweep {key} sets what --sweep {clash} sets: sweep each key once")
+        clash = next((o for o in overrides if _overlap(o.split("=", 1)[0], key)), None)
+        if clash is not None:
+            raise ConfigError(f"--sweep {key} sets what the override {clash!r} sets: give the key one way")
+        bad = next((t for t in texts if not SWEEP_VALUE.fullmatch(t)), None)
+        if bad is not None:
+            raise ConfigError(f"--sweep {key} value {bad!r} cannot go in a run directory's name: write each value "
+                              "with letters, digits and . _ + - only")
+        parsed: list[Any] = []
+        for text in texts:
+            value = sweep_value(text)
+            if value in parsed:
+                raise ConfigError(f"--sweep {key} repeats a value: {text!r} (values {raw})")
+            parsed.append(value)
+        sweep[key] = texts
+    return sweep
+
+
+def sweep_value(text: str) -> Any:
+    """A swept value as the config reads it (as an override's value: ``1e-2`` is a float)."""
+    return parse_overrides([f"value={text}"])["value"]
+
+
+def point_name(point: dict[str, str]) -> str:
+    """A grid point's part of its run directories' names: ``key=value`` of each swept key, joined by commas; a key
+    goes by its last part (``inner_lr``), or whole where two swept keys share that part."""
+    last = [key.rsplit(".", 1)[-1] for key in point]
+    names = [short if last.count(short) == 1 else key for short, key in zip(last, point, strict=True)]
+    return ",".join(f"{name}={value}" for name, value in zip(names, point.values(), strict=True))
+
+
+def _close_sampler(agent: Any) -> None:
+    """Close an agent's environments, worker processes or Ray workers (those that learn from environments have
+    a sampler)."""
+    if hasattr(agent, "sampler"):
+        agent.sampler.close()
+
+
+def _write_sweep(sweep_dir: Path, sweep: dict[str, Any]) -> None:
+    """``sweep.json`` in the sweep's directory, atomically; one that describes another sweep is refused."""
+    path = sweep_dir / SWEEP_FILE
+    if (sweep_dir / "config.yaml").exists():
+        raise ConfigError(f"{str(sweep_dir)!r} holds a run: a sweep's directory holds its runs; choose another --run-dir")
+    if path.is_file() and read_sweep(sweep_dir)[0] != sweep:
+        raise ConfigError(f"{str(sweep_dir)!r} holds another sweep ({SWEEP_FILE}); choose another --run-dir")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(sweep, indent=2) + "\n")
+
+
+def read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[Path]]:
+    """A sweep directory's ``sweep.json`` and its run directories, grid point by grid point."""
+    path = sweep_dir / SWEEP_FILE
+    try:
+        sweep = json.loads(path.read_text())
+        return sweep, [sweep_dir / run["run_dir"] for point in sweep["points"] for run in point["runs"]]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{str(path)!r} is not a sweep's file ({type(err).__name__}: {err})") from None
+
+
+def train_grid(args: argparse.Namespace) -> int:
+    """``metarl train CONFIG --seeds ... | --sweep KEY=V1,V2 ...``: one independent run per seed and grid point
+    (every combination of the swept values), each trained as ``metarl train CONFIG OVERRIDES KEY=V seed=K`` alone
+    would train it. With ``--seeds`` only, the runs are ``<run-dir>-seed<k>`` (default ``runs/<config
+    stem>-seed<k>``); a sweep's are ``<run-dir>/<key=value,...>-seed<k>``, with ``sweep.json`` beside them (its
+    seeds: ``--seeds``, else the config's seed). Every grid point's config is built, and refused by name, before any
+    run starts. Every run is resumable on its own with ``--resume``; the same command run again starts the runs
+    that never started and refuses, by name, those that did. A run that fails is reported with its exit code, and
+    the command then exits 1."""
     if args.resume:
-        raise ConfigError("--seeds starts new runs; continue each one with --resume RUN_DIR")
+        raise ConfigError("--seeds and --sweep start new runs; continue each one with --resume RUN_DIR")
     if args.ray_address is not None and args.parallel is not None:
-        raise ConfigError("--parallel runs the seeds in local subprocesses; with --ray-address the cluster runs them, "
+        raise ConfigError("--parallel runs the runs in local subprocesses; with --ray-address the cluster runs them, "
                           "as many at once as it has room for")
     if args.config is None:
-        raise ConfigError("metarl train --seeds needs a CONFIG.yaml")
-    if any(o.split("=", 1)[0] == "seed" for o in args.overrides):
+        raise ConfigError("metarl train --seeds / --sweep needs a CONFIG.yaml")
+    if args.seeds is not None and any(o.split("=", 1)[0] == "seed" for o in args.overrides):
         raise ConfigError("give the seeds with --seeds only, not also as a seed= override")
-    if len(set(args.seeds)) != len(args.seeds):
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
         raise ConfigError(f"--seeds repeats a seed: {args.seeds}")
-    parallel = 1 if args.parallel is None else args.parallel
-    if parallel < 1:
-        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
-    # A bad config or seed fails before any run.
-    configs = {seed: load_config(args.config, [*args.overrides, f"seed={seed}"]) for seed in args.seeds}
+    if args.parallel is not None and args.parallel < 1:
+        raise ConfigError(f"--parallel must be >= 1, got {args.parallel}")
+    sweep = parse_sweep(args.sweep or [], args.overrides)
+    seeds = args.seeds if args.seeds is not None else [load_config(args.config, args.overrides).seed]
     base = args.run_dir or str(Path("runs") / Path(args.config).stem)
-    jobs = [(seed, Path(f"{base}-seed{seed}")) for seed in args.seeds]
+    points = [dict(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())]
+    runs: list[GridRun] = []
+    configs: dict[str, RunConfig] = {}
+    for point in points:  # with no sweep, one point: the config as given
+        name = point_name(point)
+        overrides = [*args.overrides, *(f"{key}={value}" for key, value in point.items())]
+        point_runs = [GridRun(f"{name} seed {seed}" if point else f"seed {seed}", [*overrides, f"seed={seed}"],
+                              Path(base) / f"{name}-seed{seed}" if point else Path(f"{base}-seed{seed}"))
+                      for seed in seeds]
+        try:  # a bad value fails before any run
+            configs.update({run.label: load_config(args.config, run.overrides) for run in point_runs})
+            _close_sampler(build_run(configs[point_runs[0].label])[1])  # what the family or the agent refuses
+        except ConfigError as err:
+            raise ConfigError(f"--sweep point {name}: {err}" if point else str(err)) from None
+        runs.extend(point_runs)
+    if sweep:
+        _write_sweep(Path(base), {
+            "config": args.config, "overrides": args.overrides,
+            "sweep": {key: [sweep_value(text) for text in texts] for key, texts in sweep.items()}, "seeds": seeds,
+            "points": [{"name": point_name(point), "overrides": {k: sweep_value(v) for k, v in point.items()},
+                        "runs": [{"seed": seed, "run_dir": f"{point_name(point)}-seed{seed}"} for seed in seeds]}
+                       for point in points]})
+        print(f"sweep of {len(points)} grid points x {len(seeds)} seeds: {Path(base) / SWEEP_FILE}", flush=True)
+    noun = "runs" if sweep else "seeds"
+    codes = _launch(args, runs, configs, noun)
+    for run in runs:
+        state = "ok" if codes[run.label] == 0 else f"FAILED with exit code {codes[run.label]}"
+        print(f"  {run.label}: {state}  {run.run_dir}")
+    failed = [run for run in runs if codes[run.label] != 0]
+    if failed:
+        named = "; ".join(f"{run.label} (exit code {codes[run.label]}, {run.run_dir})" for run in failed)
+        print(f"metarl train: error: {len(failed)} of {len(runs)} {noun} failed: {named}", file=sys.stderr)
+        return 1
+    return 0
 
-    def argv(seed: int, run_dir: Path) -> list[str]:
-        return ["train", args.config, *args.overrides, f"seed={seed}", "--run-dir", str(run_dir)]
 
-    codes: dict[int, int] = {}
+def _launch(args: argparse.Namespace, runs: list[GridRun], configs: dict[str, RunConfig], noun: str) -> dict[str, int]:
+    """Train ``runs`` one after another in this process, or in up to ``--parallel`` subprocesses (each writing its
+    output to ``<run dir>/train.log``), or with ``--ray-address`` as tasks on a Ray cluster
+    (:func:`metarl.running.cluster.train_on_cluster`; the same run directories, on a filesystem the nodes share);
+    each run's exit code by label."""
+
+    def argv(run: GridRun) -> list[str]:
+        return ["train", args.config, *run.overrides, "--run-dir", str(run.run_dir)]
+
+    codes: dict[str, int] = {}
     if args.ray_address is not None:
         from metarl.running.cluster import train_on_cluster
 
-        print(f"{len(jobs)} seeds on the Ray cluster; each run's output goes to <run dir>/train.log", flush=True)
-        codes = train_on_cluster([(seed, run_dir, configs[seed].to_dict()) for seed, run_dir in jobs], args.ray_address)
-        for seed, run_dir in jobs:
-            if codes[seed] != 0:
-                _print_log_tail(run_dir)
-    elif parallel == 1:
-        for seed, run_dir in jobs:
-            print(f"seed {seed}: {run_dir}", flush=True)
+        print(f"{len(runs)} {noun} on the Ray cluster; each run's output goes to <run dir>/train.log", flush=True)
+        codes = train_on_cluster([(run.label, run.run_dir, configs[run.label].to_dict()) for run in runs],
+                                 args.ray_address)
+        for run in runs:
+            if codes[run.label] != 0:
+                _print_log_tail(run.run_dir)
+    elif args.parallel is None or args.parallel == 1:
+        for run in runs:
+            print(f"{run.label}: {run.run_dir}", flush=True)
             try:
-                codes[seed] = main(argv(seed, run_dir) + (["--no-progress"] if args.no_progress else []))
-            except Exception:  # one seed's crash must not stop the others
+                codes[run.label] = main(argv(run) + (["--no-progress"] if args.no_progress else []))
+            except Exception:  # one run's crash must not stop the others
                 traceback.print_exc()
-                codes[seed] = 1
+                codes[run.label] = 1
     else:
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
-        def launch(seed: int, run_dir: Path) -> int:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "train.log", "a") as log:
-                command = [sys.executable, "-m", "metarl.running.cli", *argv(seed, run_dir), "--no-progress"]
+        def launch(run: GridRun) -> int:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run.run_dir / "train.log", "a") as log:
+                command = [sys.executable, "-m", "metarl.running.cli", *argv(run), "--no-progress"]
                 return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
 
-        print(f"{len(jobs)} seeds, up to {parallel} at a time; each run's output goes to <run dir>/train.log",
+        print(f"{len(runs)} {noun}, up to {args.parallel} at a time; each run's output goes to <run dir>/train.log",
               flush=True)
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            futures = {pool.submit(launch, seed, run_dir): (seed, run_dir) for seed, run_dir in jobs}
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            futures = {pool.submit(launch, run): run for run in runs}
             for future in as_completed(futures):
-                seed, run_dir = futures[future]
-                codes[seed] = future.result()
-                print(f"seed {seed} finished with exit code {codes[seed]}: {run_dir}", flush=True)
-                if codes[seed] != 0:
-                    _print_log_tail(run_dir)
-    failed = [seed for seed in args.seeds if codes[seed] != 0]
-    for seed, run_dir in jobs:
-        state = "ok" if codes[seed] == 0 else f"FAILED with exit code {codes[seed]}"
-        print(f"  seed {seed}: {state}  {run_dir}")
-    if failed:
-        named = "; ".join(f"seed {seed} (exit code {codes[seed]}, {run_dir})" for seed, run_dir in jobs if seed in failed)
-        print(f"metarl train: error: {len(failed)} of {len(jobs)} seeds failed: {named}", file=sys.stderr)
-        return 1
-    return 0
+                run = futures[future]
+                codes[run.label] = future.result()
+                print(f"{run.label} finished with exit code {codes[run.label]}: {run.run_dir}", flush=True)
+                if codes[run.label] != 0:
+                    _print_log_tail(run.run_dir)
+    return codes
 
 
 def _print_log_tail(run_dir: Path) -> None:
@@ -487,7 +616,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
     command = shlex.join(["metarl", "report", *args.run_dirs, "--out", out, "--format", args.format])
-    page = build_report(args.run_dirs, out, args.format, command)
+    run_dirs = []  # a sweep's directory stands for its runs
+    for given in map(Path, args.run_dirs):
+        is_sweep = (given / SWEEP_FILE).is_file() and not (given / "config.yaml").exists()
+        run_dirs.extend(read_sweep(given)[1] if is_sweep else [given])
+    page = build_report(run_dirs, out, args.format, command)
     print(f"written: {page} (figures and summary.json beside it)")
     return 0
 
@@ -519,24 +652,37 @@ def cmd_references(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config(args: argparse.Namespace) -> int:
-    cls = RunConfig if args.agent is None else agent_classes(args.agent)[1]
-    rows = config_reference(cls)
-    title = "run config (the top level of a YAML config)" if args.agent is None else f"agent_config of {args.agent}"
-    if args.markdown:
+SAMPLER_ACCEPTED = {"backend": ", ".join(map(repr, BACKENDS)),  # the sampler section's string fields
+                    "address": "'auto', 'local', HOST:PORT, ray://HOST:PORT"}
+
+
+def _print_fields(title: str, rows: list[dict[str, str]], markdown: bool) -> None:
+    """A config reference (:func:`metarl.running.config.config_reference`) as text or as a Markdown table."""
+    if markdown:
         print(f"{title}\n\n| field | type | default | accepted | description |\n|---|---|---|---|---|")
         for row in rows:
             print("| " + " | ".join(f"`{row[k]}`" if k in ("field", "default") else row[k].replace("|", "\\|")
                                    for k in ("field", "type", "default", "accepted", "description")) + " |")
-    else:
-        print(f"{title}:")
-        for row in rows:
-            accepted = f", accepted {row['accepted']}" if row["accepted"] else ""
-            print(f"  {row['field']:22s} {row['type']:16s} default {row['default']}{accepted}")
-            if row["description"]:
-                print(f"  {'':22s} {row['description']}")
-    if args.agent is None:
-        print(f"\nagents (metarl config AGENT for their fields): {', '.join(agent_names())}")
+        return
+    print(f"{title}:")
+    for row in rows:
+        accepted = f", accepted {row['accepted']}" if row["accepted"] else ""
+        print(f"  {row['field']:22s} {row['type']:16s} default {row['default']}{accepted}")
+        if row["description"]:
+            print(f"  {'':22s} {row['description']}")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.agent is not None:
+        _print_fields(f"agent_config of {args.agent}", config_reference(agent_classes(args.agent)[1]), args.markdown)
+        return 0
+    _print_fields("run config (the top level of a YAML config)", config_reference(RunConfig), args.markdown)
+    sampler = [{**row, "accepted": SAMPLER_ACCEPTED.get(row["field"], row["accepted"])}
+               for row in config_reference(SamplerConfig)]
+    print()
+    _print_fields("sampler (the run config's sampler section, e.g. sampler: {backend: ray, workers: 8})", sampler,
+                  args.markdown)
+    print(f"\nagents (metarl config AGENT for their fields): {', '.join(agent_names())}")
     return 0
 
 
@@ -584,11 +730,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seeds", type=int, nargs="+", metavar="K",
                    help="one run per seed, in <run-dir>-seed<K> (default runs/<config>-seed<K>); overrides go before")
-    p.add_argument("--parallel", type=int, metavar="N", help="with --seeds: up to N runs at once, in subprocesses")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="one run per combination of the values of every --sweep (times --seeds, default the config's "
+                        "seed), in <run-dir>/KEY=V,...-seed<K> (default run-dir runs/<config>), listed in "
+                        "<run-dir>/sweep.json; e.g. --sweep agent_config.inner_lr=0.05,0.1")
+    p.add_argument("--parallel", type=int, metavar="N",
+                   help="with --seeds or --sweep: up to N runs at once, in subprocesses")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="sample on the Ray cluster at ADDR ('auto': the one running on this machine; 'local': start "
-                        "one here), as sampler: {backend: ray, address: ADDR} does; with --seeds, run each seed as a "
-                        "Ray task on the cluster (run directories on a filesystem the nodes share)")
+                        "one here), as sampler: {backend: ray, address: ADDR} does; with --seeds or --sweep, run each "
+                        "run as a Ray task on the cluster (run directories on a filesystem the nodes share)")
     p.set_defaults(run=cmd_train)
     p = sub.add_parser("eval", help="evaluate a run's adaptation on held-out tasks")
     p.add_argument("run_dir")
@@ -646,7 +797,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(run=cmd_references)
     p = sub.add_parser("report", help="a report over runs and seeds: adaptation and learning curves, final table")
-    p.add_argument("run_dirs", nargs="+", help="run directories; those differing only in seed form one method")
+    p.add_argument("run_dirs", nargs="+", help="run directories, or sweep directories (their runs); runs differing "
+                                                 "only in seed form one method (a sweep: one per grid point)")
     p.add_argument("--out", help="output folder (default reports/<timestamp>)")
     p.add_argument("--format", choices=("html", "md"), default="html",
                    help="one self-contained HTML file (default) or Markdown linking the PNG figures")

@@ -1,8 +1,8 @@
-"""Runs on a Ray cluster (https://docs.ray.io): :func:`train_on_cluster` runs each seed of ``metarl train --seeds ...
---ray-address`` as a Ray task that trains exactly as ``metarl train`` does locally, writing its run directory (and
-its output to ``train.log`` there) from the node it runs on: the run directories must lie on a filesystem that the
-driver and every node share, at the same path (NFS, say). A task whose node is lost is retried by Ray, resuming the
-run from its last checkpoint.
+"""Runs on a Ray cluster (https://docs.ray.io): :func:`train_on_cluster` runs each run of ``metarl train --seeds ...
+--ray-address`` (each seed; with ``--sweep``, each grid point and seed) as a Ray task that trains exactly as ``metarl
+train`` does locally, writing its run directory (and its output to ``train.log`` there) from the node it runs on: the
+run directories must lie on a filesystem that the driver and every node share, at the same path (NFS, say). A task
+whose node is lost is retried by Ray, resuming the run from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -49,29 +49,30 @@ def _train_on_node(config: dict[str, Any], run_dir: str, fresh: bool) -> int:
             return 1
 
 
-def train_on_cluster(runs: Sequence[tuple[int, Path, dict[str, Any]]], address: str | None) -> dict[int, int]:
-    """Each ``(seed, run directory, run config)`` as a Ray task running ``metarl train`` (reserving the config's
-    ``torch_threads`` CPUs), all at once as the cluster allows; returns each seed's exit code as it finishes."""
+def train_on_cluster(runs: Sequence[tuple[str, Path, dict[str, Any]]], address: str | None) -> dict[str, int]:
+    """Each ``(label, run directory, run config)`` as a Ray task running ``metarl train`` (reserving the config's
+    ``torch_threads`` CPUs), all at once as the cluster allows; returns each run's exit code by label, reporting
+    each as it finishes."""
     ray = ray_module()
     connect(address)
     remote = ray.remote(_train_on_node)
     pending = {}
-    for seed, run_dir, config in runs:
+    for label, run_dir, config in runs:
         run_dir = run_dir.resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         task = remote.options(num_cpus=config.get("torch_threads", 1))
-        pending[task.remote(config, str(run_dir), not (run_dir / "config.yaml").exists())] = (seed, run_dir)
-    codes: dict[int, int] = {}
+        pending[task.remote(config, str(run_dir), not (run_dir / "config.yaml").exists())] = (label, run_dir)
+    codes: dict[str, int] = {}
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
-        seed, run_dir = pending.pop(ref)
+        label, run_dir = pending.pop(ref)
         try:
-            codes[seed] = ray.get(ref)
+            codes[label] = ray.get(ref)
         except ray.exceptions.RayTaskError as err:
-            print(f"seed {seed}: {first_line(err.cause if isinstance(err.cause, Exception) else err)}", flush=True)
-            codes[seed] = 2 if isinstance(err.cause, MetaRLError) else 1
+            print(f"{label}: {first_line(err.cause if isinstance(err.cause, Exception) else err)}", flush=True)
+            codes[label] = 2 if isinstance(err.cause, MetaRLError) else 1
         except ray.exceptions.RayError as err:  # its node lost more often than Ray retries a task
-            print(f"seed {seed}: lost on the cluster: {first_line(err)}", flush=True)
-            codes[seed] = 1
-        print(f"seed {seed} finished with exit code {codes[seed]}: {run_dir}", flush=True)
+            print(f"{label}: lost on the cluster: {first_line(err)}", flush=True)
+            codes[label] = 1
+        print(f"{label} finished with exit code {codes[label]}: {run_dir}", flush=True)
     return codes
