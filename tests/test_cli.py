@@ -41,6 +41,11 @@ def test_config_reference_is_generated_from_the_config_classes(capsys):
     out = capsys.readouterr().out
     assert "torch_threads          int              default 1, accepted in [1, 1024]" in out
     assert "intra-op threads" in out and "agents (metarl config AGENT for their fields): maml," in out
+    sampler = out.split("\nsampler (the run config's sampler section", 1)[1]
+    assert "backend                str              default 'local', accepted 'local', 'ray'" in sampler
+    assert "max_failures           int              default 3, accepted >= 0" in sampler
+    assert [line.split()[0] for line in sampler.splitlines()[1::2][:6]] == \
+        ["backend", "workers", "address", "cpus_per_worker", "max_failures", "env_workers"]
     assert main(["config", "protonet", "--markdown"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == [f.name for f in dataclasses.fields(ProtoNetConfig)]

@@ -729,11 +729,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seeds", type=int, nargs="+", metavar="K",
-                   help="one run per seed, in <run-dir>-seed<K> (default runs/<config>-seed<K>); overrides go before")
+                   help="one run per seed, in <run-dir>-seed<K> (default runs/<config>-seed<K>; with --sweep, "
+                        "<run-dir>/KEY=V,...-seed<K>); overrides go before")
     p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
                    help="one run per combination of the values of every --sweep (times --seeds, default the config's "
-                        "seed), in <run-dir>/KEY=V,...-seed<K> (default run-dir runs/<config>), listed in "
-                        "<run-dir>/sweep.json; e.g. --sweep agent_config.inner_lr=0.05,0.1")
+                        "seed), in <run-dir>/KEY=V,...-seed<K> (each key by its last part: --sweep "
+                        "agent_config.inner_lr=0.05,0.1 gives inner_lr=0.05-seed0 and inner_lr=0.1-seed0; default "
+                        "run-dir runs/<config>), listed in <run-dir>/sweep.json")
     p.add_argument("--parallel", type=int, metavar="N",
                    help="with --seeds or --sweep: up to N runs at once, in subprocesses")
     p.add_argument("--ray-address", metavar="ADDR",
