@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.contract import Capability
+from metarl.errors import ConfigError
 from metarl.guards import check_count, check_tasks
 from metarl.networks.nets import mlp
 from metarl.rl.replay import ReplayBuffer
@@ -72,7 +73,7 @@ from metarl.rl.video import VideoPolicies
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource
 
-__all__ = ["PEARL", "ContextEncoder", "PEARLConfig", "kl_to_prior", "product_of_gaussians"]
+__all__ = ["PEARL", "ContextEncoder", "PEARLConfig", "PosteriorOnGivenEpisodes", "kl_to_prior", "product_of_gaussians"]
 
 CRITIC_REWARDS = ("env", "dense")
 MIN_VARIANCE = 1e-7  # each factor's variance is clamped here (oyster's _product_of_gaussians)
@@ -161,6 +162,11 @@ def _sample(mu: torch.Tensor, var: torch.Tensor, generator: torch.Generator) -> 
     return mu + var.sqrt() * torch.randn(mu.shape, generator=generator)
 
 
+def _evaluation_generator(seed: int) -> torch.Generator:
+    """The generator of an evaluation's ``z`` draws, from its seed."""
+    return torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**63)))
+
+
 class LatentActor(Memoryless):
     """Acts in the sampler for ``K`` tasks, one episode each, with the policy conditioned on each task's ``z``."""
 
@@ -180,7 +186,7 @@ class LatentActor(Memoryless):
 class PEARL:
     learns_from: ClassVar[type] = EnvironmentFamily
     metric = "return"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS, Capability.ADAPT_ON_GIVEN_EPISODES})
 
     def __init__(self, family: TaskSource, config: PEARLConfig, seed: int = 0, sampler: EpisodeSampler | None = None):
         self.family, self.config = family, config
@@ -257,6 +263,19 @@ class PEARL:
         if self.config.use_next_obs_in_context:
             parts.append(batch["next_obs"])
         return np.concatenate(parts, axis=-1)
+
+    def _context(self, episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every transition of ``episodes`` as the encoder reads it, each task's in order: ``[K, E * T, in]`` (padding
+        zeros), and their mask ``[K, E * T]``."""
+        obs, mask = episodes.obs, episodes.mask
+        parts = [obs, 2.0 * (episodes.actions - self.low) / (self.high - self.low) - 1.0, episodes.rewards[..., None]]
+        if self.config.use_next_obs_in_context:  # s': the next step's observation, after the last step last_obs
+            next_obs = torch.cat([obs[:, :, 1:], torch.zeros_like(obs[:, :, :1])], dim=2)
+            k, e = torch.meshgrid(torch.arange(obs.shape[0]), torch.arange(obs.shape[1]), indexing="ij")
+            next_obs[k, e, episodes.lengths - 1] = episodes.last_obs
+            parts.append(next_obs)
+        rows = torch.cat(parts, dim=-1).float() * mask[..., None]
+        return rows.flatten(1, 2), mask.flatten(1, 2)
 
     def _buffer_context(self, indices: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """``embedding_batch_size`` transitions of each task's encoder buffer: ``[K, N, in]``."""
@@ -394,24 +413,33 @@ class PEARL:
         the context gathered (``[K, trajectories * horizon, in]``) and its mask. One sampler call per trajectory
         rather than a trial: the posterior between them reads whole transitions, ``s'`` included, from the
         episodes returned."""
-        c = self.config
-        rng = np.random.default_rng(seed)
-        generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+        generator = _evaluation_generator(seed)
         context = torch.zeros(len(tasks), 0, self.context_dim)
         mask = torch.zeros(len(tasks), 0)
         returns = []
         for j in range(trajectories):
-            if j < c.num_exp_traj_eval:
-                z = torch.randn(len(tasks), c.latent_size, generator=generator)
-            else:
-                z = _sample(*self.encoder(context, mask), generator)
-            episodes = self._run(tasks, z, derive_seed(seed, j), c.eval_deterministic)
+            z = self._latent(context, mask, j, generator)
+            episodes = self._run(tasks, z, derive_seed(seed, j), self.config.eval_deterministic)
             returns.append(episodes.episode_returns()[:, 0].numpy())
-            rows = torch.zeros(len(tasks), self.horizon, self.context_dim)
-            for k, step in enumerate(self._transitions(episodes)):
-                rows[k, : len(step["obs"])] = torch.as_tensor(self._context_rows(step))
-            context, mask = torch.cat([context, rows], dim=1), torch.cat([mask, episodes.mask[:, 0]], dim=1)
+            rows, rows_mask = self._context(episodes)
+            context, mask = torch.cat([context, rows], dim=1), torch.cat([mask, rows_mask], dim=1)
         return np.stack(returns), context, mask
+
+    def _latent(self, context: torch.Tensor, mask: torch.Tensor, trajectories: int,
+                generator: torch.Generator) -> torch.Tensor:
+        """``z`` of each task's next trajectory in an evaluation after ``trajectories``: from the prior for the first
+        ``num_exp_traj_eval``, then from the posterior over the context gathered (``[K, N, in]``, mask ``[K, N]``)."""
+        if trajectories < self.config.num_exp_traj_eval:
+            return torch.randn(len(context), self.config.latent_size, generator=generator)
+        return _sample(*self.encoder(context, mask), generator)
+
+    def episode_adaptation(self, episodes_per_step: int) -> PosteriorOnGivenEpisodes:
+        """The evaluation's ``z`` through episodes another loop runs (:class:`PosteriorOnGivenEpisodes`); refused with
+        ``use_next_obs_in_context``, whose context needs the observation after an episode's last step."""
+        if self.config.use_next_obs_in_context:
+            raise ConfigError("PEARL with use_next_obs_in_context=True reads the observation after an episode's last "
+                              "step, which episodes run by another loop (Meta-World's protocol) do not give")
+        return PosteriorOnGivenEpisodes(self)
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """Returns of trajectories ``1..steps+1`` in sequence on each task: ``[steps + 1, len(tasks)]``."""
@@ -465,3 +493,34 @@ class PEARL:
                 b.clear()
                 if str(i) in saved:
                     b.load_state_dict(saved[str(i)])
+
+
+class PosteriorOnGivenEpisodes:
+    """PEARL's :class:`metarl.contract.EpisodeAdaptation`: ``z`` drawn as :meth:`PEARL._trial` draws it, once per
+    adaptation step rather than per trajectory: from the prior until ``num_exp_traj_eval`` episodes have run, then
+    from the posterior over the transitions of every adaptation episode of the round; the evaluation episodes act
+    with the last. With one episode per step the episodes are those of ``_trial`` (trajectory ``j`` is the
+    sampler call seeded ``(seed, j)``)."""
+
+    def __init__(self, agent: PEARL):
+        self.agent = agent
+
+    def begin(self, tasks: list[Task], seed: int) -> None:
+        self.seed, self.generator = seed, _evaluation_generator(seed)
+        self.context, self.mask = torch.zeros(len(tasks), 0, self.agent.context_dim), torch.zeros(len(tasks), 0)
+        self.before = 0  # episodes run before the current step's
+        self._draw()
+
+    def adapt(self, episodes: Episodes) -> None:
+        rows, mask = self.agent._context(episodes)
+        self.context, self.mask = torch.cat([self.context, rows], dim=1), torch.cat([self.mask, mask], dim=1)
+        self.before += episodes.mask.shape[1]
+        self._draw()
+
+    def stream(self, step: int, episode: int) -> tuple[int, int, int]:
+        return derive_seed(self.seed, self.before + episode), 1, 0
+
+    @torch.no_grad()
+    def _draw(self) -> None:
+        z = self.agent._latent(self.context, self.mask, self.before, self.generator)
+        self.actor = LatentActor(self.agent, z, self.agent.config.eval_deterministic)

@@ -35,7 +35,7 @@ from metarl.contract import Capability
 from metarl.guards import check_count, check_tasks
 from metarl.rl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
 from metarl.rl.returns import gae
-from metarl.rl.sampler import Controller, EpisodeSampler, Sampler, Trials
+from metarl.rl.sampler import Controller, Episodes, EpisodeSampler, Sampler, Trials
 from metarl.rl.trpo import TRPOConfig, kl_hessian_product, trpo_step
 from metarl.rl.video import VideoPolicies, recurrent_policies, run_episode
 from metarl.seeding import derive_seed
@@ -146,7 +146,7 @@ class RL2:
     learns_from: ClassVar[type] = EnvironmentFamily
     metric = "return"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT_IN_CONTEXT, Capability.VIDEOS,
-                                                               Capability.SUCCESS})
+                                                               Capability.SUCCESS, Capability.ADAPT_ON_GIVEN_EPISODES})
 
     def __init__(self, family: TaskSource, config: RL2Config, seed: int = 0, sampler: EpisodeSampler | None = None):
         self.family, self.config = family, config
@@ -312,6 +312,10 @@ class RL2:
             env.close()
         return controller
 
+    def episode_adaptation(self, episodes_per_step: int) -> TrialOnGivenEpisodes:
+        """One trial through episodes another loop runs (:class:`TrialOnGivenEpisodes`)."""
+        return TrialOnGivenEpisodes(self.policy)
+
     def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies:
         """Episode 1 of a trial against its last episode (``steps`` is unused;
         :func:`metarl.rl.video.recurrent_policies`)."""
@@ -334,3 +338,21 @@ class RL2:
             self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.popart.load_state_dict(state["return_stats"])
+
+
+class TrialOnGivenEpisodes:
+    """RL²'s :class:`metarl.contract.EpisodeAdaptation`: one trial per task through every episode of a round, the
+    hidden state carried from the adaptation episodes into the evaluation episodes; an adaptation step changes
+    nothing. The episodes draw as ``run_trials`` with one trial per task draws episode ``j`` of the trial."""
+
+    def __init__(self, policy: RecurrentPolicy):
+        self.actor = RecurrentActor(policy)
+
+    def begin(self, tasks: list[Task], seed: int) -> None:
+        self.seed, self.before = seed, 0  # episodes of the trial before the current step's
+
+    def adapt(self, episodes: Episodes) -> None:
+        self.before += episodes.mask.shape[1]
+
+    def stream(self, step: int, episode: int) -> tuple[int, int, int]:
+        return self.seed, 1, self.before + episode

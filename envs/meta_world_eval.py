@@ -17,26 +17,33 @@ against 3) the other environments' episodes are not counted, and since successfu
 are the ones counted first: the rate leans towards success. With one environment per class
 (``meta_batch_size`` = the number of test classes) every episode counts, one goal per class per round.
 
-:class:`MetaWorldAgent` presents a metarl agent as Meta-World's ``MetaLearningAgent``:
+:class:`MetaWorldAgent` presents a metarl agent as Meta-World's ``MetaLearningAgent``. The agent declares
+:attr:`metarl.contract.Capability.ADAPT_ON_GIVEN_EPISODES` and gives an :class:`metarl.contract.EpisodeAdaptation`
+(the adapter refuses any other agent, naming it and the capability); environment ``k`` is its task ``k``:
 
-- a MAML-RL agent (MAML-TRPO, ProMP) acts with its meta-parameters, one copy per environment; ``adapt()``
-  takes one inner policy-gradient step per environment on that environment's adaptation episodes (the
-  agent's own advantages and inner step); the evaluation episodes act with the adapted parameters;
+- MAML-TRPO and ProMP act with their meta-parameters, one copy per environment; ``adapt()`` takes one inner
+  policy-gradient step per environment on that environment's adaptation episodes (the agent's own advantages
+  and inner step); the evaluation episodes act with the adapted parameters;
 - RL² runs the adaptation and the evaluation episodes as one trial, its hidden state carried throughout and
-  reset by ``init()`` only.
+  reset by ``init()`` only;
+- PEARL acts with ``z`` from the prior, then, after each adaptation step, from the posterior over the context of
+  every adaptation episode so far (the prior's while fewer than its ``num_exp_traj_eval`` episodes have run).
 
 Its randomness follows the sampler's streams (:func:`metarl.seeding.episode_streams`): round ``i`` has the seed
-``(seed, i)``; a MAML agent's adaptation step ``s`` (the evaluation after ``S`` steps: ``s = S``) is sampled
-as its ``collect`` samples step ``s`` with ``episodes_per_task = adaptation_episodes`` (environment ``k``'s
-episode ``e`` is slot ``e`` of task index ``k``); RL²'s trial is ``run_trials`` with one trial per task. On the
-same goals, the adaptation and evaluation episodes are therefore those of our own evaluation, and so are the
-adapted parameters, to rounding (the policy runs on batches of another shape; tested).
+``(seed, i)``, and each episode draws from the stream the agent's own evaluation gives it
+(``EpisodeAdaptation.stream``): a MAML agent's adaptation step ``s`` (the evaluation after ``S`` steps: ``s = S``)
+as its ``collect`` samples step ``s`` with ``episodes_per_task = adaptation_episodes``; RL²'s trial as
+``run_trials`` with one trial per task; PEARL's episode ``j`` of the round as trajectory ``j`` of its evaluation.
+On the same goals, the adaptation and evaluation episodes are therefore those of our own evaluation, and so are
+the adapted parameters (to rounding: the policy runs on batches of another shape), RL²'s hidden state and, with
+one adaptation episode per step, PEARL's ``z`` (tested).
 
-Two things the protocol does not give an agent: the observation after an episode's last step (so agents
-that bootstrap at the time limit are refused) and, in the evaluation episodes, the rewards. An in-context
-agent reads the previous reward from the observation, which the environments carry with Meta-World's
-``RNNBasedMetaRLWrapper`` (raw rewards), except at the first step of an episode, where the wrapper writes
-zeros: there the adapter passes on the last reward it read (that of the step before the last).
+Two things the protocol does not give an agent: the observation after an episode's last step (so agents that
+read it, MAML-RL with ``bootstrap_time_limit`` and PEARL with ``use_next_obs_in_context``, are refused) and, in
+the evaluation episodes, the rewards. An in-context agent reads the previous reward from the observation, which
+the environments carry with Meta-World's ``RNNBasedMetaRLWrapper`` (raw rewards), except at the first step of an
+episode, where the wrapper writes zeros: there the adapter passes on the last reward it read (that of the step
+before the last).
 """
 
 from __future__ import annotations
@@ -48,11 +55,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarl.contract import Capability, require
 from metarl.errors import ConfigError
-from metarl.networks.functional import Params, stack
-from metarl.rl.meta_rl import MAMLRLAgent
-from metarl.rl.recurrent import RecurrentActor, RecurrentPolicy
-from metarl.rl.sampler import Actor, Episodes, MLPActor, _where, noise_shape
+from metarl.rl.sampler import Episodes, _where, noise_shape
 from metarl.seeding import derive_seed, episode_streams
 from metarl.task import Task
 
@@ -62,22 +67,14 @@ __all__ = ["MetaWorldAgent", "make_test_envs", "metaworld_evaluation"]
 
 
 class MetaWorldAgent:
-    """A trained MAML-RL or RL² agent as ``metaworld.evaluation.MetaLearningAgent``, acting on ``envs`` (from
-    :func:`make_test_envs`) with ``adaptation_episodes`` episodes per adaptation step, its draws derived from ``seed``."""
+    """A trained agent (with :attr:`Capability.ADAPT_ON_GIVEN_EPISODES`) as ``metaworld.evaluation.MetaLearningAgent``,
+    acting on ``envs`` (from :func:`make_test_envs`) with ``adaptation_episodes`` episodes per adaptation step, its
+    draws derived from ``seed``."""
 
     def __init__(self, agent: Any, envs: Any, family: MetaWorldFamily, adaptation_episodes: int, seed: int):
-        self.agent, self.envs, self.family, self.seed = agent, envs, family, seed
-        self.horizon, self.adaptation_episodes = family.horizon, adaptation_episodes
-        if isinstance(agent, MAMLRLAgent):
-            if agent.config.bootstrap_time_limit:
-                raise ConfigError("Meta-World's protocol gives an agent no observation after an episode's last step: "
-                                  "an agent with bootstrap_time_limit=True cannot be scored by it")
-            self.inner_steps = True
-        elif isinstance(getattr(agent, "policy", None), RecurrentPolicy):
-            self.inner_steps = False
-        else:
-            raise ConfigError(f"{type(agent).__name__} cannot be scored by Meta-World's protocol; accepted: MAML-RL "
-                              "agents (maml_trpo, promp) and RL² (rl2)")
+        require(agent, Capability.ADAPT_ON_GIVEN_EPISODES, "be scored by Meta-World's protocol")
+        self.adaptation = agent.episode_adaptation(adaptation_episodes)
+        self.envs, self.family, self.seed, self.horizon = envs, family, seed, family.horizon
         probe = family.make_env(family.test_tasks[0])
         self.space = probe.action_space  # actions go to the environments as the sampler sends them: of this dtype
         probe.close()
@@ -86,18 +83,14 @@ class MetaWorldAgent:
 
     # -- the protocol -----------------------------------------------------------------------------
     def init(self) -> None:
-        """A new round: the meta-parameters (or a fresh hidden state) on every environment."""
+        """A new round: the agent's adaptation begins on the goals the environments now hold."""
         n = self.envs.num_envs
         self.round += 1
         self.adapt_steps = 0
         self.tasks = self._current_tasks()
-        if self.inner_steps:
-            self.params: Params = stack({k: v.detach().clone() for k, v in self.agent.policy.params().items()}, n)
-            self.actor: Actor = MLPActor(self.agent.policy, self.params)
-        else:
-            self.actor = RecurrentActor(self.agent.policy)
-        self.state = self.actor.initial_state(n)
-        self.episode = np.zeros(n, dtype=np.int64)  # of the adaptation step (MAML) or of the trial (RL²)
+        self.adaptation.begin(self.tasks, derive_seed(self.seed, self.round))
+        self.state = self.adaptation.actor.initial_state(n)
+        self.episode = np.zeros(n, dtype=np.int64)  # of the adaptation step, or of the evaluation
         self.t = np.zeros(n, dtype=np.int64)  # steps taken in the current episode
         self.noise = torch.zeros(n, self.horizon, *noise_shape(self.space))
         self.pending = np.zeros(n, dtype=bool)  # acted in the evaluation, outcome not yet observed
@@ -107,15 +100,14 @@ class MetaWorldAgent:
 
     def adapt_action(self, observations: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         starting, action, log_prob = self._act(observations)
-        if self.inner_steps:  # what the inner step will read
-            obs = torch.as_tensor(np.asarray(observations)[:, : self.obs_dim], dtype=torch.float32)
-            for k in range(len(action)):
-                if starting[k]:
-                    self.records[k].append({"obs": [], "actions": [], "log_probs": [], "rewards": [], "done": False})
-                record = self.records[k][-1]
-                record["obs"].append(obs[k])
-                record["actions"].append(action[k])
-                record["log_probs"].append(log_prob[k])
+        obs = torch.as_tensor(np.asarray(observations)[:, : self.obs_dim], dtype=torch.float32)
+        for k in range(len(action)):  # what the adaptation step will read
+            if starting[k]:
+                self.records[k].append({"obs": [], "actions": [], "log_probs": [], "rewards": [], "done": False})
+            record = self.records[k][-1]
+            record["obs"].append(obs[k])
+            record["actions"].append(action[k])
+            record["log_probs"].append(log_prob[k])
         return self._clipped(action), {"log_prob": log_prob.numpy()}
 
     def step(self, timestep: Any) -> None:
@@ -123,22 +115,18 @@ class MetaWorldAgent:
         rewards = torch.as_tensor(np.asarray(timestep.reward, dtype=np.float32))
         done = np.logical_or(timestep.terminated, timestep.truncated)
         self._observe(np.ones(len(done), dtype=bool), rewards, done)
-        if self.inner_steps:
-            for k in range(len(done)):
-                self.records[k][-1]["rewards"].append(rewards[k])
-                self.records[k][-1]["done"] = bool(done[k])
+        for k in range(len(done)):
+            self.records[k][-1]["rewards"].append(rewards[k])
+            self.records[k][-1]["done"] = bool(done[k])
         self._end_episodes(done)
 
     def adapt(self) -> None:
-        """One inner step per environment on its adaptation episodes (MAML); nothing for RL², whose hidden state
-        has adapted. The evaluator resets every environment next."""
+        """The agent's adaptation step on the step's episodes (an inner step, a posterior; nothing for RL², whose
+        hidden state has adapted). The evaluator resets every environment next."""
         self._end_episodes(self.t > 0)
-        if self.inner_steps:
-            episodes = self._episodes()
-            self.params = self.agent._adapt_on(self.params, episodes, self.agent.advantages(episodes))
-            self.actor = MLPActor(self.agent.policy, self.params)
-            self.episode[:] = 0
-            self.records = [[] for _ in range(len(self.records))]
+        self.adaptation.adapt(self._episodes())
+        self.episode[:] = 0
+        self.records = [[] for _ in range(len(self.records))]
         self.adapt_steps += 1
 
     def eval_action(self, observations: np.ndarray) -> np.ndarray:
@@ -161,27 +149,23 @@ class MetaWorldAgent:
     # -- acting -----------------------------------------------------------------------------------
     def _stream(self, k: int) -> tuple[int, torch.Tensor]:
         """The episode-start seed and the action noise ``[horizon, ...]`` of environment ``k``'s current episode."""
-        round_seed = derive_seed(self.seed, self.round)
-        if self.inner_steps:  # episode e of the step: slot e % E of the call's episode e // E
-            per_task, (j, row) = self.adaptation_episodes, divmod(int(self.episode[k]), self.adaptation_episodes)
-            seed = derive_seed(round_seed, self.adapt_steps)
-        else:  # episode j of a trial, one trial per task
-            per_task, j, row, seed = 1, int(self.episode[k]), 0, round_seed
+        seed, per_task, index = self.adaptation.stream(self.adapt_steps, int(self.episode[k]))
+        j, row = divmod(index, per_task)  # slot index % per_task of the call's episode index // per_task
         streams = episode_streams(seed, [k], per_task, j, self.horizon, noise_shape(self.space))
         return int(streams.starts[row]), streams.noise[row]
 
     def _act(self, observations: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """Which environments start an episode, and the actions (unclipped) and their log-probabilities."""
-        starting = self.t == 0
+        starting, actor = self.t == 0, self.adaptation.actor
         if starting.any():
             starts = np.zeros(len(starting), dtype=np.uint32)
             for k in np.flatnonzero(starting):
                 starts[k], self.noise[k] = self._stream(k)
-            self.state = _where(torch.from_numpy(starting), self.actor.begin_episode(self.state, starts), self.state)
+            self.state = _where(torch.from_numpy(starting), actor.begin_episode(self.state, starts), self.state)
         obs = torch.as_tensor(np.asarray(observations)[:, : self.obs_dim], dtype=torch.float32)
         with torch.no_grad():
-            action, log_prob, self.state = self.actor.act(obs, self.state,
-                                                          self.noise[torch.arange(len(obs)), torch.from_numpy(self.t)])
+            action, log_prob, self.state = actor.act(obs, self.state,
+                                                     self.noise[torch.arange(len(obs)), torch.from_numpy(self.t)])
         self.last_action = action
         self.t += 1
         self.env_steps += len(obs)
@@ -193,7 +177,8 @@ class MetaWorldAgent:
     def _observe(self, which: np.ndarray, rewards: torch.Tensor, done: np.ndarray) -> None:
         keep = torch.from_numpy(which)
         with torch.no_grad():
-            after = self.actor.observe(self.state, self.last_action, rewards, torch.from_numpy(done.astype(np.float32)))
+            after = self.adaptation.actor.observe(self.state, self.last_action, rewards,
+                                                  torch.from_numpy(done.astype(np.float32)))
         self.state = _where(keep, after, self.state)
         self.last_reward = torch.where(keep, rewards, self.last_reward)
         self.pending[which] = False
@@ -202,7 +187,7 @@ class MetaWorldAgent:
         self.episode[ended] += 1
         self.t[ended] = 0
 
-    # -- what an inner step reads -----------------------------------------------------------------
+    # -- what an adaptation step reads ---------------------------------------------------------------
     def _episodes(self) -> Episodes:
         """Each environment's finished adaptation episodes as the sampler returns them, padded to the horizon."""
         count = min(sum(r["done"] for r in records) for records in self.records)
@@ -218,7 +203,7 @@ class MetaWorldAgent:
                 rewards[k, e, :length] = torch.stack(record["rewards"])
                 log_probs[k, e, :length] = torch.stack(record["log_probs"])
                 mask[k, e, :length] = 1.0
-        # The inner step reads no final observation (bootstrap_time_limit is refused): zeros stand in for it.
+        # No final observation is given (the agents that read it refuse the protocol): zeros stand in for it.
         return Episodes(tasks=self.tasks, obs=obs, actions=actions, rewards=rewards, mask=mask, log_probs=log_probs,
                         last_obs=torch.zeros(n, count, self.obs_dim),
                         terminated=torch.zeros(n, count, dtype=torch.bool))

@@ -23,11 +23,12 @@ from metarl.errors import ConfigError
 from metarl.task import EnvironmentFamily, Task, missing_members, provides
 
 if TYPE_CHECKING:
+    from metarl.rl.sampler import Actor, Episodes
     from metarl.rl.video import VideoPolicies
 
-__all__ = ["CAPABILITY_PROTOCOLS", "METRICS", "AdaptsByInnerSteps", "AdaptsInContext", "Adaptation", "Agent",
-           "AgentConfig", "Capability", "HasStepSize", "MakesVideos", "ReportsEvaluationInfo", "check_agent",
-           "check_source", "require", "step_size_config", "with_step_size"]
+__all__ = ["CAPABILITY_PROTOCOLS", "METRICS", "AdaptsByInnerSteps", "AdaptsInContext", "AdaptsOnGivenEpisodes",
+           "Adaptation", "Agent", "AgentConfig", "Capability", "EpisodeAdaptation", "HasStepSize", "MakesVideos",
+           "ReportsEvaluationInfo", "check_agent", "check_source", "require", "step_size_config", "with_step_size"]
 
 METRICS = ("return", "accuracy", "mse")  # what an adaptation curve scores: returns, accuracy in percent, MSE
 
@@ -47,6 +48,8 @@ class Capability(enum.StrEnum):
     EVALUATION_INFO = "evaluation_info"  # ReportsEvaluationInfo: what it measured beside its curve, in eval.json
     STEP_SIZE = "step_size"  # HasStepSize: its adaptation's step size is a config field (metarl eval --step-size)
     SUCCESS = "success"  # ReportsSuccess: the success rate beside its curve, where environments report info["success"]
+    ADAPT_ON_GIVEN_EPISODES = "adapt_on_given_episodes"  # AdaptsOnGivenEpisodes: acts and adapts in episodes another
+    # loop runs (metarl eval --protocol metaworld: Meta-World's evaluator)
 
 
 class Agent(Protocol):
@@ -103,6 +106,36 @@ class AdaptsInContext(Protocol):
     def adapt(self, task: Task | Mapping[str, Any], episodes: int | None = None, seed: int = 0) -> Adaptation: ...
 
 
+class EpisodeAdaptation(Protocol):
+    """An agent's adaptation to ``n`` tasks in episodes that another loop runs (Meta-World's evaluator, through
+    :mod:`metarl.envs.meta_world_eval`), round by round: ``begin(tasks, seed)``; then adaptation steps, each some
+    episodes on every task acted by ``actor`` and handed over, padded to the horizon, to ``adapt``, which sets the
+    actor of what follows; then the evaluation episodes, acted by ``actor``. The caller carries the actor's state
+    through the whole round. Episode ``episode`` of step ``step`` (the evaluation's: the number of adaptation steps)
+    on task ``k`` draws its randomness as slot ``index % per_task`` of episode ``index // per_task`` of task ``k`` in
+    a sampler call seeded ``seed``, where ``(seed, per_task, index) = stream(step, episode)``: as the agent's own
+    evaluation draws it."""
+
+    actor: Actor
+
+    def begin(self, tasks: list[Task], seed: int) -> None: ...
+
+    def adapt(self, episodes: Episodes) -> None:
+        """After an adaptation step: its episodes ``[n, E, horizon]``, with no observation after an episode's last
+        step (``last_obs`` is zeros)."""
+        ...
+
+    def stream(self, step: int, episode: int) -> tuple[int, int, int]: ...
+
+
+class AdaptsOnGivenEpisodes(Protocol):
+    """:attr:`Capability.ADAPT_ON_GIVEN_EPISODES`: an :class:`EpisodeAdaptation` whose adaptation steps have
+    ``episodes_per_step`` episodes per task; an agent whose configured adaptation needs what such a loop does not
+    give (the observation after an episode's last step) refuses it with a ``ConfigError``."""
+
+    def episode_adaptation(self, episodes_per_step: int) -> EpisodeAdaptation: ...
+
+
 class MakesVideos(Protocol):
     """:attr:`Capability.VIDEOS`: the policy before and after ``steps`` steps of adaptation to ``task``, each
     acting through an episode (:mod:`metarl.rl.video` renders them side by side)."""
@@ -142,6 +175,7 @@ CAPABILITY_PROTOCOLS: dict[Capability, type] = {
     Capability.EVALUATION_INFO: ReportsEvaluationInfo,
     Capability.STEP_SIZE: HasStepSize,
     Capability.SUCCESS: ReportsSuccess,
+    Capability.ADAPT_ON_GIVEN_EPISODES: AdaptsOnGivenEpisodes,
 }
 
 

@@ -1,4 +1,5 @@
-"""Meta-World's own evaluator scores metarl agents: end to end on a tiny budget, and exactly as our evaluation.
+"""Meta-World's own evaluator scores metarl agents (MAML-TRPO, ProMP, RL², PEARL): end to end on a tiny budget,
+and exactly as our evaluation.
 
 Meta-World's evaluator takes its goal count and rounds as arguments (``total_tasks_per_cls`` of
 ``make_ml_envs_test``, ``num_evals``): nothing is hard-coded to 40 goals. The budget here is 2 goals, 2
@@ -10,11 +11,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from metarl.agents import MAMLTRPO, RL2, MAMLTRPOConfig, ProMP, ProMPConfig, RL2Config
+from metarl.agents import MAMLTRPO, PEARL, RL2, MAMLTRPOConfig, PEARLConfig, ProMP, ProMPConfig, RL2Config
 from metarl.envs.meta_world_eval import MetaWorldAgent, make_test_envs, metaworld_evaluation
 from metaworld.evaluation import metalearning_evaluation
 
 import metarl
+from metarl.contract import Capability
 from metarl.errors import ConfigError
 from metarl.rl.recurrent import RecurrentActor
 from metarl.rl.sampler import Sampler
@@ -37,25 +39,24 @@ def envs(family):
 
 
 class Recording(MetaWorldAgent):
-    """Keeps what the agent acted with after each adaptation step."""
+    """Keeps RL²'s hidden state after each adaptation step (the evaluation episodes carry it on)."""
 
     def adapt(self) -> None:
         super().adapt()
-        self.adapted = ({k: v.clone() for k, v in self.params.items()} if self.inner_steps
-                        else self.state["hidden"].clone())
+        self.adapted = self.state["hidden"].clone()
 
 
 @pytest.mark.parametrize("agent_cls, config_cls", [(MAMLTRPO, MAMLTRPOConfig), (ProMP, ProMPConfig)])
 def test_maml_agents_adapt_and_score_exactly_as_in_our_evaluation(family, envs, agent_cls, config_cls):
     agent = agent_cls(family, config_cls(meta_batch_size=2, episodes_per_task=3, hidden_sizes=[16]), seed=1)
-    adapter = Recording(agent, envs, family, 3, SEED)
+    adapter = MetaWorldAgent(agent, envs, family, 3, SEED)
     success, mean_return, per_class = metalearning_evaluation(adapter, envs, num_evals=1, adaptation_steps=1,
                                                               adaptation_episodes=3, evaluation_episodes=2)
     assert [t["rand_vec"] for t in adapter.tasks] == [t["rand_vec"] for t in family.test_tasks[:GOALS]]
     ours = agent.collect(family.test_tasks[:GOALS], derive_seed(SEED, 0), steps=1)
     for name, value in ours.query_params.items():  # the same adaptation episodes, so the same inner step (up to
         # rounding: the sampler evaluates the policy on [tasks, episodes] batches, the evaluator's loop on [tasks, 1])
-        torch.testing.assert_close(adapter.adapted[name], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(adapter.adaptation.params[name], value, rtol=1e-5, atol=1e-6)
     # Meta-World's evaluation stops once each class has evaluation_episodes finished episodes: here both
     # environments' first, which no success cut short, so their returns are our query episodes 0
     assert adapter.env_steps == GOALS * HORIZON * (3 + 1)
@@ -74,6 +75,24 @@ def test_rl2_runs_its_trial_through_the_evaluator_as_the_sampler_runs_it(family,
     assert adapter.env_steps == GOALS * HORIZON * 3
 
 
+def test_pearl_draws_z_from_the_adaptation_episodes_as_its_own_evaluation(family, envs):
+    config = PEARLConfig(latent_size=3, encoder_hidden_sizes=[16], hidden_sizes=[16], num_exp_traj_eval=1,
+                         eval_deterministic=False)  # sampled actions: the episodes' streams must agree too
+    agent = PEARL(family, config, seed=1)
+    adapter = MetaWorldAgent(agent, envs, family, 1, SEED)
+    success, mean_return, _ = metalearning_evaluation(adapter, envs, num_evals=1, adaptation_steps=2,
+                                                      adaptation_episodes=1, evaluation_episodes=2)
+    # our evaluation: trajectory 0 with z from the prior, 1 and 2 from the posterior over those before
+    returns, context, mask = agent._trial(family.test_tasks[:GOALS], 3, derive_seed(SEED, 0))
+    torch.testing.assert_close(adapter.adaptation.context, context[:, : 2 * HORIZON], rtol=0, atol=0)
+    torch.testing.assert_close(adapter.adaptation.mask, mask[:, : 2 * HORIZON], rtol=0, atol=0)
+    assert adapter.env_steps == GOALS * HORIZON * 3 and success == 0.0
+    np.testing.assert_allclose(mean_return, returns[2].mean(), rtol=1e-6)  # the evaluation acts as trajectory 2
+    with pytest.raises(ConfigError, match="use_next_obs_in_context"):
+        MetaWorldAgent(PEARL(family, PEARLConfig(use_next_obs_in_context=True, encoder_hidden_sizes=[8],
+                                                 hidden_sizes=[8])), envs, family, 1, 0)
+
+
 def test_metaworld_evaluation_reports_the_evaluator_numbers_and_settings(family, envs):
     agent = MAMLTRPO(family, MAMLTRPOConfig(meta_batch_size=2, episodes_per_task=2, hidden_sizes=[16]), seed=0)
     out = metaworld_evaluation(agent, family, envs, seed=0, num_evals=2, adaptation_episodes=1, evaluation_episodes=1)
@@ -82,7 +101,16 @@ def test_metaworld_evaluation_reports_the_evaluator_numbers_and_settings(family,
     assert out["env_steps"] == 2 * GOALS * HORIZON * 2 and np.isfinite(out["mean_return"])
 
 
+class InnerStepsOnly:
+    """An agent that adapts only on episodes it samples itself."""
+
+    capabilities = frozenset({Capability.ADAPT})
+
+
 def test_what_the_protocol_cannot_score_is_refused(family, envs):
+    with pytest.raises(ConfigError, match="InnerStepsOnly cannot be scored by Meta-World's protocol: it does not have "
+                                          "the capability 'adapt_on_given_episodes'"):
+        MetaWorldAgent(InnerStepsOnly(), envs, family, 2, 0)
     with pytest.raises(ConfigError, match="bootstrap_time_limit"):
         MetaWorldAgent(MAMLTRPO(family, MAMLTRPOConfig(bootstrap_time_limit=True, hidden_sizes=[8])), envs, family,
                        2, 0)

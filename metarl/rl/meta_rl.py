@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from metarl.contract import Capability
+from metarl.errors import ConfigError
 from metarl.guards import check_count, check_tasks
 from metarl.networks.functional import Params, detach, sgd_step, stack
 from metarl.rl.policies import Policy, make_policy
@@ -29,7 +30,7 @@ from metarl.rl.video import VideoPolicies, maml_policies
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
 
-__all__ = ["AdaptedPolicy", "MAMLRLAgent", "MAMLRLConfig", "MetaBatch", "masked_mean"]
+__all__ = ["AdaptedPolicy", "InnerStepsOnGivenEpisodes", "MAMLRLAgent", "MAMLRLConfig", "MetaBatch", "masked_mean"]
 
 INNER_ESTIMATORS = ("vpg", "lvc")
 
@@ -126,7 +127,8 @@ class MAMLRLAgent(ABC):
     learns_from: ClassVar[type] = EnvironmentFamily
     metric = "return"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ADAPT, Capability.VIDEOS,
-                                                               Capability.STEP_SIZE, Capability.SUCCESS})
+                                                               Capability.STEP_SIZE, Capability.SUCCESS,
+                                                               Capability.ADAPT_ON_GIVEN_EPISODES})
     step_size_field: ClassVar[str] = "inner_lr"  # alpha of the inner steps taken at test time
 
     def __init__(self, family: TaskSource, config: MAMLRLConfig, seed: int = 0, sampler: EpisodeSampler | None = None):
@@ -199,6 +201,10 @@ class MAMLRLAgent(ABC):
         return params
 
     # -- sampling ------------------------------------------------------------------------------
+    def meta_parameters(self, n: int) -> Params:
+        """A detached copy of the meta-parameters for each of ``n`` tasks, stacked."""
+        return stack({k: v.detach().clone() for k, v in self.policy.params().items()}, n)
+
     def _adapt_on(self, params: Params, episodes: Episodes, adv: torch.Tensor) -> Params:
         """One inner step for acting (no meta-gradient needed)."""
         params = {k: v.detach().requires_grad_() for k, v in params.items()}
@@ -216,7 +222,7 @@ class MAMLRLAgent(ABC):
             return sampler.sample(tasks, MLPActor(self.policy, params), episodes_per_task=self.config.episodes_per_task,
                                   seed=derive_seed(seed, step))
 
-        params = stack({k: v.detach().clone() for k, v in self.policy.params().items()}, len(tasks))
+        params = self.meta_parameters(len(tasks))
         support, support_adv, support_params = [], [], []
         for step in range(steps):
             episodes = sample(params, step)
@@ -267,6 +273,14 @@ class MAMLRLAgent(ABC):
         return AdaptedPolicy(self.policy, {k: v[0] for k, v in batch.query_params.items()}, task, returns,
                              self.action_space)
 
+    def episode_adaptation(self, episodes_per_step: int) -> InnerStepsOnGivenEpisodes:
+        """Inner steps on episodes another loop runs (:class:`InnerStepsOnGivenEpisodes`); refused with
+        ``bootstrap_time_limit``, whose advantages read the observation after an episode's last step."""
+        if self.config.bootstrap_time_limit:
+            raise ConfigError(f"{type(self).__name__} with bootstrap_time_limit=True reads the observation after an "
+                              "episode's last step, which episodes run by another loop (Meta-World's protocol) do not give")
+        return InnerStepsOnGivenEpisodes(self, check_count("episodes_per_step", episodes_per_step))
+
     def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies:
         """``theta`` against ``theta'`` after ``steps`` inner steps on ``task`` (:func:`metarl.rl.video.maml_policies`)."""
         return maml_policies(self, task, steps, seed)
@@ -302,3 +316,24 @@ class MAMLRLAgent(ABC):
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
+
+
+class InnerStepsOnGivenEpisodes:
+    """A MAML-RL agent's :class:`metarl.contract.EpisodeAdaptation`: the meta-parameters on every task, then one inner
+    step per adaptation step on that step's episodes (the agent's advantages and step size). Step ``s`` draws as
+    :meth:`MAMLRLAgent.collect` samples before inner step ``s`` with ``episodes_per_task = episodes_per_step``, so
+    on the same tasks and seed its episodes, and the adapted parameters, are those of ``collect``."""
+
+    def __init__(self, agent: MAMLRLAgent, episodes_per_step: int):
+        self.agent, self.episodes_per_step = agent, episodes_per_step
+
+    def begin(self, tasks: list[Task], seed: int) -> None:
+        self.seed, self.params = seed, self.agent.meta_parameters(len(tasks))
+        self.actor = MLPActor(self.agent.policy, self.params)
+
+    def adapt(self, episodes: Episodes) -> None:
+        self.params = self.agent._adapt_on(self.params, episodes, self.agent.advantages(episodes))
+        self.actor = MLPActor(self.agent.policy, self.params)
+
+    def stream(self, step: int, episode: int) -> tuple[int, int, int]:
+        return derive_seed(self.seed, step), self.episodes_per_step, episode
