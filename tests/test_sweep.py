@@ -5,6 +5,7 @@ as Ray tasks."""
 import csv
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,11 +64,9 @@ def test_the_report_of_a_sweep_directory_has_one_method_per_grid_point(sweep, tm
     assert [(m["label"], m["seeds"]) for m in methods] == [(name, [3]) for name in NAMES]
 
 
-def test_the_same_sweep_again_refuses_the_runs_it_started_and_another_one_is_refused(sweep, capsys):
-    assert main(["train", QUICK, *TINY, *GRID, "--run-dir", str(sweep)]) == 1
-    err = capsys.readouterr().err
-    assert "4 of 4 runs failed: inner_lr=0.05,horizon=4 seed 3 (exit code 2" in err
-    assert f"already holds a run; pass --resume {sweep / NAMES[0]}-seed3" in err
+def test_the_same_sweep_again_is_refused_naming_resume_and_another_one_is_refused(sweep, capsys):
+    assert main(["train", QUICK, *TINY, *GRID, "--run-dir", str(sweep)]) == 2
+    assert f"holds this sweep, started: continue it with metarl train --resume {sweep}" in capsys.readouterr().err
     assert main(["train", QUICK, *TINY, "--sweep", "agent_config.inner_lr=0.2,0.3", "--run-dir", str(sweep)]) == 2
     assert f"{str(sweep)!r} holds another sweep (sweep.json); choose another --run-dir" in capsys.readouterr().err
 
@@ -100,7 +99,30 @@ def test_a_bad_sweep_is_refused_with_one_line_before_any_run(args, message, tmp_
 
 def test_a_sweep_continues_with_resume_only(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path), "--sweep", "agent_config.inner_lr=0.1,0.2"]) == 2
-    assert "--seeds and --sweep start new runs; continue each one with --resume RUN_DIR" in capsys.readouterr().err
+    assert ("--seeds and --sweep start new runs; continue a run with --resume RUN_DIR, a whole sweep with --resume "
+            "SWEEP_DIR") in capsys.readouterr().err
+
+
+def test_resume_continues_a_killed_sweep_to_the_runs_of_an_uninterrupted_one(tmp_path, capsys):
+    root = tmp_path / "lr"
+    grid = ["--sweep", "agent_config.inner_lr=0.05,0.1", "--seeds", "3", "--run-dir", str(root)]
+    assert main(["train", QUICK, *TINY, "iterations=2", "checkpoint_every=1", *grid]) == 0
+    fresh, cut = root / "inner_lr=0.05-seed3", root / "inner_lr=0.1-seed3"
+    whole = {run: _metrics(run) for run in (fresh, cut)}
+    for path in fresh.iterdir():  # a run that never started ...
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    fresh.rmdir()
+    (cut / "checkpoints" / "iter_000002.pt").unlink()  # ... and one killed in its second iteration
+    (cut / "eval.json").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(root), "--no-progress"]) == 0
+    assert {run: _metrics(run) for run in (fresh, cut)} == whole
+    assert (fresh / "eval.json").is_file() and (cut / "eval.json").is_file()
+    assert main(["train", "--resume", str(root), "iterations=3", "--no-progress"]) == 0  # extended, both continue
+    assert [len(_metrics(run)) for run in (fresh, cut)] == [3, 3]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(root), "iterations=3"]) == 0
+    assert f"every run of the sweep {str(root)!r} has finished" in capsys.readouterr().out
 
 
 @pytest.mark.ray

@@ -52,7 +52,7 @@ import numpy as np
 
 from metarl.contract import Capability, require, with_step_size
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
-from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, restore_agent
+from metarl.running.checkpoint import checkpoint_iteration, latest_checkpoint, load_checkpoint, restore_agent
 from metarl.running.config import BACKENDS, RunConfig, SamplerConfig, config_reference, load_config, parse_overrides
 from metarl.running.evaluation import SCORE_KEYS, read_report, write_report
 from metarl.running.run import (
@@ -173,6 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         bad = [o for o in args.overrides if not {o.split("=", 1)[0], o.split(".", 1)[0]} & RESUME_OVERRIDABLE]
         if bad:
             raise ConfigError(f"on resume only {', '.join(sorted(RESUME_OVERRIDABLE))} may change; got {bad}")
+        if (run_dir / SWEEP_FILE).is_file() and not (run_dir / "config.yaml").exists():
+            return resume_sweep(args)
         config = saved_config(run_dir, args.overrides)
     else:
         if args.config is None:
@@ -210,6 +212,7 @@ class GridRun:
     label: str
     overrides: list[str]
     run_dir: Path
+    resume: bool = False  # continue the run its directory holds (``metarl train --resume RUN_DIR OVERRIDES``)
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -275,8 +278,13 @@ def _write_sweep(sweep_dir: Path, sweep: dict[str, Any]) -> None:
     path = sweep_dir / SWEEP_FILE
     if (sweep_dir / "config.yaml").exists():
         raise ConfigError(f"{str(sweep_dir)!r} holds a run: a sweep's directory holds its runs; choose another --run-dir")
-    if path.is_file() and read_sweep(sweep_dir)[0] != sweep:
-        raise ConfigError(f"{str(sweep_dir)!r} holds another sweep ({SWEEP_FILE}); choose another --run-dir")
+    if path.is_file():
+        held, run_dirs = read_sweep(sweep_dir)
+        if held != sweep:
+            raise ConfigError(f"{str(sweep_dir)!r} holds another sweep ({SWEEP_FILE}); choose another --run-dir")
+        if any((run_dir / "config.yaml").exists() for run_dir in run_dirs):
+            raise ConfigError(f"{str(sweep_dir)!r} holds this sweep, started: continue it with metarl train --resume "
+                              f"{sweep_dir}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(sweep, indent=2) + "\n")
 
@@ -297,11 +305,12 @@ def train_grid(args: argparse.Namespace) -> int:
     would train it. With ``--seeds`` only, the runs are ``<run-dir>-seed<k>`` (default ``runs/<config
     stem>-seed<k>``); a sweep's are ``<run-dir>/<key=value,...>-seed<k>``, with ``sweep.json`` beside them (its
     seeds: ``--seeds``, else the config's seed). Every grid point's config is built, and refused by name, before any
-    run starts. Every run is resumable on its own with ``--resume``; the same command run again starts the runs
-    that never started and refuses, by name, those that did. A run that fails is reported with its exit code, and
+    run starts. Every run is resumable on its own with ``--resume``, and a sweep as a whole with ``--resume
+    SWEEP_DIR`` (:func:`resume_sweep`). A run that fails is reported with its exit code, and
     the command then exits 1."""
     if args.resume:
-        raise ConfigError("--seeds and --sweep start new runs; continue each one with --resume RUN_DIR")
+        raise ConfigError("--seeds and --sweep start new runs; continue a run with --resume RUN_DIR, a whole sweep "
+                          "with --resume SWEEP_DIR")
     if args.ray_address is not None and args.parallel is not None:
         raise ConfigError("--parallel runs the runs in local subprocesses; with --ray-address the cluster runs them, "
                           "as many at once as it has room for")
@@ -339,7 +348,53 @@ def train_grid(args: argparse.Namespace) -> int:
                         "runs": [{"seed": seed, "run_dir": f"{point_name(point)}-seed{seed}"} for seed in seeds]}
                        for point in points]})
         print(f"sweep of {len(points)} grid points x {len(seeds)} seeds: {Path(base) / SWEEP_FILE}", flush=True)
-    noun = "runs" if sweep else "seeds"
+    return _launch_and_report(args, runs, configs, "runs" if sweep else "seeds")
+
+
+def _finished(run_dir: Path, config: RunConfig) -> bool:
+    """Whether a run has trained all its iterations (and written its evaluation, if it evaluates)."""
+    last = latest_checkpoint(run_dir)
+    trained = last is not None and checkpoint_iteration(last) >= config.iterations
+    return trained and (not config.evaluate or (run_dir / "eval.json").is_file())
+
+
+def resume_sweep(args: argparse.Namespace) -> int:
+    """``metarl train --resume SWEEP_DIR [OVERRIDES]``: continue every run of a sweep that has not finished, as
+    ``metarl train --resume RUN_DIR OVERRIDES`` would, and start those that never started (from the config file and
+    overrides in ``sweep.json``); finished runs are left alone. ``--parallel`` and ``--ray-address`` as for
+    ``--sweep``."""
+    sweep_dir = Path(args.resume)
+    sweep, _ = read_sweep(sweep_dir)
+    args.config = sweep["config"]
+    runs: list[GridRun] = []
+    configs: dict[str, RunConfig] = {}
+    for point in sweep["points"]:
+        for entry in point["runs"]:
+            label, run_dir = f"{point['name']} seed {entry['seed']}", sweep_dir / entry["run_dir"]
+            if (run_dir / "config.yaml").exists():
+                config = saved_config(run_dir, args.overrides)
+                if _finished(run_dir, config):
+                    print(f"  {label}: finished  {run_dir}")
+                    continue
+                run = GridRun(label, list(args.overrides), run_dir, resume=True)
+            else:
+                if not Path(args.config).is_file():
+                    raise ConfigError(f"run {label} never started and the sweep's config {args.config!r} is gone")
+                point_overrides = [f"{key}={json.dumps(value)}" for key, value in point["overrides"].items()]
+                run = GridRun(label, [*sweep["overrides"], *point_overrides, f"seed={entry['seed']}", *args.overrides],
+                              run_dir)
+                config = load_config(args.config, run.overrides)
+            runs.append(run)
+            configs[label] = config
+    if not runs:
+        print(f"every run of the sweep {str(sweep_dir)!r} has finished")
+        return 0
+    return _launch_and_report(args, runs, configs, "runs")
+
+
+def _launch_and_report(args: argparse.Namespace, runs: list[GridRun], configs: dict[str, RunConfig],
+                       noun: str) -> int:
+    """Train ``runs`` (:func:`_launch`) and report each one's outcome; 1 if any failed."""
     codes = _launch(args, runs, configs, noun)
     for run in runs:
         state = "ok" if codes[run.label] == 0 else f"FAILED with exit code {codes[run.label]}"
@@ -359,6 +414,8 @@ def _launch(args: argparse.Namespace, runs: list[GridRun], configs: dict[str, Ru
     each run's exit code by label."""
 
     def argv(run: GridRun) -> list[str]:
+        if run.resume:
+            return ["train", "--resume", str(run.run_dir), *run.overrides]
         return ["train", args.config, *run.overrides, "--run-dir", str(run.run_dir)]
 
     codes: dict[str, int] = {}
@@ -366,7 +423,7 @@ def _launch(args: argparse.Namespace, runs: list[GridRun], configs: dict[str, Ru
         from metarl.running.cluster import train_on_cluster
 
         print(f"{len(runs)} {noun} on the Ray cluster; each run's output goes to <run dir>/train.log", flush=True)
-        codes = train_on_cluster([(run.label, run.run_dir, configs[run.label].to_dict()) for run in runs],
+        codes = train_on_cluster([(run.label, run.run_dir, configs[run.label].to_dict(), run.resume) for run in runs],
                                  args.ray_address)
         for run in runs:
             if codes[run.label] != 0:

@@ -22,10 +22,11 @@ from metarl.rl.distributed import connect, first_line, ray_module
 __all__ = ["train_on_cluster"]
 
 
-def _train_on_node(config: dict[str, Any], run_dir: str, fresh: bool) -> int:
+def _train_on_node(config: dict[str, Any], run_dir: str, resume_found: bool) -> int:
     """One run of ``metarl train`` on the node this Ray task landed on; its output goes to ``train.log`` in the
-    run directory. ``fresh``: the directory held no run when the task was submitted, so a run found there now was
-    started by an earlier attempt of this task (its node lost) and is resumed."""
+    run directory. ``resume_found``: a run found in the directory is continued (one the task was submitted to
+    continue, or one started by an earlier attempt of this task, its node lost); otherwise a run found there is
+    refused, as ``metarl train`` refuses to overwrite one."""
     from metarl.running.cli import main
 
     path = Path(run_dir)
@@ -36,7 +37,7 @@ def _train_on_node(config: dict[str, Any], run_dir: str, fresh: bool) -> int:
                            "a filesystem that the driver and every node share, at the same path")
     with open(path / "train.log", "a") as log, redirect_stdout(log), redirect_stderr(log), \
             tempfile.TemporaryDirectory() as tmp:
-        if fresh and (path / "config.yaml").exists():
+        if resume_found and (path / "config.yaml").exists():
             argv = ["train", "--resume", run_dir]
         else:
             config_file = Path(tmp, "config.yaml")
@@ -49,19 +50,20 @@ def _train_on_node(config: dict[str, Any], run_dir: str, fresh: bool) -> int:
             return 1
 
 
-def train_on_cluster(runs: Sequence[tuple[str, Path, dict[str, Any]]], address: str | None) -> dict[str, int]:
-    """Each ``(label, run directory, run config)`` as a Ray task running ``metarl train`` (reserving the config's
-    ``torch_threads`` CPUs), all at once as the cluster allows; returns each run's exit code by label, reporting
-    each as it finishes."""
+def train_on_cluster(runs: Sequence[tuple[str, Path, dict[str, Any], bool]], address: str | None) -> dict[str, int]:
+    """Each ``(label, run directory, run config, resume)`` as a Ray task running ``metarl train`` (reserving the
+    config's ``torch_threads`` CPUs; ``resume``: continue the run the directory holds), all at once as the cluster
+    allows; returns each run's exit code by label, reporting each as it finishes."""
     ray = ray_module()
     connect(address)
     remote = ray.remote(_train_on_node)
     pending = {}
-    for label, run_dir, config in runs:
+    for label, run_dir, config, resume in runs:
         run_dir = run_dir.resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         task = remote.options(num_cpus=config.get("torch_threads", 1))
-        pending[task.remote(config, str(run_dir), not (run_dir / "config.yaml").exists())] = (label, run_dir)
+        resume_found = resume or not (run_dir / "config.yaml").exists()  # else a run that is not ours: refused
+        pending[task.remote(config, str(run_dir), resume_found)] = (label, run_dir)
     codes: dict[str, int] = {}
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
