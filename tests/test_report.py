@@ -93,6 +93,21 @@ def test_markdown_report_links_its_figures(runs, tmp_path):
     assert "| tiny | Navigation2D-v0 | maml_trpo | 0, 1 | 4 |" in page
 
 
+def test_report_scores_each_run_by_the_evaluation_named_where_it_has_one(runs, tmp_path, capsys):
+    tuned = tmp_path / "tiny-seed1"
+    shutil.copytree(runs / "tiny-seed1", tuned)
+    assert main(["eval", str(tuned), "--step-size", "0.05", "--name", "eval_tuned"]) == 0
+    assert _scores([tuned], 1).tolist() != json.loads((tuned / "eval_tuned.json").read_text())["per_task_returns"][1]
+    out = tmp_path / "report"
+    assert main(["report", str(runs / "tiny-seed0"), str(tuned), "--out", str(out), "--eval", "eval_tuned"]) == 0
+    [method] = json.loads((out / "summary.json").read_text())["methods"]
+    assert method["notes"] == ["held-out scores from eval.json, eval_tuned.json"]
+    seed1 = np.array(json.loads((tuned / "eval_tuned.json").read_text())["per_task_returns"][1])
+    expected = (_scores([runs / "tiny-seed0"], 1).mean() + seed1.mean()) / 2
+    assert method["adaptation"]["points"][1]["mean"] == pytest.approx(expected)
+    assert "--eval eval_tuned" in (out / "report.html").read_text()
+
+
 def test_report_refuses_what_is_not_a_run_and_duplicate_seeds(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "is not a run directory" in capsys.readouterr().err

@@ -672,12 +672,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from metarl.running.report import build_report
 
     out = args.out or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
-    command = shlex.join(["metarl", "report", *args.run_dirs, "--out", out, "--format", args.format])
+    command = shlex.join(["metarl", "report", *args.run_dirs, "--out", out, "--format", args.format,
+                          *(["--eval", args.eval] if args.eval != "eval" else [])])
     run_dirs = []  # a sweep's directory stands for its runs
     for given in map(Path, args.run_dirs):
         is_sweep = (given / SWEEP_FILE).is_file() and not (given / "config.yaml").exists()
         run_dirs.extend(read_sweep(given)[1] if is_sweep else [given])
-    page = build_report(run_dirs, out, args.format, command)
+    page = build_report(run_dirs, out, args.format, command, evaluation=args.eval)
     print(f"written: {page} (figures and summary.json beside it)")
     return 0
 
@@ -861,6 +862,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default reports/<timestamp>)")
     p.add_argument("--format", choices=("html", "md"), default="html",
                    help="one self-contained HTML file (default) or Markdown linking the PNG figures")
+    p.add_argument("--eval", default="eval", metavar="NAME",
+                   help="score each run by its NAME.json where it has one (e.g. eval_tuned, from metarl eval "
+                        "--tune-step-size --name eval_tuned), else by eval.json (default: eval)")
     p.set_defaults(run=cmd_report)
     return parser
 

@@ -54,6 +54,7 @@ class Run:
     evaluation: dict[str, Any] | None
     metrics: list[dict[str, Any]]
     benchmark: dict[str, Any] | None = None  # eval_metaworld.json: Meta-World's own evaluator's numbers
+    evaluation_file: str = "eval.json"  # the file ``evaluation`` was read from
 
     @property
     def seed(self) -> int:
@@ -82,7 +83,9 @@ def method_label(run_dir: str | Path) -> str:
     return SEED_SUFFIX.sub("", Path(run_dir).resolve().name)
 
 
-def load_run(run_dir: str | Path) -> Run:
+def load_run(run_dir: str | Path, evaluation: str = "eval") -> Run:
+    """A run directory's config, metrics and evaluation: ``<evaluation>.json`` where the run has one (e.g.
+    ``eval_tuned`` written by ``metarl eval --tune-step-size --name eval_tuned``), else ``eval.json``."""
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise RunDirError(f"{str(path)!r} is not a run directory (no config.yaml)")
@@ -90,9 +93,10 @@ def load_run(run_dir: str | Path) -> Run:
     if not isinstance(saved, dict):
         raise RunDirError(f"run config {str(path / 'config.yaml')!r} does not hold a mapping; it was edited or damaged")
     config = with_agent_defaults(saved)
-    evaluation = read_report(path / "eval.json") if (path / "eval.json").is_file() else None
+    chosen = next((f for f in (f"{evaluation}.json", "eval.json") if (path / f).is_file()), "eval.json")
+    report = read_report(path / chosen) if (path / chosen).is_file() else None
     metrics = read_metrics(path)
-    return Run(path, config, evaluation, metrics, _read_benchmark(path / BENCHMARK_REPORT))
+    return Run(path, config, report, metrics, _read_benchmark(path / BENCHMARK_REPORT), chosen)
 
 
 def _read_benchmark(path: Path) -> dict[str, Any] | None:
@@ -406,9 +410,11 @@ EXPLANATION = (
     "the highest seed; wall-clock and env steps are per seed, mean (min to max).")
 
 
-def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html", command: str = "") -> Path:
+def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html", command: str = "",
+                 evaluation: str = "eval") -> Path:
     """Write the report of ``run_dirs`` into the folder ``out``: ``report.html`` (or ``report.md``), the PNG
-    figures and ``summary.json``. Returns the page's path."""
+    figures and ``summary.json``; each run's evaluation from ``<evaluation>.json`` where it has one, else
+    ``eval.json`` (the methods' notes name the files used). Returns the page's path."""
     if fmt not in ("html", "md"):
         raise ConfigError(f"unknown report format {fmt!r}; accepted: html, md")
     if not run_dirs:
@@ -416,8 +422,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html",
     paths: dict[Path, Path] = {}
     for d in run_dirs:  # each directory once, as first given
         paths.setdefault(Path(d).resolve(), Path(d))
-    methods = group_runs([load_run(p) for p in paths.values()])
+    methods = group_runs([load_run(p, evaluation) for p in paths.values()])
     for method in methods:
+        files = sorted({run.evaluation_file for run in method.runs})
+        if files != ["eval.json"]:
+            method.notes.append(f"held-out scores from {', '.join(files)}")
         method.adaptation = _adaptation(method)
         method.learning = _learning(method)
     out = Path(out)
