@@ -217,24 +217,28 @@ class MetaWorldAgent:
                 for n, v in zip(names, vectors, strict=True)]
 
 
-def make_test_envs(family: MetaWorldFamily, goals_per_class: int = 40, meta_batch_size: int = 20) -> Any:
+def make_test_envs(family: MetaWorldFamily, goals_per_class: int = 40, meta_batch_size: int = 20,
+                   split: str = "test") -> Any:
     """The test environments Meta-World builds for ``family``'s benchmark and seed (``make_ml_envs_test``): the first
     ``goals_per_class`` test goals of each class spread over ``meta_batch_size`` environments, episodes cut at the
-    family's horizon, the previous action, reward and done flag appended to the observation (raw rewards)."""
+    family's horizon, the previous action, reward and done flag appended to the observation (raw rewards). With
+    ``split="train"``, the same on the training classes and goals (the meta-train success rate)."""
     if not isinstance(family, MetaWorldFamily):
         raise ConfigError(f"Meta-World's protocol scores agents of the Meta-World families (ML1-v0, ML10-v0, ML45-v0), "
                           f"not {family.name}")
-    classes = len(family.split_classes["test"])
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    classes = len(family.split_classes[split])
     for name, value in (("goals_per_class", goals_per_class), ("meta_batch_size", meta_batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if meta_batch_size % classes or goals_per_class % (meta_batch_size // classes) or goals_per_class > 50:
-        raise ConfigError(f"Meta-World spreads each of the {classes} test classes' goals evenly over meta_batch_size / "
+        raise ConfigError(f"Meta-World spreads each of the {classes} {split} classes' goals evenly over meta_batch_size / "
                           f"{classes} environments: meta_batch_size must be a multiple of {classes} and goals_per_class "
                           f"(at most 50) a multiple of meta_batch_size / {classes}; got {meta_batch_size} and "
                           f"{goals_per_class}")
     name = family.env_name if family.benchmark == "ML1" else family.benchmark
-    return _metaworld().make_ml_envs_test(name, seed=family.seed, meta_batch_size=meta_batch_size,
+    return _metaworld().make_ml_envs_test(name, seed=family.seed, split=split, meta_batch_size=meta_batch_size,
                                           total_tasks_per_cls=goals_per_class, max_episode_steps=family.horizon,
                                           recurrent_info_in_obs=True, normalize_reward_in_recurrent_info=False)
 
@@ -254,7 +258,7 @@ def metaworld_evaluation(agent: Any, family: MetaWorldFamily, envs: Any, *, seed
     adapter = MetaWorldAgent(agent, envs, family, adaptation_episodes, seed)
     start = time.perf_counter()
     success, mean_return, per_class = metalearning_evaluation(adapter, envs, **counts)
-    classes = len(family.split_classes["test"])
+    classes = len(set(envs.get_attr("task_name")))
     return {"protocol": f"metaworld.evaluation.metalearning_evaluation (metaworld {metadata.version('metaworld')})",
             "benchmark": family.env_name if family.benchmark == "ML1" else family.benchmark,
             "benchmark_seed": family.seed, "seed": seed, "max_episode_steps": family.horizon,

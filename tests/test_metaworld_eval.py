@@ -101,6 +101,19 @@ def test_metaworld_evaluation_reports_the_evaluator_numbers_and_settings(family,
     assert out["env_steps"] == 2 * GOALS * HORIZON * 2 and np.isfinite(out["mean_return"])
 
 
+def test_the_train_split_scores_the_training_goals(family):
+    envs = make_test_envs(family, goals_per_class=GOALS, meta_batch_size=GOALS, split="train")
+    try:
+        agent = MAMLTRPO(family, MAMLTRPOConfig(meta_batch_size=2, episodes_per_task=1, hidden_sizes=[8]), seed=0)
+        adapter = MetaWorldAgent(agent, envs, family, 1, SEED)
+        metalearning_evaluation(adapter, envs, num_evals=1, adaptation_episodes=1, evaluation_episodes=1)
+    finally:
+        envs.close()
+    assert [t["rand_vec"] for t in adapter.tasks] == [t["rand_vec"] for t in family.train_tasks[:GOALS]]
+    with pytest.raises(ConfigError, match="split must be 'train' or 'test', got 'val'"):
+        make_test_envs(family, split="val")
+
+
 class InnerStepsOnly:
     """An agent that adapts only on episodes it samples itself."""
 
