@@ -172,3 +172,105 @@ def test_a_meta_batch_split_by_tasks_gives_the_same_episodes_bit_for_bit(name):
     for field in ("obs", "actions", "rewards", "mask", "log_probs", "last_obs", "terminated"):
         assert torch.equal(getattr(whole, field), torch.cat([getattr(first, field), getattr(second, field)])), field
     assert not torch.equal(whole.obs[0], whole.obs[1])  # the tasks' streams differ from one another
+
+
+class _Whole:
+    """An actor that cannot be split by tasks: the sampler calls it on every slot of a call, in one part."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def initial_state(self, n):
+        return self.actor.initial_state(n)
+
+    def begin_episode(self, state, seeds):
+        return self.actor.begin_episode(state, seeds)
+
+    def act(self, obs, state, noise):
+        return self.actor.act(obs, state, noise)
+
+    def observe(self, state, actions, rewards, done):
+        return self.actor.observe(state, actions, rewards, done)
+
+
+@pytest.mark.parametrize("per_task", [6, 2])
+@pytest.mark.parametrize("kind", ["mlp", "recurrent"])
+def test_parts_and_the_rows_acted_on_leave_every_episode_bit_for_bit(kind, per_task, monkeypatch):
+    """A call split in two overlapping parts, its actor called only on the rows that need it, gives the episodes
+    (and the recurrent state) of one call on every slot at every step."""
+    from metarl.rl.recurrent import RecurrentActor, RecurrentPolicy
+    from metarl.rl.sampler import MIN_SLOTS
+
+    family = metarl.envs.make("HopperRandParams-v0", horizon=40)
+    env = family.make_env(family.train_tasks[0])
+    tasks = family.sample_tasks(5, seed=3)
+    torch.manual_seed(0)
+    if kind == "mlp":
+        policy = make_policy(env.observation_space, env.action_space, init_std=2.0)
+        params = {k: v.detach() + 0.1 * torch.randn(5, *v.shape) for k, v in policy.params().items()}
+        actor, actor_class = MLPActor(policy, params), MLPActor
+    else:
+        actor, actor_class = RecurrentActor(RecurrentPolicy(env.observation_space, env.action_space, 16, init_std=2.0)), \
+            RecurrentActor
+    rows = []
+    act = actor_class.act
+    monkeypatch.setattr(actor_class, "act", lambda self, obs, *a: rows.append(len(obs)) or act(self, obs, *a))
+
+    def trials(actor):
+        return Sampler(family).run_trials(tasks, actor, trials_per_task=per_task, episodes_per_trial=2, seed=4)
+
+    split = trials(actor)
+    split_rows, rows[:] = list(rows), []
+    whole = trials(_Whole(actor))
+    n = 5 * per_task
+    assert set(rows) == {n} and split_rows[0] < n  # one part on every slot; two parts, each on its own slots
+    assert min(split_rows) >= MIN_SLOTS and min(split_rows) < split_rows[0]  # fewer rows as episodes end
+    for a, b in zip(split.episodes, whole.episodes, strict=True):
+        assert a.terminated.any() and (a.lengths < 40).any()
+        for field in ("obs", "actions", "rewards", "mask", "log_probs", "last_obs", "terminated"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), field
+    assert split.state.keys() == whole.state.keys()
+    assert all(torch.equal(split.state[k], whole.state[k]) for k in split.state)
+
+
+def test_a_stepper_that_steps_at_once_runs_the_call_in_one_part():
+    family = metarl.envs.make("Navigation2D-v0", horizon=10)
+    env = family.make_env(family.train_tasks[0])
+    policy = make_policy(env.observation_space, env.action_space)
+    rows = []
+    actor = MLPActor(policy, stack(policy.params(), 4))
+    act = actor.act
+    actor.act = lambda obs, *a: rows.append(len(obs)) or act(obs, *a)
+    Sampler(family).sample(family.sample_tasks(4, seed=0), actor, episodes_per_task=5, seed=0)
+    assert set(rows) == {20}
+
+
+def test_an_error_in_one_part_closes_every_parts_stepper_after_its_physics(monkeypatch):
+    from metarl.guards import NonFiniteError
+
+    family = metarl.envs.make("HalfCheetahVel-v0", horizon=20)
+    env = family.make_env(family.train_tasks[0])
+    policy = make_policy(env.observation_space, env.action_space)
+    steppers = []
+
+    def spy(envs):
+        stepper = stepper_for(envs)
+        if steppers:  # the second part's rewards turn NaN at its third step
+            submit, calls = stepper.submit, []
+
+            def nan_at_third(idx, actions):
+                result = submit(idx, actions)
+                calls.append(None)
+                return result if len(calls) < 3 else lambda: (*result()[:1], np.full(len(idx), np.nan), *result()[2:])
+            stepper.submit = nan_at_third
+        steppers.append(stepper)
+        return stepper
+
+    monkeypatch.setattr(metarl.rl.sampler, "stepper_for", spy)
+    tasks = family.sample_tasks(4, seed=0)
+    with pytest.raises(NonFiniteError, match="returned a reward nan at step 3 of the episode"):
+        Sampler(family).sample(tasks, MLPActor(policy, stack(policy.params(), 4)), episodes_per_task=3, seed=0)
+    assert len(steppers) == 2
+    for stepper in steppers:  # no physics still running; step counts handed back
+        assert all(future.done() for future in stepper.running)
+        assert [e._elapsed for e in stepper.envs] == stepper.elapsed.tolist()

@@ -481,7 +481,7 @@ class _Episode:
             self.mask[active, t] = 1.0
             if len(active) != acting.sum():  # episodes ended (or the first step): other rows
                 actor, rows = self._rows(a, b, active)
-                acting = self.going[rows]  # rows[acting] is active
+                acting = self.going[rows].copy()  # rows[acting] is active
                 index, keep = torch.from_numpy(active), torch.from_numpy(acting)
                 rows_t = rows if isinstance(rows, slice) else torch.from_numpy(rows)
             with torch.no_grad():
