@@ -239,12 +239,13 @@ class Stepper(Protocol):
 
 
 class AsyncStepper(Stepper, Protocol):
-    """A stepper that can start a step and be waited for later; the sampler then overlaps two parts of a call."""
+    """A stepper that can start a step and be waited for later; the sampler then overlaps two parts of a call, each
+    with a stepper of its own."""
 
     def submit(self, idx: np.ndarray, actions: np.ndarray) -> Callable[[], StepResult]:
         """Start ``step(idx, actions)`` and return at once: a function that waits for it and gives what ``step``
-        gives (and sets ``success``). Steps of other environments may be submitted in the meantime; ``close``
-        waits for any still running."""
+        gives (and sets ``success``), called before the next step is submitted. ``close`` waits for a step still
+        running."""
         ...
 
 
