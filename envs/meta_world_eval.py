@@ -57,7 +57,7 @@ import torch
 
 from metarl.contract import Capability, require
 from metarl.errors import ConfigError
-from metarl.rl.sampler import Episodes, _where, noise_shape
+from metarl.rl.sampler import Episodes, noise_shape, where_state
 from metarl.seeding import derive_seed, episode_streams
 from metarl.task import Task
 
@@ -161,7 +161,7 @@ class MetaWorldAgent:
             starts = np.zeros(len(starting), dtype=np.uint32)
             for k in np.flatnonzero(starting):
                 starts[k], self.noise[k] = self._stream(k)
-            self.state = _where(torch.from_numpy(starting), actor.begin_episode(self.state, starts), self.state)
+            self.state = where_state(torch.from_numpy(starting), actor.begin_episode(self.state, starts), self.state)
         obs = torch.as_tensor(np.asarray(observations)[:, : self.obs_dim], dtype=torch.float32)
         with torch.no_grad():
             action, log_prob, self.state = actor.act(obs, self.state,
@@ -179,7 +179,7 @@ class MetaWorldAgent:
         with torch.no_grad():
             after = self.adaptation.actor.observe(self.state, self.last_action, rewards,
                                                   torch.from_numpy(done.astype(np.float32)))
-        self.state = _where(keep, after, self.state)
+        self.state = where_state(keep, after, self.state)
         self.last_reward = torch.where(keep, rewards, self.last_reward)
         self.pending[which] = False
 

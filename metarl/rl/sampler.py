@@ -39,7 +39,8 @@ from metarl.seeding import EpisodeStreams, derive_seed, episode_streams
 from metarl.task import EnvironmentFamily, Task
 
 __all__ = ["MIN_SLOTS", "Actor", "ActorState", "AsyncStepper", "Controller", "EnvSource", "Episodes", "EpisodeSampler",
-           "MLPActor", "Memoryless", "Sampler", "Stepper", "TrialSteps", "Trials", "noise_shape", "task_runs"]
+           "MLPActor", "Memoryless", "Sampler", "Stepper", "TrialSteps", "Trials", "noise_shape", "task_runs",
+           "where_state"]
 
 ActorState = dict[str, torch.Tensor]  # per-slot tensors with a leading slot axis
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (observations, rewards, terminated, truncated)
@@ -571,7 +572,7 @@ class _Episode:
         )
 
 
-def _where(keep: torch.Tensor, new: ActorState, old: ActorState) -> ActorState:
+def where_state(keep: torch.Tensor, new: ActorState, old: ActorState) -> ActorState:
     """``new`` in the slots ``keep`` marks, ``old`` in the others."""
     return {name: torch.where(keep.view(-1, *[1] * (v.dim() - 1)), v, old[name]) for name, v in new.items()}
 
