@@ -170,6 +170,8 @@ def _evaluation_generator(seed: int) -> torch.Generator:
 class LatentActor(Memoryless):
     """Acts in the sampler for ``K`` tasks, one episode each, with the policy conditioned on each task's ``z``."""
 
+    splits_by_task = False
+
     def __init__(self, agent: PEARL, z: torch.Tensor, deterministic: bool):
         self.agent, self.z, self.deterministic = agent, z, deterministic
 

@@ -157,6 +157,8 @@ class SB3Actor(Memoryless):
     likely ones with ``deterministic``), with the slots' task parameters appended to the observation for the
     oracle."""
 
+    splits_by_task = False
+
     def __init__(self, model: BaseAlgorithm, deterministic: bool, task_features: torch.Tensor | None = None):
         self.model, self.deterministic, self.task_features = model, deterministic, task_features
         space = model.action_space

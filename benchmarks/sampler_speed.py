@@ -1,17 +1,14 @@
 """Sampling speed with a meta-batch of 40 tasks x 20 episodes, for HalfCheetahVel, AntVel and a RandParams
 family (Hopper, a model per environment), measured side by side in one run:
 
-  sampler      metarl's Sampler: all 800 episodes in lockstep, in two parts of 20 tasks whose steps overlap (the
-               policy and rules of one while the physics threads step the other), one batched policy call per
-               part and step on the rows still acting, the environments stepped by their family's batch stepper
-  one part     the same with an actor that cannot be split by tasks: one part, the policy on every slot at every
-               step, the main thread waiting while the physics threads step (the sampler before the overlap)
+  sampler      metarl's Sampler: all 800 episodes in lockstep, one batched policy call per step, the environments
+               stepped by their family's batch stepper
   syncvector   gymnasium's SyncVectorEnv over 800 environments of the same tasks, the same policy batched
   open loop    mujoco.rollout on the models the sampler steps with (one for all environments where the tasks
                leave the physics alone, else one each) from the same states, the same number of threads and
                of environments, random controls, no policy: the whole horizon in one call
 
-Rounds are interleaved (sampler, one part, syncvector, open loop, again) and the best of each is kept, with the process
+Rounds are interleaved (sampler, syncvector, open loop, again) and the best of each is kept, with the process
 CPU time per env-step of that round (all threads; on a machine shared with other jobs the wall-clock ratios
 depend on how many cores each run got, the CPU times much less). Then the phase breakdown of one MAML-TRPO
 meta-iteration at that size on HalfCheetahVel and Navigation2D: sampling, the inner loop, and the outer step
@@ -56,23 +53,9 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-class OnePart:
-    """An actor that cannot be split by tasks (no ``for_tasks``): the sampler runs a call in one part, acting on
-    every slot at every step."""
-
-    def __init__(self, actor: MLPActor):
-        self.actor = actor
-
-    def __getattr__(self, name: str):
-        if name == "for_tasks":
-            raise AttributeError(name)
-        return getattr(self.actor, name)
-
-
-def sampler_run(sampler, tasks, policy, params, episodes: int, seed: int, split: bool = True) -> tuple[int, Clock]:
-    actor = MLPActor(policy, params) if split else OnePart(MLPActor(policy, params))
+def sampler_run(sampler, tasks, policy, params, episodes: int, seed: int) -> tuple[int, Clock]:
     with Clock() as clock:
-        steps = sampler.sample(tasks, actor, episodes_per_task=episodes, seed=seed).env_steps
+        steps = sampler.sample(tasks, MLPActor(policy, params), episodes_per_task=episodes, seed=seed).env_steps
     return steps, clock
 
 
@@ -114,8 +97,8 @@ class OpenLoop:
 
 
 def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """(env-steps/s, CPU microseconds per env-step) of the sampler, the sampler in one part, SyncVectorEnv and the
-    open-loop limit, in the round of the best rate of each, over interleaved rounds."""
+    """(env-steps/s, CPU microseconds per env-step) of the sampler, SyncVectorEnv and the open-loop limit, in the
+    round of the best rate of each, over interleaved rounds."""
     family = metarl.envs.make(name, horizon=horizon)
     tasks = family.sample_tasks(num_tasks, seed=0)
     env = family.make_env(tasks[0])
@@ -130,10 +113,9 @@ def speeds(name: str, num_tasks: int, episodes: int, horizon: int, rounds: int) 
         e.reset(seed=i)
     models = metarl.rl.sampler.stepper_for(envs).models  # the ones the sampler steps with: shared where tasks allow
     open_loop = OpenLoop(models, [e.data for e in envs], horizon, envs[0].frame_skip)
-    best = {"sampler": (0.0, 0.0), "one part": (0.0, 0.0), "syncvector": (0.0, 0.0), "open loop": (0.0, 0.0)}
+    best = {"sampler": (0.0, 0.0), "syncvector": (0.0, 0.0), "open loop": (0.0, 0.0)}
     for r in range(rounds):
         runs = {"sampler": sampler_run(sampler, tasks, policy, params, episodes, seed=r + 1),
-                "one part": sampler_run(sampler, tasks, policy, params, episodes, seed=r + 1, split=False),
                 "syncvector": syncvector_run(vec, policy, horizon, seed=r + 1),
                 "open loop": open_loop.run()}
         for key, (steps, clock) in runs.items():
@@ -220,16 +202,14 @@ def main() -> None:
     print(f"{args.tasks} tasks x {args.episodes} episodes x {args.horizon} steps ({n} environments), "
           f"{THREADS} physics threads, best of {args.rounds} interleaved rounds "
           f"(load average before: {os.getloadavg()[0]:.1f})")
-    print(f"{'':20s} {'env-steps/s':^43s} {'sampler vs':^31s} {'CPU us per env-step':^36s}")
-    print(f"{'family':20s} {'sampler':>10s} {'one part':>10s} {'syncvector':>10s} {'open loop':>10s} "
-          f"{'open loop':>10s} {'syncvector':>10s} {'one part':>9s} {'sampler':>8s} {'one part':>8s} {'syncvec':>8s} "
-          f"{'open loop':>9s}")
+    print(f"{'':20s} {'env-steps/s':^32s} {'sampler vs':^21s} {'CPU us per env-step':^27s}")
+    print(f"{'family':20s} {'sampler':>10s} {'syncvector':>10s} {'open loop':>10s} {'open loop':>10s} "
+          f"{'syncvector':>10s} {'sampler':>8s} {'syncvec':>8s} {'open loop':>9s}")
     for name in args.families:
         best = speeds(name, args.tasks, args.episodes, args.horizon, args.rounds)
-        (sampler, sampler_cpu), (one, one_cpu), (vec, vec_cpu), (limit, limit_cpu) = best.values()
-        print(f"{name:20s} {sampler:10.0f} {one:10.0f} {vec:10.0f} {limit:10.0f} {sampler / limit:10.2f} "
-              f"{sampler / vec:10.2f} {sampler / one:9.2f} {sampler_cpu:8.1f} {one_cpu:8.1f} {vec_cpu:8.1f} "
-              f"{limit_cpu:9.1f}", flush=True)
+        (sampler, sampler_cpu), (vec, vec_cpu), (limit, limit_cpu) = best.values()
+        print(f"{name:20s} {sampler:10.0f} {vec:10.0f} {limit:10.0f} {sampler / limit:10.2f} {sampler / vec:10.2f} "
+              f"{sampler_cpu:8.1f} {vec_cpu:8.1f} {limit_cpu:9.1f}", flush=True)
     if args.skip_breakdown:
         return
     for name in args.breakdown:

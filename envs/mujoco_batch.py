@@ -14,9 +14,7 @@ env-steps, 1e-5 after 50 and O(1) after 100 (mujoco 3.3.0).
 What keeps the Python small: families whose tasks leave the physics alone step every environment with one
 model (a model per environment where tasks change masses, friction, ...); the physics threads copy the
 MjData fields the rules read (learned on the first step) while other environments simulate; the contact
-forces are computed after every step only for rules that read them, else once in ``close``. A step can be
-submitted and waited for later (:meth:`MujocoBatch.submit`), so that the sampler runs its policy and the rules
-for some environments while the physics threads step others.
+forces are computed after every step only for rules that read them, else once in ``close``.
 
 The step formulas of gymnasium's v5 robots (HalfCheetah, Hopper, Walker2d, Swimmer, Ant, Humanoid) are here
 as array operations, every constant read from the environments (:class:`GymRobot`, :class:`RobotRules`);
@@ -28,9 +26,10 @@ locomotion families put their task reward in place of the forward reward. A
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Protocol
 
 import mujoco
@@ -59,15 +58,10 @@ def thread_pool() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=thread_pool.cache_clear)  # a forked child has none of its parent's threads
 
 
-def in_parallel(fn: Callable[[np.ndarray, np.ndarray], Any], idx: np.ndarray, actions: np.ndarray) -> list[Future]:
-    """``fn(idx_chunk, actions_chunk)`` started in the pool over a few chunks per thread (for balance): the
-    chunks' futures, in order."""
+def in_parallel(fn: Callable[[np.ndarray, np.ndarray], Any], idx: np.ndarray, actions: np.ndarray) -> list[Any]:
+    """``fn(idx_chunk, actions_chunk)`` over a few chunks per thread (for balance), results in order."""
     chunks = min(len(idx), 4 * THREADS)
-    pool, parts = thread_pool(), zip(np.array_split(idx, chunks), np.array_split(actions, chunks), strict=True)
-    return [pool.submit(fn, i, a) for i, a in parts]
-
-
-StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (observations, rewards, terminated, truncated)
+    return list(thread_pool().map(fn, np.array_split(idx, chunks), np.array_split(actions, chunks)))
 
 
 def stack_params(envs: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -141,32 +135,20 @@ class MujocoBatch(BatchStepper):
         self.frame_skip = self.envs[0].frame_skip
         self.copied: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}  # name: (full-batch array, views)
         self.stepped = np.zeros(len(self.envs), dtype=bool)
-        self.running: list[Future] = []  # the chunks of the step submitted last
 
-    def step(self, idx: np.ndarray, actions: np.ndarray) -> StepResult:
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Advance environments ``idx`` by one env-step; (observations, rewards, terminated, truncated) for them."""
-        return self.submit(idx, actions)()
-
-    def submit(self, idx: np.ndarray, actions: np.ndarray) -> Callable[[], StepResult]:
-        """Start the physics of :meth:`step` in the pool threads and return at once: a function that waits for
-        it, applies the rules and gives what ``step`` gives (to be called before the next step is submitted)."""
         self.stepped[idx] = True
         if actions.shape != (len(idx), self.models[0].nu):
             raise ValueError(f"expected actions of shape {(len(idx), self.models[0].nu)}, got {actions.shape}")
         controls = actions if self.to_control is None else self.to_control(actions)
-        futures = self.running = in_parallel(self._simulate, idx, controls)
-
-        def result() -> StepResult:
-            for future in futures:
-                future.result()  # waits; a chunk's error is raised here
-            data = DataBatch(self.datas, idx, {name: array for name, (array, _) in self.copied.items()})
-            obs, rewards, terminated = self.rules.evaluate(data, controls)
-            for name in data.gathered:  # from the next step on, the physics threads copy them (while others simulate)
-                views = [getattr(d, name) for d in self.datas]
-                self.copied[name] = (np.empty((len(views), *views[0].shape)), views)
-            return obs, rewards, terminated, self._time_up(idx)
-
-        return result
+        in_parallel(self._simulate, idx, controls)
+        data = DataBatch(self.datas, idx, {name: array for name, (array, _) in self.copied.items()})
+        obs, rewards, terminated = self.rules.evaluate(data, controls)
+        for name in data.gathered:  # from the next step on, the physics threads copy them (while others simulate)
+            views = [getattr(d, name) for d in self.datas]
+            self.copied[name] = (np.empty((len(views), *views[0].shape)), views)
+        return obs, rewards, terminated, self._time_up(idx)
 
     def _simulate(self, idx: np.ndarray, controls: np.ndarray) -> None:
         """gymnasium's ``do_simulation`` on environments ``idx`` (in a pool thread), then the copies. The
@@ -182,9 +164,7 @@ class MujocoBatch(BatchStepper):
                 array[i] = views[i]
 
     def close(self) -> None:
-        """Wait for a step still running, then hand the environments back as ``env.step`` leaves them: with
-        their step counts and forces."""
-        wait(self.running)
+        """Hand the environments back as ``env.step`` leaves them: with their step counts and forces."""
         super().close()
         if not self.rules.reads_forces:
             for i in np.flatnonzero(self.stepped).tolist():
@@ -193,32 +173,23 @@ class MujocoBatch(BatchStepper):
 
 class ThreadedStepper:
     """Steps MuJoCo environments with their own ``env.step`` in the physics threads (robots without
-    formulas here); the same ``step``/``submit``/``close`` contract as :class:`MujocoBatch`."""
+    formulas here); the same ``step``/``close`` contract as a :class:`~metarl.envs.base.BatchStepper`."""
 
     success = None  # MuJoCo robots report no success
 
     def __init__(self, envs: Sequence[MujocoEnv]):
         self.envs = list(envs)
-        self.running: list[Future] = []  # the chunks of the step submitted last
 
-    def step(self, idx: np.ndarray, actions: np.ndarray) -> StepResult:
-        return self.submit(idx, actions)()
-
-    def submit(self, idx: np.ndarray, actions: np.ndarray) -> Callable[[], StepResult]:
-        futures = self.running = in_parallel(self._step, idx, actions)
-
-        def result() -> StepResult:
-            results = [out for future in futures for out in future.result()]
-            obs, rewards, terminated, truncated = zip(*results, strict=True)
-            return np.stack(obs), np.asarray(rewards), np.asarray(terminated), np.asarray(truncated)
-
-        return result
+    def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        results = itertools.chain.from_iterable(in_parallel(self._step, idx, actions))
+        obs, rewards, terminated, truncated = zip(*results, strict=True)
+        return np.stack(obs), np.asarray(rewards), np.asarray(terminated), np.asarray(truncated)
 
     def _step(self, idx: np.ndarray, actions: np.ndarray) -> list[tuple[Any, ...]]:
         return [self.envs[i].step(a)[:4] for i, a in zip(idx.tolist(), actions, strict=True)]
 
     def close(self) -> None:
-        wait(self.running)
+        pass
 
 
 # ---------------------------------------------------------------------------------------------

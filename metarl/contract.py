@@ -23,12 +23,13 @@ from metarl.errors import ConfigError
 from metarl.task import EnvironmentFamily, Task, missing_members, provides
 
 if TYPE_CHECKING:
-    from metarl.rl.sampler import Actor, Episodes
+    from metarl.rl.sampler import Actor, Episodes, EpisodeSampler
     from metarl.rl.video import VideoPolicies
 
 __all__ = ["CAPABILITY_PROTOCOLS", "METRICS", "AdaptsByInnerSteps", "AdaptsInContext", "AdaptsOnGivenEpisodes",
-           "Adaptation", "Agent", "AgentConfig", "Capability", "EpisodeAdaptation", "HasStepSize", "MakesVideos",
-           "ReportsEvaluationInfo", "check_agent", "check_source", "require", "step_size_config", "with_step_size"]
+           "Adaptation", "Agent", "AgentConfig", "Capability", "EpisodeAdaptation", "HasStepSize", "LearnsFromEnvironments",
+           "MakesVideos", "ReportsEvaluationInfo", "check_agent", "check_source", "require", "step_size_config",
+           "with_step_size"]
 
 METRICS = ("return", "accuracy", "mse")  # what an adaptation curve scores: returns, accuracy in percent, MSE
 
@@ -80,6 +81,14 @@ class Agent(Protocol):
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class LearnsFromEnvironments(Protocol):
+    """What an agent whose ``learns_from`` is :class:`~metarl.task.EnvironmentFamily` provides besides: the sampler
+    it runs its episodes through, which the command closes when it is done (environments, worker processes, Ray
+    workers)."""
+
+    sampler: EpisodeSampler
 
 
 class Adaptation(Protocol):
@@ -186,6 +195,9 @@ def check_agent(agent: Any) -> None:
     missing = missing_members(agent, Agent)
     if missing:
         raise TypeError(f"agent {name} lacks {', '.join(missing)} of the agent contract (metarl.contract.Agent)")
+    if agent.learns_from is EnvironmentFamily and (missing := missing_members(agent, LearnsFromEnvironments)):
+        raise TypeError(f"agent {name} learns from environments but lacks {', '.join(missing)} "
+                        "(metarl.contract.LearnsFromEnvironments)")
     if agent.metric not in METRICS:
         raise TypeError(f"agent {name} scores its curve by {agent.metric!r}; accepted metrics: {', '.join(METRICS)}")
     for capability in map(Capability, agent.capabilities):

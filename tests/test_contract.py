@@ -55,7 +55,8 @@ def test_every_registered_agent_keeps_the_contract_it_declares(name):
 
 
 class Incomplete:
-    """An agent class that forgets ``curve_axis`` and provides no ``video_policies`` for its VIDEOS."""
+    """An agent class that forgets ``curve_axis``, has no ``sampler`` to learn from environments through and
+    provides no ``video_policies`` for its VIDEOS."""
 
     learns_from = EnvironmentFamily
     metric = "return"
@@ -76,6 +77,9 @@ def test_check_agent_names_what_an_agent_class_lacks():
         check_agent(agent)
     Incomplete.curve_axis = lambda self, points: ("", [])
     try:
+        with pytest.raises(TypeError, match="learns from environments but lacks sampler"):
+            check_agent(agent)
+        agent.sampler = None
         with pytest.raises(TypeError, match="declares the capability 'videos' but lacks video_policies"):
             check_agent(agent)
         agent.capabilities = frozenset()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from metarl.agents.pearl import LatentActor
 from metarl.envs import registry
 
 from metarl.errors import ClusterError, ConfigError
@@ -150,8 +151,8 @@ def test_what_cannot_be_sampled_on_workers_is_refused_by_name(workers):
         FamilySpec.of("Nope-v0")
     sampler = RaySampler("Bandit-v0", workers=workers[:1])
     family = registry.make("Bandit-v0")
-    with pytest.raises(ConfigError, match="object cannot be split by tasks"):  # PEARL's and SB3's actors, today
-        sampler.sample(family.train_tasks[:2], object(), episodes_per_task=1, seed=0)
+    with pytest.raises(ConfigError, match="LatentActor cannot be split by tasks"):  # PEARL's (and SB3's) actors
+        sampler.sample(family.train_tasks[:2], LatentActor(None, torch.zeros(2, 1), True), episodes_per_task=1, seed=0)
     with pytest.raises(ConfigError, match="need 8 CPUs; the Ray cluster has 2"):
         RaySampler("Bandit-v0", workers=16)
     sampler.close()

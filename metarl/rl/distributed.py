@@ -44,16 +44,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from metarl.errors import ClusterError, ConfigError
-from metarl.rl.sampler import MIN_SLOTS, Actor, Episodes, Sampler, Trials, task_runs
+from metarl.rl.sampler import Actor, Episodes, Sampler, Trials
 from metarl.task import Task
 
 __all__ = ["MIN_SLOTS", "ClusterError", "FamilySpec", "RaySampler", "SamplerWorker", "connect", "first_line",
            "ray_module", "start_workers", "task_runs"]
 
 START_TIMEOUT_S = 600.0  # how long a worker may take to start (a node joining, a runtime environment installing)
+MIN_SLOTS = 4  # the fewest slots a worker is given (when the call has them): smaller products round otherwise
 
 
 def ray_module() -> Any:
@@ -145,6 +147,14 @@ def start_workers(count: int, cpus_per_worker: float = 0.5, torch_threads: int =
     return [worker.remote(torch_threads, os.environ["MKL_CBWR"]) for _ in range(count)]
 
 
+def task_runs(num_tasks: int, per_task: int, workers: int) -> list[tuple[int, int]]:
+    """How a call of ``num_tasks`` tasks with ``per_task`` slots each is split over ``workers``: contiguous runs of
+    tasks ``(start, end)``, as even as they go, none of fewer than :data:`MIN_SLOTS` slots unless the call has
+    fewer (then one run)."""
+    count = max(1, min(workers, num_tasks // -(-MIN_SLOTS // per_task)))
+    return [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(num_tasks), count)]
+
+
 @dataclass(eq=False)  # one worker is one worker, whatever its fields
 class _Worker:
     handle: Any
@@ -228,9 +238,9 @@ class RaySampler:
             raise ValueError(f"task_ids has {len(task_ids)} entries for {len(tasks)} tasks")
         if not tasks:
             raise ValueError("a sampling call needs at least one task")
-        if not hasattr(actor, "for_tasks"):
-            raise ConfigError(f"{type(actor).__name__} cannot be split by tasks across Ray workers (it has no "
-                              "for_tasks(tasks, per_task)); sample with the local sampler (sampler.backend: local)")
+        if not actor.splits_by_task:
+            raise ConfigError(f"{type(actor).__name__} cannot be split by tasks across Ray workers (it is no "
+                              "TaskSplitActor); sample with the local sampler (sampler.backend: local)")
         live = self._alive()
         runs = task_runs(len(tasks), trials_per_task, len(live))
         pieces = [ray.put(actor.for_tasks(slice(a, b), trials_per_task)) for a, b in runs]

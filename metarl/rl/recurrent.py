@@ -110,6 +110,8 @@ class RecurrentActor:
     """A recurrent policy as the sampler's actor: per slot, the hidden state and the previous action (encoded),
     reward and done flag, all zeros at the start of a trial and carried across its episodes."""
 
+    splits_by_task = True
+
     def __init__(self, policy: RecurrentPolicy):
         self.policy = policy
 

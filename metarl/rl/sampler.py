@@ -13,20 +13,14 @@ and episode ``j`` of the trial in slot ``e`` of task index ``k`` draws its reset
 ``(seed, k, e, j)`` alone (:mod:`metarl.seeding`). A backend that splits a meta-batch across workers by tasks,
 passing each worker its tasks' indices (``task_ids``) and the actor for those tasks, therefore returns the
 same episodes, bit for bit, as this sampler does in one process.
-
-Within a call, the slots run in two parts (contiguous runs of tasks, :func:`task_runs`) when the environments'
-stepper can start a step and be waited for later (the MuJoCo families': :meth:`metarl.envs.mujoco_batch.MujocoBatch.
-submit`) and the actor can be split by tasks (``for_tasks``): while the physics threads step one part, this thread
-resets the other's environments, runs its policy and its step's rules, so neither waits for the other. Each part
-acts on at least :data:`MIN_SLOTS` slots, so the episodes are the same, bit for bit, as in one part.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -38,19 +32,11 @@ from metarl.rl.policies import Policy, sample_action
 from metarl.seeding import EpisodeStreams, derive_seed, episode_streams
 from metarl.task import EnvironmentFamily, Task
 
-__all__ = ["MIN_SLOTS", "Actor", "ActorState", "AsyncStepper", "Controller", "EnvSource", "Episodes", "EpisodeSampler",
-           "MLPActor", "Memoryless", "Sampler", "Stepper", "TrialSteps", "Trials", "noise_shape", "task_runs",
-           "where_state"]
+__all__ = ["Actor", "ActorState", "Controller", "EnvSource", "Episodes", "EpisodeSampler", "MLPActor", "Memoryless",
+           "Sampler", "Stepper", "TaskSplitActor", "TrialSteps", "Trials", "noise_shape", "where_state"]
 
 ActorState = dict[str, torch.Tensor]  # per-slot tensors with a leading slot axis
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (observations, rewards, terminated, truncated)
-
-# The fewest slots an actor is called on when a call is split (when the call has them). A network shared by all
-# slots (RL²'s) multiplies as many rows as it is given slots, and products of fewer than 4 rows take other MKL
-# kernels than larger ones (each row of a larger product comes out the same whatever the rows beside it).
-MIN_SLOTS = 4
-PARTS = 2  # the parts of a call whose steps overlap (the policy of one while the physics threads step the other)
-
 
 @dataclass
 class Episodes:
@@ -152,7 +138,13 @@ class Actor(Protocol):
     e.g. a recurrent policy's hidden state and the previous action, reward and done flag) that the sampler
     threads through the steps and the episodes of a trial and returns with them; the sampler keeps the state
     of slots whose episode has ended. An actor and its state can therefore be sent to another process.
+
+    An actor declares in ``splits_by_task`` whether it is a :class:`TaskSplitActor`: one that gives the actor of
+    some of the call's tasks alone (the sampler then acts only on the rows that need it, and a backend with workers
+    hands each worker its tasks' actor).
     """
+
+    splits_by_task: ClassVar[bool]
 
     def initial_state(self, n: int) -> ActorState:
         """The state of ``n`` slots at the start of a trial; refuses (``NonFiniteError``) what it cannot act with."""
@@ -175,6 +167,14 @@ class Actor(Protocol):
         ...
 
 
+class TaskSplitActor(Actor, Protocol):
+    """An actor with ``splits_by_task = True``."""
+
+    def for_tasks(self, tasks: slice, per_task: int) -> Actor:
+        """The actor of the call's tasks ``tasks`` alone, acting on ``per_task`` slots of each."""
+        ...
+
+
 class Memoryless:
     """The state handling of an actor that remembers nothing."""
 
@@ -192,6 +192,8 @@ class Memoryless:
 class MLPActor(Memoryless):
     """A feed-forward policy with one parameter set per task (``params`` stacked on a leading task axis), or the
     policy's own parameters (``params=None``): the actions of every slot from one batched evaluation."""
+
+    splits_by_task = True
 
     def __init__(self, policy: Policy, params: dict[str, torch.Tensor] | None = None):
         self.policy, self.params = policy, params
@@ -237,25 +239,6 @@ class Stepper(Protocol):
     def close(self) -> None:
         """Hand the environments back (in the state ``env.step`` would have left them)."""
         ...
-
-
-class AsyncStepper(Stepper, Protocol):
-    """A stepper that can start a step and be waited for later; the sampler then overlaps two parts of a call, each
-    with a stepper of its own."""
-
-    def submit(self, idx: np.ndarray, actions: np.ndarray) -> Callable[[], StepResult]:
-        """Start ``step(idx, actions)`` and return at once: a function that waits for it and gives what ``step``
-        gives (and sets ``success``), called before the next step is submitted. ``close`` waits for a step still
-        running."""
-        ...
-
-
-def task_runs(num_tasks: int, per_task: int, parts: int) -> list[tuple[int, int]]:
-    """A call of ``num_tasks`` tasks with ``per_task`` slots each split into ``parts`` contiguous runs of tasks
-    ``(start, end)``, as even as they go, none of fewer than :data:`MIN_SLOTS` slots unless the call has fewer
-    (then one run)."""
-    count = max(1, min(parts, num_tasks // -(-MIN_SLOTS // per_task)))
-    return [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(num_tasks), count)]
 
 
 class LoopStepper:
@@ -314,7 +297,7 @@ class EnvSource:
 class EpisodeSampler(Protocol):
     """What agents sample through (:class:`Sampler` in this process; a backend with workers keeps these calls and
     splits them by tasks, each worker given its tasks' indices, the actor for those tasks (an actor that can be
-    split offers ``for_tasks(tasks, per_task)``) and the same seed: :class:`metarl.rl.distributed.RaySampler`)."""
+    split is a :class:`TaskSplitActor`) and the same seed: :class:`metarl.rl.distributed.RaySampler`)."""
 
     def sample(self, tasks: list[Task], actor: Actor, *, episodes_per_task: int, seed: int,
                task_ids: Sequence[int] | None = None) -> Episodes: ...
@@ -379,22 +362,74 @@ class Sampler:
 
     def _episode(self, tasks: list[Task], per_task: int, envs: list[gym.Env], actor: Actor, state: ActorState,
                  streams: EpisodeStreams) -> tuple[Episodes, ActorState]:
-        """One episode in every slot, its randomness from ``streams``: in two overlapping parts where the actor
-        and the environments' stepper allow it (see the module's docstring), else in one."""
-        episode = _Episode(self.family.name, self.family.horizon, tasks, per_task, envs, streams, actor, state)
-        runs = task_runs(len(tasks), per_task, PARTS if episode.splits else 1)
-        first = episode.start(*runs[0])
-        if len(runs) > 1 and not hasattr(first, "submit"):  # it steps at once: nothing to overlap, one part
-            runs, first = [(0, len(tasks))], episode.start(0, len(tasks))
-        parts = [episode.part(a, b, first if i == 0 else None) for i, (a, b) in enumerate(runs)]
-        running = list(parts)
-        try:
-            while running:  # each part in turn to its next pause (its physics running), until all have ended
-                running = [part for part in running if next(part, _ENDED) is not _ENDED]
-        finally:
-            for part in parts:  # after an error: each part's stepper waits for its physics, hands its environments back
-                part.close()
-        return episode.episodes(), episode.state
+        """One episode in every slot, its randomness from ``streams``."""
+        k, e, n, horizon = len(tasks), per_task, len(envs), self.family.horizon
+        space = envs[0].action_space
+        low, high = (space.low, space.high) if isinstance(space, gym.spaces.Box) else (None, None)
+
+        obs = reset_all(envs, streams.resets)
+        check_transitions(self.family.name, tasks, e, np.arange(n), 0, obs)
+        obs_buf = np.zeros((n, horizon, obs.shape[-1]), dtype=np.float32)
+        rewards = np.zeros((n, horizon), dtype=np.float32)
+        mask = np.zeros((n, horizon), dtype=np.float32)
+        last_obs = np.zeros((n, obs.shape[-1]), dtype=np.float32)
+        terminated = np.zeros(n, dtype=bool)
+        success: np.ndarray | None = None  # until the environments report it
+        actions, log_probs = [], []
+        active = np.arange(n)
+        stepper = stepper_for(envs)
+        for t in range(horizon):
+            obs_buf[:, t] = obs
+            mask[active, t] = 1.0
+            acting = torch.from_numpy(mask[:, t] > 0)
+            with torch.no_grad():
+                action, log_prob, after = actor.act(torch.as_tensor(obs, dtype=torch.float32), state,
+                                                    streams.noise[:, t])
+            state = where_state(acting, after, state)
+            actions.append(action)
+            log_probs.append(log_prob)
+            act = action.numpy()
+            if low is not None:
+                act = np.clip(act, low, high)
+            o_next, r, term, trunc = stepper.step(active, act[active])
+            if stepper.success is not None:
+                success = np.zeros(n, dtype=bool) if success is None else success
+                success[active] |= stepper.success
+            check_transitions(self.family.name, tasks, e, active, t + 1, o_next, r)
+            rewards[active, t], obs[active] = r, o_next
+            done = term | trunc | (t + 1 == horizon)  # the sampler cuts every episode at the horizon
+            ended = np.zeros(n, dtype=np.float32)
+            ended[active] = done
+            with torch.no_grad():
+                after = actor.observe(state, action, torch.tensor(rewards[:, t]), torch.from_numpy(ended))
+            state = where_state(acting, after, state)
+            terminated[active[done]], last_obs[active[done]] = term[done], o_next[done]
+            active = active[~done]
+            if len(active) == 0:
+                break
+        stepper.close()
+        pad = horizon - len(actions)
+        action_t = torch.stack(actions, dim=1)
+        if pad:
+            action_t = torch.cat([action_t, action_t.new_zeros((n, pad, *action_t.shape[2:]))], dim=1)
+        m = torch.from_numpy(mask)
+        # Zeros after each episode's end, whichever slots the call also ran: a slot's padding is then the same
+        # when its tasks are sampled apart from the others (split across workers).
+        obs_buf[mask == 0] = 0.0
+        action_t[~m.bool()] = 0
+        log_prob_t = torch.nn.functional.pad(torch.stack(log_probs, dim=1), (0, pad)) * m
+        episode = Episodes(
+            tasks=list(tasks),
+            obs=torch.from_numpy(obs_buf).view(k, e, horizon, -1),
+            actions=action_t.view(k, e, horizon, *action_t.shape[2:]),
+            rewards=torch.from_numpy(rewards).view(k, e, horizon),
+            mask=m.view(k, e, horizon),
+            log_probs=log_prob_t.view(k, e, horizon),
+            last_obs=torch.from_numpy(last_obs).view(k, e, -1),
+            terminated=torch.from_numpy(terminated).view(k, e),
+            success=None if success is None else torch.from_numpy(success).view(k, e),
+        )
+        return episode, state
 
     def close(self) -> None:
         for env in self._envs:
@@ -403,173 +438,6 @@ class Sampler:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
-
-
-_ENDED = object()  # a part's steps have ended
-
-
-def _submit(stepper: Stepper, idx: np.ndarray, actions: np.ndarray) -> Callable[[], StepResult]:
-    """``stepper.submit``, or for a stepper that cannot start a step and return, the step taken now."""
-    if hasattr(stepper, "submit"):
-        return stepper.submit(idx, actions)
-    result = stepper.step(idx, actions)
-    return lambda: result
-
-
-class _Episode:
-    """One episode in every slot of a sampling call, recorded as it runs. The slots run in parts (contiguous runs
-    of tasks), each with a stepper of its own: :meth:`part` steps one, pausing while its step's physics runs.
-
-    An actor that can be split by tasks (``for_tasks``) is called, at each step, only on the rows that need it:
-    the tasks from the first to the last with an episode going on, and of each the slots still acting, with as
-    many others as give every task the same number, at least :data:`MIN_SLOTS` (each product of a task's rows,
-    and of all rows, then has at least that many: the actions come out as when acting on every slot).
-    """
-
-    def __init__(self, family: str, horizon: int, tasks: list[Task], per_task: int, envs: list[gym.Env],
-                 streams: EpisodeStreams, actor: Actor, state: ActorState):
-        """``state``: the actor's state at the episode's start."""
-        self.family, self.horizon, self.tasks, self.per_task = family, horizon, tasks, per_task
-        self.envs, self.streams, self.actor = envs, streams, actor
-        self.splits = hasattr(actor, "for_tasks")
-        space = envs[0].action_space
-        self.low, self.high = (space.low, space.high) if isinstance(space, gym.spaces.Box) else (None, None)
-        n = len(envs)
-        self.was_reset = np.zeros(n, dtype=bool)  # the environments reset for the episode so far
-        self.going = np.ones(n, dtype=bool)  # whose episode goes on
-        self.state = {name: v.clone() for name, v in state.items()}  # each slot's, updated in place
-        self.rewards = np.zeros((n, horizon), dtype=np.float32)
-        self.mask = np.zeros((n, horizon), dtype=np.float32)
-        self.terminated = np.zeros(n, dtype=bool)
-        self.success: np.ndarray | None = None  # until the environments report it
-        # allocated with the first observations and actions: each slot's latest observation, those of every step
-        # (float32), the last of each episode; the actions and their log-probabilities
-        self.current = self.obs = self.last_obs = np.zeros(0)  # [n, obs_dim], [n, horizon, obs_dim], [n, obs_dim]
-        self.actions = self.log_probs = torch.zeros(0)  # [n, horizon, ...], [n, horizon]
-        self.actors: dict[tuple[int, int, int], Actor] = {}  # for_tasks(first..last task, rows per task)
-
-    def start(self, a: int, b: int) -> Stepper:
-        """Reset the environments of tasks ``a..b-1`` (those not reset yet): their stepper."""
-        e = self.per_task
-        fresh = np.flatnonzero(~self.was_reset[a * e:b * e]) + a * e
-        obs = reset_all([self.envs[i] for i in fresh.tolist()], self.streams.resets[fresh])
-        if not self.current.size:
-            n, horizon = len(self.envs), self.horizon
-            self.current = np.zeros((n, *obs.shape[1:]), dtype=obs.dtype)
-            self.obs = np.zeros((n, horizon, obs.shape[-1]), dtype=np.float32)
-            self.last_obs = np.zeros((n, obs.shape[-1]), dtype=np.float32)
-        self.current[fresh], self.was_reset[fresh] = obs, True
-        return stepper_for(self.envs[a * e:b * e])
-
-    def part(self, a: int, b: int, stepper: Stepper | None) -> Iterator[None]:
-        """Run the slots of tasks ``a..b-1`` with ``stepper`` (None: reset them first and make it); pauses after
-        starting each step. The stepper steps the part's environments by their index in it."""
-        if stepper is None:
-            stepper = self.start(a, b)
-        try:
-            lo, hi = a * self.per_task, b * self.per_task
-            check_transitions(self.family, self.tasks, self.per_task, np.arange(lo, hi), 0, self.current[lo:hi])
-            yield from self._steps(a, b, stepper)
-        finally:
-            stepper.close()
-
-    def _steps(self, a: int, b: int, stepper: Stepper) -> Iterator[None]:
-        n, e, horizon = len(self.envs), self.per_task, self.horizon
-        lo, hi = a * e, b * e
-        active = np.arange(lo, hi)  # the slots whose episode goes on
-        acting = np.zeros(0, dtype=bool)  # of the rows the actor is called on, those of active slots
-        for t in range(horizon):
-            self.obs[lo:hi, t] = self.current[lo:hi]  # (those of ended episodes are zeroed with the mask)
-            self.mask[active, t] = 1.0
-            if len(active) != acting.sum():  # episodes ended (or the first step): other rows
-                actor, rows = self._rows(a, b, active)
-                acting = self.going[rows].copy()  # rows[acting] is active
-                index, keep = torch.from_numpy(active), torch.from_numpy(acting)
-                rows_t = rows if isinstance(rows, slice) else torch.from_numpy(rows)
-            with torch.no_grad():
-                action, log_prob, after = actor.act(torch.as_tensor(self.current[rows], dtype=torch.float32),
-                                                    self._state(rows_t), self.streams.noise[rows_t, t])
-            self._update(index, keep, after)
-            if not self.actions.numel():
-                self.actions = action.new_zeros((n, horizon, *action.shape[1:]))
-                self.log_probs = log_prob.new_zeros((n, horizon))
-            self.actions[rows_t, t], self.log_probs[rows_t, t] = action, log_prob
-            act = action.numpy()[acting]
-            if self.low is not None:
-                act = np.clip(act, self.low, self.high)
-            result = _submit(stepper, active - lo, act)
-            yield
-            o_next, r, term, trunc = result()
-            if stepper.success is not None:
-                self.success = np.zeros(n, dtype=bool) if self.success is None else self.success
-                self.success[active] |= stepper.success
-            check_transitions(self.family, self.tasks, e, active, t + 1, o_next, r)
-            self.rewards[active, t], self.current[active] = r, o_next
-            done = term | trunc | (t + 1 == horizon)  # the sampler cuts every episode at the horizon
-            if self.state:  # (an actor without state has nothing to observe)
-                ended = np.zeros(len(acting), dtype=np.float32)
-                ended[acting] = done
-                with torch.no_grad():
-                    after = actor.observe(self._state(rows_t), action, torch.from_numpy(self.rewards[rows, t]),
-                                          torch.from_numpy(ended))
-                self._update(index, keep, after)
-            ended_slots = active[done]
-            self.terminated[ended_slots], self.last_obs[ended_slots] = term[done], o_next[done]
-            self.going[ended_slots] = False
-            active = active[~done]
-            if len(active) == 0:
-                break
-
-    def _rows(self, a: int, b: int, active: np.ndarray) -> tuple[Actor, slice | np.ndarray]:
-        """The actor to call, and the slots to call it on (ascending), for the ``active`` slots of tasks ``a..b-1``."""
-        e = self.per_task
-        if not self.splits:
-            return self.actor, slice(a * e, b * e)
-        counts = np.bincount(active // e - a, minlength=b - a)
-        live = np.flatnonzero(counts)
-        first, last = a + int(live[0]), a + int(live[-1]) + 1
-        m = min(e, max(MIN_SLOTS, int(counts.max())))
-        if (last - first) * m < MIN_SLOTS:  # fewer slots per task than MIN_SLOTS: more tasks, as many as there are
-            tasks = -(-MIN_SLOTS // e)
-            last = min(b, first + tasks)
-            first = max(a, last - tasks)
-        rows: slice | np.ndarray = slice(first * e, last * e)
-        if m < e:  # each task's active slots, and its first others
-            order = np.argsort(~self.going[rows].reshape(-1, e), axis=1, kind="stable")[:, :m]
-            rows = (np.sort(order, axis=1) + e * np.arange(first, last)[:, None]).ravel()
-        key = (first, last, m)
-        if key == (0, len(self.tasks), e):
-            return self.actor, rows
-        if key not in self.actors:
-            self.actors[key] = self.actor.for_tasks(slice(first, last), m)  # type: ignore[attr-defined]
-        return self.actors[key], rows
-
-    def _state(self, rows: slice | torch.Tensor) -> ActorState:
-        return {name: v[rows] for name, v in self.state.items()}
-
-    def _update(self, index: torch.Tensor, keep: torch.Tensor, new: ActorState) -> None:
-        """The state of slots ``index`` from the rows ``keep`` of ``new`` (the rows an actor was called on)."""
-        for name, v in self.state.items():
-            v[index] = new[name][keep]
-
-    def episodes(self) -> Episodes:
-        k, e, horizon = len(self.tasks), self.per_task, self.horizon
-        m = torch.from_numpy(self.mask)
-        # Zeros after each episode's end, whichever slots the call also ran: a slot's padding is then the same
-        # when its tasks are sampled apart from the others (split across workers).
-        self.obs[self.mask == 0] = 0.0
-        self.actions[~m.bool()] = 0
-        return Episodes(
-            tasks=list(self.tasks),
-            obs=torch.from_numpy(self.obs).view(k, e, horizon, -1),
-            actions=self.actions.view(k, e, horizon, *self.actions.shape[2:]),
-            rewards=torch.from_numpy(self.rewards).view(k, e, horizon),
-            mask=m.view(k, e, horizon),
-            log_probs=(self.log_probs * m).view(k, e, horizon),
-            last_obs=torch.from_numpy(self.last_obs).view(k, e, -1),
-            terminated=torch.from_numpy(self.terminated).view(k, e),
-            success=None if self.success is None else torch.from_numpy(self.success).view(k, e),
-        )
 
 
 def where_state(keep: torch.Tensor, new: ActorState, old: ActorState) -> ActorState:

@@ -267,9 +267,8 @@ def point_name(point: dict[str, str]) -> str:
 
 
 def _close_sampler(agent: Any) -> None:
-    """Close an agent's environments, worker processes or Ray workers (those that learn from environments have
-    a sampler)."""
-    if hasattr(agent, "sampler"):
+    """Close an agent's environments, worker processes or Ray workers (metarl.contract.LearnsFromEnvironments)."""
+    if agent.learns_from is EnvironmentFamily:
         agent.sampler.close()
 
 
