@@ -16,6 +16,7 @@ with each conjugate-gradient metric (meta-gradient, metric products, line search
 
     python benchmarks/sampler_speed.py [--families ...] [--tasks 40] [--episodes 20] [--horizon 100]
                                        [--rounds 3] [--skip-breakdown] [--breakdown FAMILY ...] [--metrics ...]
+                                       [--torch-threads 1]
 """
 
 from __future__ import annotations
@@ -195,12 +196,14 @@ def main() -> None:
                         help="families of the MAML-TRPO meta-iteration breakdown")
     parser.add_argument("--metrics", nargs="+", default=["gauss_newton:0.2", "fisher:0.2", "gauss_newton:1", "hvp"],
                         help="outer-step metrics to time (name or name:subsample); the first is the default")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch's intra-op threads (the run config's torch_threads)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.torch_threads)
 
     n = args.tasks * args.episodes
     print(f"{args.tasks} tasks x {args.episodes} episodes x {args.horizon} steps ({n} environments), "
-          f"{THREADS} physics threads, best of {args.rounds} interleaved rounds "
+          f"{THREADS} physics threads, {args.torch_threads} torch thread(s), best of {args.rounds} interleaved rounds "
           f"(load average before: {os.getloadavg()[0]:.1f})")
     print(f"{'':20s} {'env-steps/s':^32s} {'sampler vs':^21s} {'CPU us per env-step':^27s}")
     print(f"{'family':20s} {'sampler':>10s} {'syncvector':>10s} {'open loop':>10s} {'open loop':>10s} "
