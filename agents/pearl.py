@@ -162,6 +162,11 @@ def _sample(mu: torch.Tensor, var: torch.Tensor, generator: torch.Generator) -> 
     return mu + var.sqrt() * torch.randn(mu.shape, generator=generator)
 
 
+def _mean(values: list[torch.Tensor]) -> float:
+    """The mean over every entry of ``values`` (NaN for none)."""
+    return torch.cat([v.reshape(-1).double() for v in values]).mean().item() if values else float("nan")
+
+
 def _evaluation_generator(seed: int) -> torch.Generator:
     """The generator of an evaluation's ``z`` draws, from its seed."""
     return torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**63)))
@@ -188,7 +193,8 @@ class LatentActor(Memoryless):
 class PEARL:
     learns_from: ClassVar[type] = EnvironmentFamily
     metric = "return"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS, Capability.ADAPT_ON_GIVEN_EPISODES})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.VIDEOS, Capability.ADAPT_ON_GIVEN_EPISODES,
+                                                               Capability.SUCCESS})
 
     def __init__(self, family: TaskSource, config: PEARLConfig, seed: int = 0, sampler: EpisodeSampler | None = None):
         self.family, self.config = family, config
@@ -233,6 +239,7 @@ class PEARL:
         self.replay = [ReplayBuffer(config.replay_buffer_size, fields) for _ in self.tasks]
         self.context_buffers = [ReplayBuffer(config.replay_buffer_size, fields) for _ in self.tasks]
         self.sampler = Sampler(family) if sampler is None else sampler
+        self.curve_success: np.ndarray | None = None  # of the last adaptation_curve
 
     # -- actions and transitions ---------------------------------------------------------------------
     def to_env(self, action: torch.Tensor) -> torch.Tensor:
@@ -292,14 +299,15 @@ class PEARL:
     # -- meta-training ---------------------------------------------------------------------------------
     def _collect(self, indices: np.ndarray, steps: int, seed: int, rng: np.random.Generator,
                  generator: torch.Generator, posterior: bool,
-                 to_context: bool) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+                 to_context: bool) -> tuple[list[Episodes], list[Episodes]]:
         """One phase of data collection on training tasks ``indices``: ``steps`` per task, in whole trajectories,
         ``z`` from the prior, or (``posterior``) from the posterior after the first ``update_post_train``
         trajectories; trajectory ``j`` samples with the call seed ``(seed, j)``, each task's episode from its own
-        stream (its training-task index). Returns the returns of the trajectories with ``z`` from the prior and
-        from the posterior, and the env steps taken."""
+        stream (its training-task index). Returns the trajectories with ``z`` from the prior and those with ``z``
+        from the posterior."""
         tasks = [self.tasks[i] for i in indices]
-        prior_returns, posterior_returns, env_steps = [], [], 0
+        from_prior: list[Episodes] = []
+        from_posterior: list[Episodes] = []
         belief = None  # the prior
         for j in range(math.ceil(steps / self.horizon)):
             if posterior and j > 0 and j % self.config.update_post_train == 0:
@@ -311,9 +319,8 @@ class PEARL:
                 self.replay[i].add(**step)
                 if to_context:
                     self.context_buffers[i].add(**step)
-            (prior_returns if belief is None else posterior_returns).append(episodes.episode_returns()[:, 0].numpy())
-            env_steps += episodes.env_steps
-        return prior_returns, posterior_returns, env_steps
+            (from_prior if belief is None else from_posterior).append(episodes)
+        return from_prior, from_posterior
 
     def meta_step(self, tasks: list[Task], seed: int) -> dict[str, float]:
         """One meta-iteration: collect data on ``num_tasks_sample`` training tasks, then the gradient steps.
@@ -323,20 +330,24 @@ class PEARL:
         rng = np.random.default_rng(seed)
         generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
         start = time.perf_counter()
-        prior, posterior, env_steps = [], [], 0
+        prior: list[Episodes] = []  # of the meta-iteration's phases, not the initial collection
+        posterior: list[Episodes] = []
+        env_steps = 0
         with torch.no_grad():
             if c.num_initial_steps and all(len(b) == 0 for b in self.replay):
-                env_steps += self._collect(np.arange(len(self.tasks)), c.num_initial_steps, derive_seed(seed, 0),
-                                           rng, generator, posterior=False, to_context=True)[2]
+                initial, _ = self._collect(np.arange(len(self.tasks)), c.num_initial_steps, derive_seed(seed, 0),
+                                           rng, generator, posterior=False, to_context=True)
+                env_steps += sum(e.env_steps for e in initial)
             indices = rng.choice(len(self.tasks), c.num_tasks_sample, replace=False)
             for i in indices:
                 self.context_buffers[i].clear()
             phases = ((c.num_steps_prior, False, True), (c.num_steps_posterior, True, True),
                       (c.num_extra_rl_steps_posterior, True, False))
             for phase, (steps, from_posterior, to_context) in enumerate(phases, start=1):
-                pre, post, n = self._collect(indices, steps, derive_seed(seed, phase), rng, generator, from_posterior,
-                                             to_context)
-                prior, posterior, env_steps = prior + pre, posterior + post, env_steps + n
+                pre, post = self._collect(indices, steps, derive_seed(seed, phase), rng, generator, from_posterior,
+                                          to_context)
+                prior, posterior = prior + pre, posterior + post
+        env_steps += sum(e.env_steps for e in prior + posterior)
         sampled = time.perf_counter()
         eligible = np.flatnonzero([len(b) > 0 for b in self.context_buffers])
         stats: dict[str, list[float]] = {}
@@ -345,13 +356,22 @@ class PEARL:
                 stats.setdefault(key, []).append(value)
         updated = time.perf_counter()
         return {
-            "return_pre": float(np.mean(prior)) if prior else float("nan"),
-            "return_post": float(np.mean(posterior)) if posterior else float("nan"),
+            "return_pre": _mean([e.episode_returns() for e in prior]),
+            "return_post": _mean([e.episode_returns() for e in posterior]),
+            **self._success(prior, posterior),
             "env_steps": float(env_steps),
             **{k: float(np.mean(v)) for k, v in stats.items()},
             "sample_s": sampled - start,
             "update_s": updated - sampled,
         }
+
+    @staticmethod
+    def _success(prior: list[Episodes], posterior: list[Episodes]) -> dict[str, float]:
+        """The success rates of the trajectories with ``z`` from the prior and from the posterior, where the
+        environments report success."""
+        if not any(e.success is not None for e in prior + posterior):
+            return {}
+        return {"success_pre": _mean([e.success for e in prior]), "success_post": _mean([e.success for e in posterior])}
 
     def _gradient_step(self, indices: np.ndarray, rng: np.random.Generator,
                        generator: torch.Generator) -> dict[str, float]:
@@ -410,22 +430,25 @@ class PEARL:
 
     # -- evaluation -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _trial(self, tasks: list[Task], trajectories: int, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-        """The evaluation protocol on ``tasks``: the returns ``[trajectories, K]`` of successive trajectories,
-        the context gathered (``[K, trajectories * horizon, in]``) and its mask. One sampler call per trajectory
+    def _trial(self, tasks: list[Task], trajectories: int,
+               seed: int) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor, torch.Tensor]:
+        """The evaluation protocol on ``tasks``: the returns ``[trajectories, K]`` of successive trajectories, their
+        success (0 or 1; None where the environments report none), the context gathered (``[K, trajectories * horizon, in]``) and its mask. One sampler call per trajectory
         rather than a trial: the posterior between them reads whole transitions, ``s'`` included, from the
         episodes returned."""
         generator = _evaluation_generator(seed)
         context = torch.zeros(len(tasks), 0, self.context_dim)
         mask = torch.zeros(len(tasks), 0)
-        returns = []
+        returns, success = [], []
         for j in range(trajectories):
             z = self._latent(context, mask, j, generator)
             episodes = self._run(tasks, z, derive_seed(seed, j), self.config.eval_deterministic)
             returns.append(episodes.episode_returns()[:, 0].numpy())
+            if episodes.success is not None:
+                success.append(episodes.success[:, 0].numpy().astype(np.float64))
             rows, rows_mask = self._context(episodes)
             context, mask = torch.cat([context, rows], dim=1), torch.cat([mask, rows_mask], dim=1)
-        return np.stack(returns), context, mask
+        return np.stack(returns), (np.stack(success) if success else None), context, mask
 
     def _latent(self, context: torch.Tensor, mask: torch.Tensor, trajectories: int,
                 generator: torch.Generator) -> torch.Tensor:
@@ -444,9 +467,11 @@ class PEARL:
         return PosteriorOnGivenEpisodes(self)
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
-        """Returns of trajectories ``1..steps+1`` in sequence on each task: ``[steps + 1, len(tasks)]``."""
+        """Returns of trajectories ``1..steps+1`` in sequence on each task: ``[steps + 1, len(tasks)]``; their
+        success in ``curve_success`` where the environments report it."""
         tasks, steps = check_tasks(tasks), check_count("steps", steps, 0)
-        return self._trial(tasks, steps + 1, seed)[0]
+        returns, self.curve_success, _, _ = self._trial(tasks, steps + 1, seed)
+        return returns
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The curve's x-axis name and the trajectories of experience on the task before each point."""
@@ -456,7 +481,7 @@ class PEARL:
         """A trajectory with ``z`` from the prior beside trajectory ``steps + 1`` of the evaluation's sequence
         (``z`` from the posterior over the ``steps`` before it once there are ``num_exp_traj_eval``)."""
         act_seed, trial_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
-        _, context, mask = self._trial([task], steps, trial_seed)
+        _, _, context, mask = self._trial([task], steps, trial_seed)
         generator = torch.Generator().manual_seed(act_seed)
         with torch.no_grad():
             prior = torch.randn(1, self.config.latent_size, generator=generator)

@@ -198,7 +198,8 @@ def sparse_reward(dense: np.ndarray | float, goal_radius: float) -> np.ndarray:
 
 
 class SparsePointRobotEnv(Navigation2DEnv):
-    """A Navigation2D point whose reward is sparse; ``info["dense_reward"]`` is ``-distance``."""
+    """A Navigation2D point whose reward is sparse; ``info["dense_reward"]`` is ``-distance``, ``info["success"]``
+    whether the point is within the goal radius (where the reward is paid; oyster defines no success)."""
 
     def __init__(self, family: SparsePointRobot, task: Task, render_mode: str | None = None):
         self.goal_radius = family.goal_radius
@@ -206,7 +207,8 @@ class SparsePointRobotEnv(Navigation2DEnv):
 
     def step(self, action: np.ndarray):
         obs, dense, terminated, truncated, info = super().step(action)
-        return obs, float(sparse_reward(dense, self.goal_radius)), terminated, truncated, {**info, "dense_reward": dense}
+        info = {**info, "dense_reward": dense, "success": float(dense >= -self.goal_radius)}
+        return obs, float(sparse_reward(dense, self.goal_radius)), terminated, truncated, info
 
     @staticmethod
     def batch_stepper(envs: Sequence[SparsePointRobotEnv]) -> SparsePointRobotBatch:
@@ -232,6 +234,7 @@ class SparsePointRobotBatch(Navigation2DBatch):
 
     def step(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         obs, dense, terminated, truncated = super().step(idx, actions)
+        self.success = dense >= -self.goal_radius
         return obs, sparse_reward(dense, self.goal_radius), terminated, truncated
 
 

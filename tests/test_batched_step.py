@@ -89,11 +89,13 @@ def _check_batched_trajectory(family, tasks, episodes: int = 2, seed: int = 0) -
     while len(active):
         actions = _actions(envs[0].action_space, len(envs), rng)
         obs, rewards, terminated, truncated = stepper.step(active, actions[active])
-        expected = [twins[i].step(actions[i])[:4] for i in active]
+        expected = [twins[i].step(actions[i]) for i in active]
         np.testing.assert_allclose(obs, np.stack([e[0] for e in expected]), rtol=0, atol=1e-9)
         np.testing.assert_allclose(rewards, [e[1] for e in expected], rtol=0, atol=1e-9)
         assert terminated.tolist() == [bool(e[2]) for e in expected]
         assert truncated.tolist() == [bool(e[3]) for e in expected]
+        flags = [e[4].get("success") for e in expected]
+        assert (stepper.success is None) if flags[0] is None else stepper.success.tolist() == [bool(f) for f in flags]
         terminations += int(terminated.sum())
         active = active[~(terminated | truncated)]
     stepper.close()
@@ -172,4 +174,6 @@ def test_the_sampler_collects_the_same_episodes_through_the_batch_and_the_loop_s
     looped = Sampler(family).sample(tasks, MLPActor(policy), episodes_per_task=3, seed=7)
     for field in ("obs", "actions", "mask", "log_probs", "last_obs", "terminated"):
         assert torch.equal(getattr(batched, field), getattr(looped, field)), field
+    assert (batched.success is None) == (looped.success is None)
+    assert batched.success is None or torch.equal(batched.success, looped.success)
     torch.testing.assert_close(batched.rewards, looped.rewards, rtol=1e-6, atol=1e-6)

@@ -83,7 +83,7 @@ def test_pearl_draws_z_from_the_adaptation_episodes_as_its_own_evaluation(family
     success, mean_return, _ = metalearning_evaluation(adapter, envs, num_evals=1, adaptation_steps=2,
                                                       adaptation_episodes=1, evaluation_episodes=2)
     # our evaluation: trajectory 0 with z from the prior, 1 and 2 from the posterior over those before
-    returns, context, mask = agent._trial(family.test_tasks[:GOALS], 3, derive_seed(SEED, 0))
+    returns, _, context, mask = agent._trial(family.test_tasks[:GOALS], 3, derive_seed(SEED, 0))
     torch.testing.assert_close(adapter.adaptation.context, context[:, : 2 * HORIZON], rtol=0, atol=0)
     torch.testing.assert_close(adapter.adaptation.mask, mask[:, : 2 * HORIZON], rtol=0, atol=0)
     assert adapter.env_steps == GOALS * HORIZON * 3 and success == 0.0

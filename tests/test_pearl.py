@@ -276,16 +276,22 @@ def test_sparse_point_robot_is_oysters():
     env = family.make_env(family.test_tasks[0])
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(obs, [0.0, 0.0])  # reset_model: np.array([0, 0])
+    twin = family.make_env(family.test_tasks[0]).unwrapped
+    twin.reset(seed=0)
+    batch = type(twin).batch_stepper([twin])  # what the sampler steps: the same rewards and success
     goal, state, rewards = env.unwrapped.goal, np.zeros(2), []
     for _ in range(20):
         action = goal - state  # clipped to the action space, Box(-0.1, 0.1)
         obs, reward, terminated, truncated, info = env.step(action)
+        _, batch_reward, _, _ = batch.step(np.array([0]), np.clip(action, -0.1, 0.1)[None])
+        assert batch_reward[0] == pytest.approx(reward) and batch.success.tolist() == [bool(info["success"])]
         state = state + np.clip(action, -0.1, 0.1)
         distance = np.linalg.norm(state - goal)
         dense = -distance
         sparse = dense * (dense >= -0.2) + (1.0 if dense >= -0.2 else 0.0)  # sparsify_rewards, then + 1 inside
         rewards.append(reward)
         assert reward == pytest.approx(sparse) and info["dense_reward"] == pytest.approx(dense)
+        assert info["success"] == (distance <= 0.2)  # the goal reached: where the reward is paid
         assert family.dense_reward(family.test_tasks[0], obs[None])[0] == pytest.approx(dense, abs=1e-6)
         np.testing.assert_allclose(obs, state, atol=1e-6)
     assert not terminated and truncated and rewards[0] == 0.0 and rewards[-1] == pytest.approx(1.0)

@@ -84,11 +84,17 @@ def test_episodes_carry_success_at_any_step_and_none_without_it():
     assert Sampler(nav).sample(nav.train_tasks[:2], MLPActor(_policy(nav)), episodes_per_task=1, seed=0).success is None
 
 
-@pytest.mark.parametrize("agent", ["maml_trpo", "rl2"])
+PEARL_TINY = {"latent_size": 2, "encoder_hidden_sizes": [8], "hidden_sizes": [8], "batch_size": 4,
+              "embedding_batch_size": 5, "num_train_steps_per_itr": 1, "num_initial_steps": HORIZON,
+              "num_tasks_sample": 2, "num_steps_prior": HORIZON, "num_steps_posterior": 2 * HORIZON,
+              "num_extra_rl_steps_posterior": 0, "update_post_train": 1}
+
+
+@pytest.mark.parametrize("agent", ["maml_trpo", "rl2", "pearl"])
 def test_evaluation_and_training_log_count_successes_as_by_hand(tmp_path, agent):
     family = Flagged()
-    agent_config = {"hidden_sizes": [8], "episodes_per_task": 3} if agent == "maml_trpo" else \
-        {"hidden_size": 8, "episodes_per_trial": 2}
+    agent_config = {"maml_trpo": {"hidden_sizes": [8], "episodes_per_task": 3},
+                    "rl2": {"hidden_size": 8, "episodes_per_trial": 2}, "pearl": PEARL_TINY}[agent]
     config = RunConfig(family="Flagged", agent=agent, agent_config={"meta_batch_size": 4, **agent_config},
                        iterations=1, eval_tasks=len(family.test_tasks), eval_steps=1)
     _, learner, resolved = build_run(config, source=family)
@@ -122,6 +128,39 @@ def test_the_training_log_records_the_success_rate(tmp_path, agent):
         tasks = family.sample_tasks(5, seed=task_seed(config.seed, it))
         hand = np.mean([0 < t["at"] <= HORIZON for t in tasks])
         assert float(row["success_pre"]) == pytest.approx(hand) and float(row["success_post"]) == pytest.approx(hand)
+
+
+class Rewarded(Flagged):
+    """Flagged whose reward is the success flag: an episode's return is its success (once per episode)."""
+
+    name = "Rewarded"
+
+    def __init__(self, **common):
+        super().__init__(noise=False, **common)
+
+    def _make_env(self, task, render_mode):
+        return RewardedEnv(self, task)
+
+
+class RewardedEnv(FlaggedEnv):
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, info["success"], terminated, truncated, info
+
+
+def test_pearls_training_log_counts_the_success_of_the_trajectories_it_collects(tmp_path):
+    """PEARL collects on its own draw of training tasks, with z from the prior and from the posterior: the success
+    rates it logs are those of the same trajectories whose returns it logs (each return here is its success)."""
+    family = Rewarded()
+    config = RunConfig(family="Rewarded", agent="pearl", agent_config={"meta_batch_size": 2, **PEARL_TINY},
+                       iterations=3, evaluate=False)
+    _, learner, resolved = build_run(config, source=family)
+    Trainer(config, family, learner, tmp_path, resolved).train(progress=False)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for key in ("pre", "post"):
+        assert [float(r[f"success_{key}"]) for r in rows] == pytest.approx([float(r[f"return_{key}"]) for r in rows])
+    assert 0 < np.mean([float(r["success_pre"]) for r in rows]) < 1  # goals of both kinds were drawn
 
 
 def test_the_report_shows_our_success_rate_over_seeds_and_meta_worlds(tmp_path):
