@@ -433,9 +433,9 @@ class PEARL:
     def _trial(self, tasks: list[Task], trajectories: int,
                seed: int) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor, torch.Tensor]:
         """The evaluation protocol on ``tasks``: the returns ``[trajectories, K]`` of successive trajectories, their
-        success (0 or 1; None where the environments report none), the context gathered (``[K, trajectories * horizon, in]``) and its mask. One sampler call per trajectory
-        rather than a trial: the posterior between them reads whole transitions, ``s'`` included, from the
-        episodes returned."""
+        success (0 or 1; None where the environments report none), the context gathered (``[K, trajectories *
+        horizon, in]``) and its mask. One sampler call per trajectory rather than a trial: the posterior between them
+        reads whole transitions, ``s'`` included, from the episodes returned."""
         generator = _evaluation_generator(seed)
         context = torch.zeros(len(tasks), 0, self.context_dim)
         mask = torch.zeros(len(tasks), 0)
