@@ -433,9 +433,9 @@ class PEARL:
     def _trial(self, tasks: list[Task], trajectories: int,
                seed: int) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor, torch.Tensor]:
         """The evaluation protocol on ``tasks``: the returns ``[trajectories, K]`` of successive trajectories, their
-        success (0 or 1; None where the environments report none), the context gathered (``[K, trajectories *
-        horizon, in]``) and its mask. One sampler call per trajectory rather than a trial: the posterior between them
-        reads whole transitions, ``s'`` included, from the episodes returned."""
+        success ``[trajectories, K, 1]`` (None where the environments report none), the context gathered
+        (``[K, trajectories * horizon, in]``) and its mask. One sampler call per trajectory rather than a trial: the
+        posterior between them reads whole transitions, ``s'`` included, from the episodes returned."""
         generator = _evaluation_generator(seed)
         context = torch.zeros(len(tasks), 0, self.context_dim)
         mask = torch.zeros(len(tasks), 0)
@@ -445,7 +445,7 @@ class PEARL:
             episodes = self._run(tasks, z, derive_seed(seed, j), self.config.eval_deterministic)
             returns.append(episodes.episode_returns()[:, 0].numpy())
             if episodes.success is not None:
-                success.append(episodes.success[:, 0].numpy().astype(np.float64))
+                success.append(episodes.success.double().numpy())  # [K, 1]
             rows, rows_mask = self._context(episodes)
             context, mask = torch.cat([context, rows], dim=1), torch.cat([mask, rows_mask], dim=1)
         return np.stack(returns), (np.stack(success) if success else None), context, mask

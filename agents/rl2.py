@@ -94,7 +94,7 @@ class TrialBatch:
     rewards: torch.Tensor  # [n, L]
     mask: torch.Tensor  # [n, L]
     episode_returns: torch.Tensor  # [K, tasks, trials]
-    success: torch.Tensor | None  # [K, tasks]: the success rate of episode k on each task; None if not reported
+    success: torch.Tensor | None  # [K, tasks, trials]: 1.0 where episode k of a trial succeeded; None if not reported
     env_steps: int
 
     @classmethod
@@ -103,7 +103,7 @@ class TrialBatch:
         return cls(inputs=policy.trial_inputs(steps).flatten(0, 1), actions=steps.actions.flatten(0, 1),
                    log_probs=steps.log_probs.flatten(0, 1), rewards=steps.rewards.flatten(0, 1),
                    mask=steps.mask.flatten(0, 1), episode_returns=trials.episode_returns(),
-                   success=trials.success_rate(), env_steps=trials.env_steps)
+                   success=trials.success(), env_steps=trials.env_steps)
 
 
 class PopArt:
@@ -287,8 +287,8 @@ class RL2:
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """Mean return of episode 1..K of a trial on each task: ``[K, len(tasks)]`` (``steps`` is unused:
-        RL^2 adapts through its trial, whose length the config fixes); their success rates in ``curve_success``
-        where the environments report success."""
+        RL^2 adapts through its trial, whose length the config fixes); the success of each trial's episodes in
+        ``curve_success`` where the environments report success."""
         check_count("steps", steps, 0)
         with torch.no_grad():
             batch = self.collect(tasks, seed)

@@ -160,10 +160,11 @@ class ReportsEvaluationInfo(Protocol):
 
 
 class ReportsSuccess(Protocol):
-    """:attr:`Capability.SUCCESS`: after ``adaptation_curve``, ``curve_success[points, tasks]`` holds the fraction of
-    each task's episodes at each point that succeeded (``info["success"]`` at any step), or None where the
-    environments report no success; the evaluation writes it beside the scores (:func:`metarl.running.evaluation.
-    success_report`)."""
+    """:attr:`Capability.SUCCESS`: after ``adaptation_curve``, ``curve_success[points, tasks, episodes]`` holds whether
+    each of a task's episodes at each point succeeded (1.0 if ``info["success"]`` at any step, else 0.0), or None
+    where the environments report no success. Episode ``e`` at every point is the same slot: trial ``e`` (RL²),
+    the task's one sequence of trajectories (PEARL), the ``e``-th episode sampled (MAML-RL). The evaluation writes
+    it beside the scores (:func:`metarl.running.evaluation.success_report`)."""
 
     curve_success: np.ndarray | None
 

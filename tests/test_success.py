@@ -106,6 +106,10 @@ def test_evaluation_and_training_log_count_successes_as_by_hand(tmp_path, agent)
     hand = np.array([0 < t["at"] <= HORIZON for t in family.test_tasks], dtype=float)
     np.testing.assert_array_equal(success[:, deterministic], np.broadcast_to(hand[deterministic],
                                                                              success[:, deterministic].shape))
+    episodes = np.asarray(report["success"]["per_episode_success"])  # [point, task, slot]
+    np.testing.assert_array_equal(episodes.mean(-1), success)
+    np.testing.assert_array_equal(episodes[:, deterministic], np.broadcast_to(
+        hand[deterministic][:, None], episodes[:, deterministic].shape))
     for s, point in enumerate(report["success"]["steps"]):
         assert point["success_rate"] == pytest.approx(success[s].mean())
         assert point["ci95"] == pytest.approx(1.96 * success[s].std(ddof=1) / np.sqrt(success.shape[1]))
@@ -163,8 +167,23 @@ def test_pearls_training_log_counts_the_success_of_the_trajectories_it_collects(
     assert 0 < np.mean([float(r["success_pre"]) for r in rows]) < 1  # goals of both kinds were drawn
 
 
+def test_the_reached_rate_counts_the_slots_that_have_succeeded_so_far_as_by_hand():
+    success = np.zeros((3, 2, 2))  # [point, task, episode slot]
+    success[1, 0, 0] = success[0, 1, 0] = success[2, 1, 1] = 1.0
+    report = success_report(success)
+    # task 0: slot 0 reached from point 1 on, slot 1 never -> 0, 0.5, 0.5; task 1: slot 0 from point 0, slot 1 at
+    # point 2 -> 0.5, 0.5, 1
+    assert [p["reached_rate"] for p in report["steps"]] == pytest.approx([0.25, 0.5, 0.75])
+    assert [p["success_rate"] for p in report["steps"]] == pytest.approx([0.25, 0.25, 0.25])
+    assert report["steps"][2]["reached_ci95"] == pytest.approx(1.96 * np.std([0.5, 1.0], ddof=1) / np.sqrt(2))
+    assert report["per_episode_success"] == success.tolist()
+    with pytest.raises(ValueError, match=r"success must be \[points, tasks, episodes\], got shape \(3, 2\)"):
+        success_report(success[..., 0])
+
+
 def test_the_report_shows_our_success_rate_over_seeds_and_meta_worlds(tmp_path):
-    rates = {0: [[0.0, 0.5], [0.5, 1.0]], 1: [[0.0, 0.0], [1.0, 1.0]]}  # [point, task] per seed
+    # [point, task, episode] per seed; the rates [point, task]: seed 0 [[0, 0.5], [0.5, 1]], seed 1 [[0, 0], [1, 1]]
+    rates = {0: [[[0, 0], [0, 1]], [[1, 0], [1, 1]]], 1: [[[0, 0], [0, 0]], [[1, 1], [1, 1]]]}
     dirs = []
     for seed, success in rates.items():
         run = tmp_path / f"ml1-seed{seed}"

@@ -236,10 +236,10 @@ class MAMLRLAgent(ABC):
 
     def adaptation_curve(self, tasks: list[Task], steps: int, seed: int) -> np.ndarray:
         """Mean episode return per task before and after each of ``steps`` inner steps: ``[steps + 1, K]`` (and
-        their success rates in ``curve_success`` where the environments report success)."""
+        the success of each episode in ``curve_success`` where the environments report success)."""
         batch = self.collect(tasks, seed, steps)
         points = [*batch.support, batch.query]
-        self.curve_success = None if batch.query.success is None else np.stack([e.success_rate().numpy()
+        self.curve_success = None if batch.query.success is None else np.stack([e.success.double().numpy()
                                                                                  for e in points])
         return np.stack([e.episode_returns().mean(-1).numpy() for e in points])
 

@@ -104,11 +104,11 @@ class Trials:
         """``[J, K, R]``: the return of episode ``j`` of each trial."""
         return torch.stack([e.episode_returns() for e in self.episodes])
 
-    def success_rate(self) -> torch.Tensor | None:
-        """``[J, K]``: the fraction of each task's trials whose episode ``j`` succeeded; None where success is not
+    def success(self) -> torch.Tensor | None:
+        """``[J, K, trials]``: 1.0 where episode ``j`` of a task's trial succeeded; None where success is not
         reported."""
-        rates = [e.success_rate() for e in self.episodes]
-        return None if rates[0] is None else torch.stack(rates)
+        flags = [e.success for e in self.episodes]
+        return None if flags[0] is None else torch.stack(flags).double()
 
     def joined(self) -> TrialSteps:
         """Each trial as one sequence: its episodes' steps concatenated, padding moved to the end."""

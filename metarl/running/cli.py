@@ -632,12 +632,15 @@ def _print_eval(run_dir: Path, name: str = "eval") -> None:
               f"point 0: {step['gain']:+.2f} +- {_interval(step['gain_ci95'])}")
     success = report.get("success")
     if success:
-        print("  success rate (info['success'] at any step of an episode), mean over tasks:")
+        print("  success rate (info['success'] at any step of an episode), mean over tasks; reached: the same for the "
+              "episode slots (trials, sequences) that succeeded at this point or before:")
         for point in success["steps"]:
             classes = point.get("per_class", {})
             rates = ", ".join(f"{k} {v['success_rate']:.2f}" for k, v in classes.items())
             by_class = f"   per class: {rates}" if len(classes) > 1 else ""
-            print(f"  {point['index']:3d}: {point['success_rate']:6.2f} +- {_interval(point['ci95'])}{by_class}")
+            reached = f"   reached {point['reached_rate']:.2f} +- {_interval(point['reached_ci95'])}" \
+                if "reached_rate" in point else ""  # (reports written before it was measured have none)
+            print(f"  {point['index']:3d}: {point['success_rate']:6.2f} +- {_interval(point['ci95'])}{reached}{by_class}")
     ceiling = report.get("reference_ceiling")
     if ceiling:
         print(f"  reference after {ceiling['budgets']} budgets ({ceiling['env_steps_per_task']} env steps) on the first "

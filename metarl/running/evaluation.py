@@ -54,14 +54,23 @@ def adaptation_report(curve: np.ndarray, label: str, x_label: str, experience: l
 
 
 def success_report(success: np.ndarray, classes: list[str] | None = None) -> dict[str, Any]:
-    """``success[s, k]``: the fraction of task ``k``'s episodes at point ``s`` of the adaptation that succeeded (an
+    """``success[s, k, e]``: whether episode ``e`` of task ``k`` at point ``s`` of the adaptation succeeded (an
     episode succeeds if its environment reported ``info["success"]`` at any step, as Meta-World's evaluator
-    counts). Per point, the mean over tasks with its 95% interval, and with ``classes`` (each task's class, e.g.
-    Meta-World's ``env_name``) the same per class."""
+    counts; episode ``e`` is the same slot at every point, :class:`metarl.contract.ReportsSuccess`). Per point: the
+    success rate (each task's fraction of episodes, then the mean over tasks, with its 95% interval), and with
+    ``classes`` (each task's class, e.g. Meta-World's ``env_name``) the same per class; and the reached rate, the
+    same for the slots that have succeeded at this point or an earlier one (for a sequence of trajectories, RL²'s
+    trial or PEARL's: the fraction of tasks reached within the first ``s + 1`` trajectories)."""
+    success = np.asarray(success, dtype=np.float64)
+    if success.ndim != 3:
+        raise ValueError(f"success must be [points, tasks, episodes], got shape {success.shape}")
+    rates, reached = success.mean(-1), np.maximum.accumulate(success, axis=0).mean(-1)
     steps = []
-    for s, row in enumerate(success):
+    for s, row in enumerate(rates):
         mean, ci = mean_ci(row)
-        point: dict[str, Any] = {"index": s, "success_rate": mean, "ci95": ci}
+        reached_mean, reached_ci = mean_ci(reached[s])
+        point: dict[str, Any] = {"index": s, "success_rate": mean, "ci95": ci, "reached_rate": reached_mean,
+                                 "reached_ci95": reached_ci}
         if classes is not None:
             point["per_class"] = {}
             for name in sorted(set(classes)):
@@ -69,7 +78,7 @@ def success_report(success: np.ndarray, classes: list[str] | None = None) -> dic
                 rate, rate_ci = mean_ci(members)
                 point["per_class"][name] = {"success_rate": rate, "ci95": rate_ci, "num_tasks": int(members.size)}
         steps.append(point)
-    return {"steps": steps, "per_task_success": np.asarray(success).tolist()}
+    return {"steps": steps, "per_task_success": rates.tolist(), "per_episode_success": success.tolist()}
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
