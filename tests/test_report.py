@@ -175,3 +175,32 @@ def test_a_few_shot_run_evaluated_before_accuracy_had_its_own_name_still_renders
     assert re.search(row, page)  # point 1 of the curve table: the mean accuracy
     assert main(["plot", str(kept), "--out", str(tmp_path / "plot.png")]) == 0
     assert "   77.65 +-  0.65" in capsys.readouterr().out
+
+
+def test_the_held_out_score_along_meta_training_is_shown_against_env_steps(tmp_path):
+    """Two seeds scored at iterations 10 and 20 (eval_iter_<k>.json), one seed also at 30: the report's curve is at
+    the iterations both have, the mean over seeds of each seed's mean held-out return at the last point."""
+    from metarl.running.evaluation import adaptation_report
+
+    scores = {0: {10: [-3.0, -5.0], 20: [-1.0, -2.0], 30: [0.0, 0.0]}, 1: {10: [-4.0, -4.0], 20: [-2.0, -2.0]}}
+    dirs = []
+    for seed, along in scores.items():
+        run = tmp_path / f"nav-seed{seed}"
+        run.mkdir()
+        config = {"family": "Navigation2D-v0", "agent": "maml_trpo", "seed": seed, "eval_every": 10 + seed}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        for it, last in along.items():
+            report = adaptation_report(np.array([[-9.0, -9.0], last]), run.name, "inner gradient steps", [0, 20])
+            report.update(iteration=it, total_env_steps=1000 * it + seed)
+            (run / f"eval_iter_{it:06d}.json").write_text(json.dumps(report))
+        dirs.append(run)
+    page = (main(["report", *map(str, dirs), "--out", str(tmp_path / "out"), "--format", "md"]) == 0
+            and (tmp_path / "out" / "report.md").read_text())
+    assert "## Held-out score along meta-training" in page and (tmp_path / "out" / "heldout_Navigation2D-v0.png").is_file()
+    # iteration 10: seeds -4.0 and -4.0 -> -4.00; iteration 20: -1.5 and -2.0 -> -1.75; env steps 10k and 20k
+    assert "| nav | 10 | 10k | -4.00 | -4.00, -4.00 |" in page
+    assert "| nav | 20 | 20k | -1.75 | -1.50, -2.00 |" in page
+    assert "| nav | 30 |" not in page
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    [method] = summary["methods"]  # eval_every differs between the seeds: still one method
+    assert method["heldout"]["iterations"] == [10, 20] and method["heldout"]["env_steps"] == [10000.5, 20000.5]

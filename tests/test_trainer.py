@@ -39,7 +39,7 @@ def _config(tmp_path: Path, **changes) -> Path:
 
 def _metrics(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+    return [{k: v for k, v in row.items() if k not in TIMING and not k.endswith("_s")} for row in rows]  # (sample_s)
 
 
 # Tiny runs of agents whose state goes beyond the policy's weights: Adam moments and step counts (ProMP, RL² with
@@ -121,6 +121,55 @@ def test_bad_config_fields_are_refused_by_name(tmp_path, capsys):
         load_config(tmp_path / "nope.yaml")
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+ALONG = {**KILLED, "pearl": {
+    "family": "Navigation2D-PEARL-v0", "family_overrides": {"horizon": 5, "num_train_tasks": 4, "num_test_tasks": 3},
+    "agent": "pearl", "agent_config": {"latent_size": 2, "encoder_hidden_sizes": [8], "hidden_sizes": [8],
+                                       "meta_batch_size": 2, "batch_size": 4, "embedding_batch_size": 5,
+                                       "num_train_steps_per_itr": 2, "num_initial_steps": 5, "num_tasks_sample": 2,
+                                       "num_steps_prior": 5, "num_steps_posterior": 5,
+                                       "num_extra_rl_steps_posterior": 5}}}
+
+
+@pytest.mark.parametrize("name", [n for n in ALONG if n != "promp"])
+def test_scoring_along_meta_training_changes_nothing_and_equals_scoring_each_checkpoint(tmp_path, name, capsys):
+    """eval_every=2 during training, and metarl eval --every-checkpoint after a run without it: the same training
+    (metrics, final state) and the same held-out scores, each file recording its iteration and env steps."""
+    config = _config(tmp_path, **ALONG[name], iterations=4, eval_tasks=3, eval_steps=1)
+    along, after = tmp_path / "along", tmp_path / "after"
+    assert main(["train", str(config), "eval_every=2", "--run-dir", str(along), "--no-progress"]) == 0
+    assert main(["train", str(config), "--run-dir", str(after), "--no-progress"]) == 0
+    assert not list(after.glob("eval_iter_*"))
+    assert main(["eval", str(after), "--every-checkpoint"]) == 0
+    assert "iter_000004.pt" in capsys.readouterr().out
+    assert _metrics(along) == _metrics(after)
+    a, b = (load_checkpoint(d / "checkpoints" / "iter_000004.pt") for d in (along, after))
+    _assert_equal_states(a["agent"], b["agent"])
+    steps = {int(row["iteration"]) + 1: row["total_env_steps"] for row in _metrics(along)}
+    for k in (2, 4):
+        x, y = (json.loads((d / f"eval_iter_{k:06d}.json").read_text()) for d in (along, after))
+        scores = next(key for key in ("per_task_returns", "per_task_accuracy", "per_task_mse") if key in x)
+        assert x[scores] == y[scores] and x["num_tasks"] == 3
+        assert x["iteration"] == y["iteration"] == k and x["total_env_steps"] == y["total_env_steps"] == steps[k]
+    assert not list(along.glob("eval_iter_*.png"))
+
+
+def test_every_checkpoint_keeps_what_it_wrote_and_refuses_what_it_cannot_combine(tmp_path, capsys):
+    run = tmp_path / "run"
+    config = _config(tmp_path, iterations=2, eval_tasks=2, eval_steps=1, family_overrides={"horizon": 5})
+    assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["eval", str(run), "--every-checkpoint"]) == 0
+    written = (run / "eval_iter_000002.json").read_text()
+    (run / "eval_iter_000002.json").write_text(written.replace('"num_tasks": 2', '"num_tasks": 2 '))
+    assert main(["eval", str(run), "--every-checkpoint"]) == 0  # nothing left to score
+    assert (run / "eval_iter_000002.json").read_text() != written
+    assert "iter_000002.pt" not in capsys.readouterr().out.split("eval_iter_000002")[-1]
+    assert main(["eval", str(run), "--every-checkpoint", "--checkpoint", str(run / "checkpoints" / "iter_000002.pt"),
+                 "--video"]) == 2
+    assert "it takes no --checkpoint, --video" in capsys.readouterr().err
+    assert main(["train", str(config), "eval_every=-1", "--run-dir", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "eval_every" in capsys.readouterr().err
 
 
 def test_train_then_eval_writes_the_run_directory(tmp_path, capsys):

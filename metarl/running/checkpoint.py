@@ -17,7 +17,7 @@ from metarl.guards import check_finite, nonfinite_entry
 from metarl.running.rundir import atomic_write
 
 __all__ = ["CheckpointError", "checkpoint_iteration", "latest_checkpoint", "load_checkpoint", "prune_checkpoints",
-           "restore_agent", "save_checkpoint"]
+           "restore_agent", "run_checkpoints", "save_checkpoint"]
 
 NAME = re.compile(r"iter_(\d+)\.pt")
 
@@ -116,7 +116,7 @@ def checkpoint_iteration(path: str | Path) -> int:
     return int(match[1])
 
 
-def _checkpoints(run_dir: str | Path) -> list[Path]:
+def run_checkpoints(run_dir: str | Path) -> list[Path]:
     """A run directory's checkpoints, oldest first."""
     found = [p for p in Path(run_dir, "checkpoints").glob("iter_*.pt") if NAME.fullmatch(p.name)]
     return sorted(found, key=checkpoint_iteration)
@@ -124,11 +124,11 @@ def _checkpoints(run_dir: str | Path) -> list[Path]:
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The checkpoint of the highest iteration in a run directory's ``checkpoints/``, or None."""
-    found = _checkpoints(run_dir)
+    found = run_checkpoints(run_dir)
     return found[-1] if found else None
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     """Delete all but the newest ``keep`` (>= 1) checkpoints of a run directory."""
-    for path in _checkpoints(run_dir)[:-keep]:
+    for path in run_checkpoints(run_dir)[:-keep]:
         path.unlink()

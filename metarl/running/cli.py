@@ -52,9 +52,15 @@ import numpy as np
 
 from metarl.contract import Capability, require, with_step_size
 from metarl.errors import CheckpointError, ConfigError, MetaRLError
-from metarl.running.checkpoint import checkpoint_iteration, latest_checkpoint, load_checkpoint, restore_agent
+from metarl.running.checkpoint import (
+    checkpoint_iteration,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_agent,
+    run_checkpoints,
+)
 from metarl.running.config import BACKENDS, RunConfig, SamplerConfig, config_reference, load_config, parse_overrides
-from metarl.running.evaluation import SCORE_KEYS, read_report, write_report
+from metarl.running.evaluation import EVAL_ITER, SCORE_KEYS, read_report, write_report
 from metarl.running.run import (
     agent_classes,
     agent_names,
@@ -496,6 +502,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("give a step size (--step-size) or values to tune it among (--tune-step-size), not both")
     if args.tune_tasks is not None and args.tune_step_size is None:
         raise ConfigError("--tune-tasks is the number of training tasks of --tune-step-size; pass --tune-step-size too")
+    if args.every_checkpoint:
+        return eval_checkpoints(args, run_dir, config)
     with run_lock(run_dir):  # the evaluation writes into the run directory: not while a training does
         remove_temp_files(run_dir)
         path, state = _checkpoint_to_evaluate(run_dir, args.checkpoint)
@@ -511,7 +519,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         restore_agent(agent, state, path, config.agent)
         report = Trainer(config, family, agent, run_dir, resolved).evaluate(
             args.tasks, args.steps, args.name, args.step_size, args.tune_step_size,
-            TUNE_TASKS if args.tune_tasks is None else args.tune_tasks)
+            TUNE_TASKS if args.tune_tasks is None else args.tune_tasks, at=_position(state))
         _print_eval(run_dir, args.name)
         if args.video:
             from metarl.rl.video import write_videos
@@ -524,6 +532,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 paths = write_videos(agent, family, tasks, steps, video_seed(config.seed),
                                      run_dir / "videos", args.video_format)
             print(f"  videos (left: before adaptation, right: after): {', '.join(map(str, paths))}")
+    return 0
+
+
+def _position(state: dict[str, Any]) -> dict[str, int]:
+    """The iteration and the meta-training env steps of a checkpoint's agent."""
+    return {"iteration": int(state["iteration"]), "total_env_steps": int(state["env_steps"])}
+
+
+def eval_checkpoints(args: argparse.Namespace, run_dir: Path, config: RunConfig) -> int:
+    """``metarl eval RUN --every-checkpoint``: each checkpoint's agent scored on the held-out tasks as
+    ``eval_iter_<k>.json``, as ``eval_every`` does during training; those already written are kept."""
+    clashing = [flag for flag, given in (("--checkpoint", args.checkpoint), ("--name", args.name != "eval"),
+                                         ("--tune-step-size", args.tune_step_size), ("--video", args.video)) if given]
+    if clashing:
+        raise ConfigError(f"--every-checkpoint scores every checkpoint as {EVAL_ITER}<k>.json; it takes no "
+                          f"{', '.join(clashing)}")
+    with run_lock(run_dir):
+        remove_temp_files(run_dir)
+        paths = run_checkpoints(run_dir)
+        if not paths:
+            raise CheckpointError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
+        for path in paths:
+            name = f"{EVAL_ITER}{checkpoint_iteration(path):06d}"
+            if (run_dir / f"{name}.json").is_file():
+                continue
+            state = load_checkpoint(path)
+            family, agent, resolved = _build(config)  # afresh: what an agent keeps (PEARL's buffers) grows
+            if args.step_size is not None:
+                require(agent, Capability.STEP_SIZE, "set the step size of its adaptation (--step-size)")
+            restore_agent(agent, state, path, config.agent)
+            try:
+                report = Trainer(config, family, agent, run_dir, resolved).evaluate(
+                    args.tasks, args.steps, name, args.step_size, plot=False, at=_position(state))
+            finally:
+                _close_sampler(agent)
+            score = report["steps"][-1][SCORE_KEYS[report["metric"]][0]]
+            print(f"  {path.name}: {report['metric']} {score:.2f} at the last point, after "
+                  f"{report['total_env_steps']} env steps of meta-training: {name}.json", flush=True)
     return 0
 
 
@@ -824,6 +870,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=3, metavar="N",
                    help="metaworld: evaluation episodes counted per class and round (default 3)")
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
+    p.add_argument("--every-checkpoint", action="store_true",
+                   help=f"score each checkpoint of the run on the held-out tasks as {EVAL_ITER}<k>.json (the held-out "
+                        "score along meta-training, as the config's eval_every does while training; those already "
+                        "written are kept)")
     p.add_argument("--step-size", type=float, metavar="V",
                    help="adapt with this step size (the agent's declared field, e.g. inner_lr of maml_trpo and "
                         "promp, finetune_learning_rate of sb3_pretrained), recorded in eval.json; the run's config "

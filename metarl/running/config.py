@@ -64,7 +64,7 @@ RANGES: dict[str, Range] = {
     # the run
     "seed": NON_NEGATIVE, "iterations": AT_LEAST_1, "checkpoint_every": AT_LEAST_1, "keep_checkpoints": NON_NEGATIVE,
     "eval_tasks": AT_LEAST_1,
-    "eval_steps": NON_NEGATIVE, "torch_threads": Range(1, 1024),
+    "eval_steps": NON_NEGATIVE, "eval_every": NON_NEGATIVE, "torch_threads": Range(1, 1024),
     # the sampler section (SamplerConfig)
     "workers": AT_LEAST_1, "env_workers": AT_LEAST_1, "cpus_per_worker": POSITIVE, "max_failures": NON_NEGATIVE,
     # batch sizes and counts
@@ -131,6 +131,7 @@ class RunConfig:
     eval_tasks: int = 40  # held-out tasks scored by `metarl eval` (and at the end of training)
     eval_steps: int = 3  # inner steps of the adaptation curve
     evaluate: bool = True  # run the evaluation when training ends
+    eval_every: int = 0  # also score the held-out tasks every this many iterations: eval_iter_<k>.json (0: never)
     torch_threads: int = 1  # intra-op threads: small ops gain nothing from more, and spin against other jobs
     sampler: dict[str, Any] = field(default_factory=dict)  # how episodes are sampled: {backend: ray, workers: N, ...}
 

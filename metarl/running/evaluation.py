@@ -20,10 +20,11 @@ import numpy as np
 from metarl.errors import RunDirError
 from metarl.running.rundir import atomic_write, write_json
 
-__all__ = ["SCORE_KEYS", "adaptation_report", "curve_axis", "mean_ci", "metric_name", "plot_adaptation",
+__all__ = ["EVAL_ITER", "SCORE_KEYS", "adaptation_report", "curve_axis", "mean_ci", "metric_name", "plot_adaptation",
            "read_report", "success_report", "write_report"]
 
 # metric -> (the key of a point's mean, the key of the per-task scores [points, tasks])
+EVAL_ITER = "eval_iter_"  # eval_iter_<k>.json: the held-out evaluation of the agent after meta-iteration k
 SCORE_KEYS = {"return": ("mean_return", "per_task_returns"), "accuracy": ("mean_accuracy", "per_task_accuracy"),
               "mse": ("mean_mse", "per_task_mse")}
 

@@ -10,6 +10,9 @@ without a trailing ``-seed<k>``. For each method the report shows
   bootstrap intervals over seeds (:mod:`metarl.running.statistics`); all methods of a task family share a figure;
 * the learning curve over meta-training (``return_post``, or ``accuracy`` for few-shot runs, per iteration):
   the mean over seeds and the band between the lowest and the highest seed;
+* where runs were scored along meta-training (``eval_iter_<k>.json``: the config's ``eval_every``, or ``metarl eval
+  --every-checkpoint``), the held-out score at the last point of each such evaluation against the meta-training
+  env steps: the mean over seeds and the band between the lowest and the highest seed;
 * a table of final numbers, wall-clock time (``elapsed_s``) and environment steps (``total_env_steps``); for
   families whose environments report success (Meta-World), the success rate at the final point (from
   ``eval.json``, aggregated over seeds as the scores are) and, where a run was also scored by Meta-World's own
@@ -34,7 +37,7 @@ import numpy as np
 
 from metarl.errors import ConfigError, RunDirError
 from metarl.running.config import read_yaml
-from metarl.running.evaluation import SCORE_KEYS, curve_axis, metric_name, read_report
+from metarl.running.evaluation import EVAL_ITER, SCORE_KEYS, curve_axis, metric_name, read_report
 from metarl.running.logger import read_metrics
 from metarl.running.run import with_agent_defaults
 from metarl.running.statistics import aggregate
@@ -55,6 +58,7 @@ class Run:
     metrics: list[dict[str, Any]]
     benchmark: dict[str, Any] | None = None  # eval_metaworld.json: Meta-World's own evaluator's numbers
     evaluation_file: str = "eval.json"  # the file ``evaluation`` was read from
+    along: list[dict[str, Any]] = field(default_factory=list)  # eval_iter_<k>.json, by iteration
 
     @property
     def seed(self) -> int:
@@ -67,6 +71,7 @@ class Method:
     runs: list[Run]
     adaptation: dict[str, Any] | None = None
     learning: dict[str, Any] | None = None
+    heldout: dict[str, Any] | None = None  # the held-out score along meta-training
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -96,7 +101,8 @@ def load_run(run_dir: str | Path, evaluation: str = "eval") -> Run:
     chosen = next((f for f in (f"{evaluation}.json", "eval.json") if (path / f).is_file()), "eval.json")
     report = read_report(path / chosen) if (path / chosen).is_file() else None
     metrics = read_metrics(path)
-    return Run(path, config, report, metrics, _read_benchmark(path / BENCHMARK_REPORT), chosen)
+    along = sorted((read_report(p) for p in path.glob(f"{EVAL_ITER}*.json")), key=lambda r: int(r["iteration"]))
+    return Run(path, config, report, metrics, _read_benchmark(path / BENCHMARK_REPORT), chosen, along)
 
 
 def _read_benchmark(path: Path) -> dict[str, Any] | None:
@@ -117,7 +123,8 @@ def group_runs(runs: list[Run]) -> list[Method]:
     independent samples."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        key = json.dumps({k: v for k, v in run.config.items() if k not in ("seed", "sampler")}, sort_keys=True,
+        key = json.dumps({k: v for k, v in run.config.items() if k not in ("seed", "sampler", "eval_every")},
+                         sort_keys=True,
                          default=str)
         groups.setdefault(key, []).append(run)
     methods, used = [], set()
@@ -207,6 +214,29 @@ def _learning(method: Method) -> dict[str, Any] | None:
             "iterations_run": [int(row["iteration"]) + 1 for row in last]}
 
 
+def _heldout(method: Method) -> dict[str, Any] | None:
+    """Each seed's mean held-out score at the last point of its evaluations along meta-training, at the iterations
+    every seed was scored at: the mean over seeds, the lowest and the highest, against the env steps (mean over
+    seeds)."""
+    runs = [run for run in method.runs if run.along]
+    if not runs:
+        return None
+    if len(runs) < len(method.runs):
+        method.notes.append(f"scored along meta-training ({EVAL_ITER}<k>.json): {len(runs)} of {len(method.runs)} seeds")
+    series = [{int(r["iteration"]): r for r in run.along} for run in runs]
+    iterations = sorted(set.intersection(*(set(s) for s in series)))
+    if not iterations:
+        method.notes.append("its seeds were scored along meta-training at no common iteration")
+        return None
+    metric = series[0][iterations[0]]["metric"]
+    mean_key = SCORE_KEYS[metric][0]
+    values = np.array([[s[i]["steps"][-1][mean_key] for i in iterations] for s in series])  # [seed, iteration]
+    env_steps = np.array([[s[i]["total_env_steps"] for i in iterations] for s in series], dtype=np.float64)
+    return {"family": method.config["family"], "metric": metric, "iterations": iterations,
+            "env_steps": env_steps.mean(0).tolist(), "mean": values.mean(0).tolist(), "min": values.min(0).tolist(),
+            "max": values.max(0).tolist(), "per_seed": values.tolist(), "seeds": [run.seed for run in runs]}
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -281,6 +311,42 @@ def _plot_learning(methods: list[Method], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_heldout(methods: list[Method], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
+    for i, method in enumerate(methods):
+        curve, color = method.heldout, f"C{i % 10}"
+        seeds = len(curve["seeds"])
+        ax.plot(curve["env_steps"], curve["mean"], color=color, marker="o", markersize=3, linewidth=1.2,
+                label=f"{method.label} ({_plural(seeds, 'seed')})")
+        if seeds > 1:
+            ax.fill_between(curve["env_steps"], curve["min"], curve["max"], color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel("meta-training env steps")
+    name = metric_name(methods[0].heldout["metric"])
+    bands = any(len(m.heldout["seeds"]) > 1 for m in methods)
+    ax.set_ylabel(f"held-out {name}, last point" + (" (mean over seeds, min-max band)" if bands else ""))
+    ax.set_title(f"{title}: held-out score along meta-training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _heldout_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "iteration", "meta-training env steps", "held-out score, last point (mean over seeds)",
+              "per seed"]
+    rows = [[m.label, str(it), _count(steps), _num(mean), _per_seed(list(values))]
+            for m in methods
+            for it, steps, mean, *values in zip(m.heldout["iterations"], m.heldout["env_steps"], m.heldout["mean"],
+                                                *m.heldout["per_seed"], strict=True)]
+    return header, rows
 
 
 def _num(value: float) -> str:
@@ -429,12 +495,14 @@ def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html",
             method.notes.append(f"held-out scores from {', '.join(files)}")
         method.adaptation = _adaptation(method)
         method.learning = _learning(method)
+        method.heldout = _heldout(method)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
     figures: list[tuple[str, str, Path]] = []  # (section, title, file)
     for section, key, plain, plot in (("adaptation", "metric", ("return",), _plot_adaptation),
-                                      ("learning", "key", ("return_post", "accuracy"), _plot_learning)):
+                                      ("learning", "key", ("return_post", "accuracy"), _plot_learning),
+                                      ("heldout", "metric", ("return",), _plot_heldout)):
         groups: dict[tuple[str, str], list[Method]] = {}  # one figure per family (and metric)
         for m in methods:
             data = getattr(m, section)
@@ -449,17 +517,19 @@ def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html",
                "bootstrap": {"unit": "seed", "reps": REPS, "confidence": CONFIDENCE, "seed": BOOTSTRAP_SEED},
                "methods": [{"label": m.label, "runs": [str(r.path) for r in m.runs], "seeds": m.seeds,
                             "family": m.config.get("family"), "agent": m.config.get("agent"),
-                            "adaptation": m.adaptation, "learning": m.learning, "notes": m.notes} for m in methods]}
+                            "adaptation": m.adaptation, "learning": m.learning, "heldout": m.heldout,
+                            "notes": m.notes} for m in methods]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     final = _final_table(methods)
     curves = _curve_table([m for m in methods if m.adaptation is not None])
+    along = _heldout_table([m for m in methods if m.heldout is not None])
     runs = (["method", "runs", "notes"],
             [[m.label, ", ".join(str(r.path) for r in m.runs), "; ".join(m.notes)] for m in methods])
     page = out / f"report.{fmt}"
     if fmt == "html":
-        page.write_text(_html_page(command, summary["created"], final, curves, runs, figures))
+        page.write_text(_html_page(command, summary["created"], final, curves, along, runs, figures))
     else:
-        page.write_text(_md_page(command, summary["created"], final, curves, runs, figures))
+        page.write_text(_md_page(command, summary["created"], final, curves, along, runs, figures))
     return page
 
 
@@ -472,7 +542,7 @@ img { max-width: 100%; }
 p.note { color: #555; font-size: 0.9em; }"""
 
 
-def _html_page(command: str, created: str, final: tuple, curves: tuple, runs: tuple,
+def _html_page(command: str, created: str, final: tuple, curves: tuple, along: tuple, runs: tuple,
                figures: list[tuple[str, str, Path]]) -> str:
     def images(section: str) -> str:
         parts = []
@@ -482,6 +552,8 @@ def _html_page(command: str, created: str, final: tuple, curves: tuple, runs: tu
                 parts.append(f'<h3>{html.escape(title)}</h3>\n<img alt="{html.escape(kind + " " + title)}" '
                              f'src="data:image/png;base64,{data}">')
         return "\n".join(parts) or "<p>none</p>"
+
+    heldout = f"<h2>Held-out score along meta-training</h2>\n{images('heldout')}\n{_html_table(*along)}" if along[1] else ""
 
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>metarl report</title>
@@ -497,17 +569,20 @@ def _html_page(command: str, created: str, final: tuple, curves: tuple, runs: tu
 {_html_table(*curves)}
 <h2>Meta-training</h2>
 {images("learning")}
+{heldout}
 <h2>Runs</h2>
 {_html_table(*runs)}
 </body></html>
 """
 
 
-def _md_page(command: str, created: str, final: tuple, curves: tuple, runs: tuple,
+def _md_page(command: str, created: str, final: tuple, curves: tuple, along: tuple, runs: tuple,
              figures: list[tuple[str, str, Path]]) -> str:
     def images(section: str) -> str:
         links = [f"### {title}\n\n![{kind} {title}]({path.name})" for kind, title, path in figures if kind == section]
         return "\n\n".join(links) or "none"
+
+    heldout = f"\n## Held-out score along meta-training\n\n{images('heldout')}\n\n{_md_table(*along)}\n" if along[1] else ""
 
     return f"""# metarl report
 
@@ -530,7 +605,7 @@ made {created}. {EXPLANATION}
 ## Meta-training
 
 {images("learning")}
-
+{heldout}
 ## Runs
 
 {_md_table(*runs)}

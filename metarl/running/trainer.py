@@ -25,7 +25,7 @@ from metarl.errors import CheckpointError, ClusterError, ConfigError, NonFiniteE
 from metarl.guards import check_finite
 from metarl.running.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore_agent, save_checkpoint
 from metarl.running.config import RunConfig
-from metarl.running.evaluation import adaptation_report, mean_ci, plot_adaptation, success_report, write_report
+from metarl.running.evaluation import EVAL_ITER, adaptation_report, mean_ci, plot_adaptation, success_report, write_report
 from metarl.running.logger import MetricsLogger
 from metarl.running.run import write_source
 from metarl.running.rundir import atomic_write, remove_temp_files, run_lock
@@ -36,7 +36,7 @@ __all__ = ["RESUME_OVERRIDABLE", "TUNING_RULE", "Agent", "Trainer"]
 
 PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
 RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "keep_checkpoints", "evaluate", "eval_tasks",
-                                "eval_steps", "agent_config.device", "sampler"})
+                                "eval_steps", "eval_every", "agent_config.device", "sampler"})
 STEP_SIZES = ("lr", "learning_rate", "inner_lr", "max_kl")  # named in the message of a diverged run
 TUNE_TASKS = 20  # training tasks on which --tune-step-size scores each value
 TUNING_RULE = ("a value's score is the mean over the tuning tasks (drawn from the training distribution) of the "
@@ -58,11 +58,12 @@ class Trainer:
         """Train from iteration 0, or from the run directory's latest checkpoint with ``resume``."""
         with run_lock(self.run_dir):
             remove_temp_files(self.run_dir)
-            self._train(resume, progress)
+            reached = self._train(resume, progress)
             if self.config.evaluate:
-                self.evaluate()
+                self.evaluate(at=reached)
 
-    def _train(self, resume: bool, progress: bool) -> None:
+    def _train(self, resume: bool, progress: bool) -> dict[str, int]:
+        """The training loop; the iteration and the env steps it ended at."""
         c = self.config
         start, env_steps, elapsed = 0, 0, 0.0
         if resume:
@@ -96,6 +97,9 @@ class Trainer:
                 logger.log({"iteration": it, **metrics, "total_env_steps": env_steps,
                             "time_s": seconds, "elapsed_s": elapsed})
                 bar.set_postfix({k: f"{metrics[k]:.3g}" for k in PROGRESS_KEYS if k in metrics})
+                if c.eval_every and (it + 1) % c.eval_every == 0:  # the held-out score along meta-training
+                    self.evaluate(name=f"{EVAL_ITER}{it + 1:06d}", plot=False,
+                                  at={"iteration": it + 1, "total_env_steps": env_steps})
                 if (it + 1) % c.checkpoint_every == 0 or it + 1 == c.iterations:
                     save_checkpoint({"iteration": it + 1, "agent": self.agent.state_dict(),
                                      "env_steps": env_steps, "elapsed": elapsed, "agent_name": c.agent,
@@ -105,6 +109,7 @@ class Trainer:
                         prune_checkpoints(self.run_dir, c.keep_checkpoints)
         finally:
             logger.close()
+        return {"iteration": c.iterations, "total_env_steps": env_steps}
 
     def _check_resumable(self, state: dict[str, Any], path: Path) -> None:
         """Refuse a checkpoint beyond the run's iterations, or one written under a config that differs from
@@ -153,9 +158,10 @@ class Trainer:
 
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None, name: str = "eval",
                  step_size: float | None = None, tune_step_sizes: Sequence[float] | None = None,
-                 tune_tasks: int = TUNE_TASKS) -> dict[str, Any]:
-        """Adaptation on the family's held-out tasks; writes ``<name>.json`` and ``<name>.png`` in the run
-        directory. ``step_size`` sets the adaptation's step size (the agent's declared config field,
+                 tune_tasks: int = TUNE_TASKS, plot: bool = True, at: dict[str, int] | None = None) -> dict[str, Any]:
+        """Adaptation on the family's held-out tasks; writes ``<name>.json`` (with ``at``: the iteration and the
+        meta-training env steps of the agent scored) and, with ``plot``, ``<name>.png`` in the run directory.
+        ``step_size`` sets the adaptation's step size (the agent's declared config field,
         :attr:`Capability.STEP_SIZE`) for this evaluation; ``tune_step_sizes`` first chooses it among these values
         on ``tune_tasks`` training tasks (:meth:`tune_step_size`). The JSON records either; the run's config is
         unchanged."""
@@ -195,8 +201,10 @@ class Trainer:
         if Capability.SUCCESS in self.agent.capabilities and self.agent.curve_success is not None:  # Meta-World
             classes = [t["env_name"] for t in tasks] if all("env_name" in t.keys() for t in tasks) else None
             report["success"] = success_report(self.agent.curve_success, classes)
+        report.update(at or {})
         write_report(report, self.run_dir / f"{name}.json")
-        plot_adaptation([report], self.run_dir / f"{name}.png", title=f"{c.family}: held-out tasks")
+        if plot:
+            plot_adaptation([report], self.run_dir / f"{name}.png", title=f"{c.family}: held-out tasks")
         return report
 
     def tune_step_size(self, values: Sequence[float], num_tasks: int, steps: int) -> dict[str, Any]:
