@@ -21,7 +21,7 @@ from metarl.errors import ConfigError
 from metarl.rl.recurrent import RecurrentActor
 from metarl.rl.sampler import Sampler
 from metarl.running.cli import main
-from metarl.seeding import derive_seed
+from metarl.seeding import derive_seed, eval_seed
 
 HORIZON, GOALS, SEED = 20, 2, 5
 
@@ -154,3 +154,12 @@ def test_metarl_eval_protocol_metaworld_writes_the_evaluator_numbers_beside_ours
     assert f"success rate {theirs['success_rate']:.3f}" in printed
     assert main(["eval", str(run), "--protocol", "metaworld", "--tasks", "3"]) == 2  # our protocol's flag
     assert "--tasks belong to --protocol metarl" in capsys.readouterr().err
+    # the meta-train numbers: ours on the first training goals, Meta-World's on its training goals
+    assert main(["eval", str(run), "--split", "train"]) == 0
+    train = json.loads((run / "eval_train.json").read_text())
+    agent = metarl.load(run)
+    agent.adaptation_curve(agent.family.train_tasks[:2], 1, eval_seed(0))
+    assert train["split"] == "train" and train["success"]["per_episode_success"] == agent.curve_success.tolist()
+    assert main(["eval", str(run), "--protocol", "metaworld", "--split", "train", "--goals", "2", "--meta-batch", "2",
+                 "--evals", "1", "--adapt-episodes", "2", "--eval-episodes", "1"]) == 0
+    assert json.loads((run / "eval_metaworld_train.json").read_text())["split"] == "train"

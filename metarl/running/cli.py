@@ -72,7 +72,7 @@ from metarl.running.run import (
     saved_config,
 )
 from metarl.running.rundir import atomic_write, remove_temp_files, run_lock
-from metarl.running.trainer import RESUME_OVERRIDABLE, TUNE_TASKS, TUNING_RULE, Trainer
+from metarl.running.trainer import RESUME_OVERRIDABLE, SPLITS, TUNE_TASKS, TUNING_RULE, Trainer
 from metarl.seeding import eval_seed, video_seed
 from metarl.task import EnvironmentFamily, as_task, provides
 
@@ -491,7 +491,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = saved_config(run_dir, args.overrides)
     if args.protocol == "metaworld":
         return eval_metaworld(args, run_dir, config)
-    args.name = args.name or "eval"
+    args.name = args.name or ("eval" if args.split == "test" else "eval_train")
     if args.tasks is not None and args.tasks < 1:
         raise ConfigError(f"--tasks must be >= 1, got {args.tasks}")
     if args.steps is not None and args.steps < 0:
@@ -519,12 +519,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         restore_agent(agent, state, path, config.agent)
         report = Trainer(config, family, agent, run_dir, resolved).evaluate(
             args.tasks, args.steps, args.name, args.step_size, args.tune_step_size,
-            TUNE_TASKS if args.tune_tasks is None else args.tune_tasks, at=_position(state))
+            TUNE_TASKS if args.tune_tasks is None else args.tune_tasks, at=_position(state), split=args.split)
         _print_eval(run_dir, args.name)
         if args.video:
             from metarl.rl.video import write_videos
 
-            held_out = family.test_tasks
+            held_out = family.test_tasks if args.split == "test" else family.train_tasks
             tasks = [held_out[i % len(held_out)] for i in range(args.video_tasks)]
             steps = config.eval_steps if args.steps is None else args.steps
             chosen = report.get("step_size")  # the videos adapt with the step size the evaluation used
@@ -544,6 +544,7 @@ def eval_checkpoints(args: argparse.Namespace, run_dir: Path, config: RunConfig)
     """``metarl eval RUN --every-checkpoint``: each checkpoint's agent scored on the held-out tasks as
     ``eval_iter_<k>.json``, as ``eval_every`` does during training; those already written are kept."""
     clashing = [flag for flag, given in (("--checkpoint", args.checkpoint), ("--name", args.name != "eval"),
+                                         ("--split train", args.split != "test"),
                                          ("--tune-step-size", args.tune_step_size), ("--video", args.video)) if given]
     if clashing:
         raise ConfigError(f"--every-checkpoint scores every checkpoint as {EVAL_ITER}<k>.json; it takes no "
@@ -583,15 +584,16 @@ def eval_metaworld(args: argparse.Namespace, run_dir: Path, config: RunConfig) -
                           "--meta-batch, --evals, --steps, --adapt-episodes and --eval-episodes")
     rounds = {"num_evals": args.evals, "adaptation_steps": 1 if args.steps is None else args.steps,
               "adaptation_episodes": args.adapt_episodes, "evaluation_episodes": args.eval_episodes}
-    name = args.name or "eval_metaworld"
+    name = args.name or ("eval_metaworld" if args.split == "test" else "eval_metaworld_train")
     with run_lock(run_dir):
         remove_temp_files(run_dir)
         path, state = _checkpoint_to_evaluate(run_dir, args.checkpoint)
         family, agent, _ = _build(config)
         restore_agent(agent, state, path, config.agent)
-        report = metaworld_protocol(agent, family, eval_seed(config.seed), args.goals, args.meta_batch, **rounds)
+        report = metaworld_protocol(agent, family, eval_seed(config.seed), args.goals, args.meta_batch, args.split,
+                                    **rounds)
         report.update(label=run_dir.name, family=config.family, family_overrides=config.family_overrides,
-                      agent=config.agent, checkpoint=str(path))
+                      agent=config.agent, checkpoint=str(path), split=args.split)
         write_report(report, run_dir / f"{name}.json")
     per_class = ", ".join(f"{k} {v:.2f}" for k, v in report["per_class_success"].items())
     print(f"{run_dir.name}: Meta-World's evaluator on {report['benchmark']} ({report['protocol']})")
@@ -853,7 +855,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", help="few-shot settings, e.g. family_overrides.test_ways=20")
     p.add_argument("--name", help="stem of the written files (default eval: eval.json, eval.png; with --protocol "
-                                  "metaworld, eval_metaworld.json)")
+                                  "metaworld, eval_metaworld.json; with --split train, eval_train and "
+                                  "eval_metaworld_train)")
+    p.add_argument("--split", choices=SPLITS, default="test",
+                   help="the tasks scored: test (default), the held-out ones; train, the training ones in their order "
+                        "(the meta-train score; with --protocol metaworld, Meta-World's training classes and goals)")
     p.add_argument("--tasks", type=int, help="number of held-out tasks (default: the config's eval_tasks)")
     p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps; with --protocol metaworld, "
                                              "its adaptation steps, default 1)")

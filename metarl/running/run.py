@@ -140,13 +140,14 @@ def reference_curves(family: TaskSource, tasks: list[Task], episodes: int, seed:
 
 
 def metaworld_protocol(agent: Agent, family: Any, seed: int, goals_per_class: int, meta_batch_size: int,
-                       **rounds: int) -> dict[str, Any]:
+                       split: str = "test", **rounds: int) -> dict[str, Any]:
     """Meta-World's own evaluator on a trained agent, on the test environments Meta-World builds for the family's
-    benchmark (:mod:`metarl.envs.meta_world_eval`); ``rounds``: num_evals, adaptation_steps, adaptation_episodes,
-    evaluation_episodes. Its numbers and settings."""
+    benchmark (:mod:`metarl.envs.meta_world_eval`; ``split="train"``: on its training classes and goals, the
+    meta-train success rate); ``rounds``: num_evals, adaptation_steps, adaptation_episodes, evaluation_episodes.
+    Its numbers and settings."""
     from metarl.envs.meta_world_eval import make_test_envs, metaworld_evaluation
 
-    envs = make_test_envs(family, goals_per_class, meta_batch_size)
+    envs = make_test_envs(family, goals_per_class, meta_batch_size, split=split)
     try:
         return metaworld_evaluation(agent, family, envs, seed=seed, **rounds)
     finally:

@@ -32,13 +32,14 @@ from metarl.running.rundir import atomic_write, remove_temp_files, run_lock
 from metarl.seeding import EVAL, derive_seed, eval_seed, step_seed, task_seed
 from metarl.task import TaskSource
 
-__all__ = ["RESUME_OVERRIDABLE", "TUNING_RULE", "Agent", "Trainer"]
+__all__ = ["RESUME_OVERRIDABLE", "SPLITS", "TUNING_RULE", "Agent", "Trainer"]
 
 PROGRESS_KEYS = ("return_pre", "return_post", "loss", "accuracy", "mse")
 RESUME_OVERRIDABLE = frozenset({"iterations", "checkpoint_every", "keep_checkpoints", "evaluate", "eval_tasks",
                                 "eval_steps", "eval_every", "agent_config.device", "sampler"})
 STEP_SIZES = ("lr", "learning_rate", "inner_lr", "max_kl")  # named in the message of a diverged run
 TUNE_TASKS = 20  # training tasks on which --tune-step-size scores each value
+SPLITS = ("test", "train")  # the tasks an evaluation scores: the held-out ones, or the training ones (meta-train)
 TUNING_RULE = ("a value's score is the mean over the tuning tasks (drawn from the training distribution) of the "
                "task's mean score at the adaptation points after the first (after steps 1..S, point 0 being before "
                "any adaptation); the highest score wins (the lowest for MSE), the first value given on a tie; a value "
@@ -158,15 +159,21 @@ class Trainer:
 
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None, name: str = "eval",
                  step_size: float | None = None, tune_step_sizes: Sequence[float] | None = None,
-                 tune_tasks: int = TUNE_TASKS, plot: bool = True, at: dict[str, int] | None = None) -> dict[str, Any]:
-        """Adaptation on the family's held-out tasks; writes ``<name>.json`` (with ``at``: the iteration and the
-        meta-training env steps of the agent scored) and, with ``plot``, ``<name>.png`` in the run directory.
+                 tune_tasks: int = TUNE_TASKS, plot: bool = True, at: dict[str, int] | None = None,
+                 split: str = "test") -> dict[str, Any]:
+        """Adaptation on the family's held-out tasks (``split="train"``: on its training tasks, in their order, the
+        meta-train score, with the same numbers of tasks and episodes); writes ``<name>.json`` (with ``at``: the
+        iteration and the meta-training env steps of the agent scored) and, with ``plot``, ``<name>.png`` in the run
+        directory.
         ``step_size`` sets the adaptation's step size (the agent's declared config field,
         :attr:`Capability.STEP_SIZE`) for this evaluation; ``tune_step_sizes`` first chooses it among these values
         on ``tune_tasks`` training tasks (:meth:`tune_step_size`). The JSON records either; the run's config is
         unchanged."""
         c = self.config
-        held_out, count = self.family.test_tasks, num_tasks or c.eval_tasks
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
+        held_out = self.family.test_tasks if split == "test" else self.family.train_tasks
+        count = num_tasks or c.eval_tasks
         # A family with fewer held-out tasks than asked (HalfCheetahDir has two) is cycled through, each
         # repetition sampled afresh, so the confidence interval still rests on ``count`` evaluations. (Few-shot
         # episodes are fixed data: a repetition scores the same episode again, so ask for at most
@@ -201,7 +208,7 @@ class Trainer:
         if Capability.SUCCESS in self.agent.capabilities and self.agent.curve_success is not None:  # Meta-World
             classes = [t["env_name"] for t in tasks] if all("env_name" in t.keys() for t in tasks) else None
             report["success"] = success_report(self.agent.curve_success, classes)
-        report.update(at or {})
+        report.update(at or {}, split=split)
         write_report(report, self.run_dir / f"{name}.json")
         if plot:
             plot_adaptation([report], self.run_dir / f"{name}.png", title=f"{c.family}: held-out tasks")
