@@ -135,10 +135,12 @@ def test_a_run_saved_before_a_field_existed_groups_with_runs_that_save_it_at_its
     config = yaml.safe_load((old / "config.yaml").read_text())
     config["seed"] = 2
     del config["agent_config"]["max_kl"]  # as if saved before the field existed; its default is what seed 1 saved
+    config.pop("keep_checkpoints", None)  # a field of the run config alike
     (old / "config.yaml").write_text(yaml.safe_dump(config))
     assert load_run(old).config["agent_config"]["max_kl"] == load_run(runs / "tiny-seed1").config["agent_config"]["max_kl"]
     methods = group_runs([load_run(runs / "tiny-seed0"), load_run(runs / "tiny-seed1"), load_run(old)])
     assert [(m.label, m.seeds) for m in methods] == [("tiny", [0, 1, 2])]
+    assert "keep_checkpoints" in yaml.safe_load((runs / "tiny-seed1" / "config.yaml").read_text())
     config["agent_config"]["max_kl"] = 0.5  # a value other than the default is a different method
     (old / "config.yaml").write_text(yaml.safe_dump(config))
     assert len(group_runs([load_run(runs / "tiny-seed0"), load_run(old)])) == 2

@@ -1,9 +1,9 @@
 """Reports over several runs and seeds (``metarl report``): one HTML or Markdown page with figures and tables.
 
-Runs whose ``config.yaml`` differ only in ``seed`` (once the agent's current defaults fill in fields a run saved by an
-earlier version lacks) and in how they were sampled (the ``sampler`` section: every backend gives the same
-episodes) are one *method*, labelled by the run directory's name
-without a trailing ``-seed<k>``. For each method the report shows
+Runs whose ``config.yaml`` differ only in ``seed`` (once the current defaults of the run and agent configs fill in
+fields a run saved by an earlier version lacks), in how they were sampled (the ``sampler`` section: every backend
+gives the same episodes) and in ``eval_every`` are one *method*, labelled by the run directory's name without a
+trailing ``-seed<k>``. For each method the report shows
 
 * the adaptation curve on held-out tasks, read from each seed's ``eval.json`` (its per-task scores): at each
   point, each seed's interquartile mean and mean over its held-out tasks, averaged over seeds, with 95%
@@ -39,7 +39,7 @@ from metarl.errors import ConfigError, RunDirError
 from metarl.running.config import read_yaml
 from metarl.running.evaluation import EVAL_ITER, SCORE_KEYS, curve_axis, metric_name, read_report
 from metarl.running.logger import read_metrics
-from metarl.running.run import with_agent_defaults
+from metarl.running.run import with_defaults
 from metarl.running.statistics import aggregate
 
 __all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_label"]
@@ -97,7 +97,7 @@ def load_run(run_dir: str | Path, evaluation: str = "eval") -> Run:
     saved = read_yaml(path / "config.yaml", "run config")
     if not isinstance(saved, dict):
         raise RunDirError(f"run config {str(path / 'config.yaml')!r} does not hold a mapping; it was edited or damaged")
-    config = with_agent_defaults(saved)
+    config = with_defaults(saved)
     chosen = next((f for f in (f"{evaluation}.json", "eval.json") if (path / f).is_file()), "eval.json")
     report = read_report(path / chosen) if (path / chosen).is_file() else None
     metrics = read_metrics(path)

@@ -28,7 +28,7 @@ from metarl.running.rundir import atomic_write
 from metarl.task import EnvironmentFamily, EpisodeSource, Task, TaskSource, provides
 
 __all__ = ["SOURCE_FILE", "SavedSource", "agent_classes", "agent_names", "build_run", "load", "make_family",
-           "make_sampler", "metaworld_protocol", "reference_curves", "saved_config", "set_eval", "with_agent_defaults",
+           "make_sampler", "metaworld_protocol", "reference_curves", "saved_config", "set_eval", "with_defaults",
            "write_source"]
 
 SOURCE_FILE = "source.json"
@@ -117,10 +117,14 @@ def agent_classes(name: str) -> tuple[type, type]:
     return AGENTS[name]
 
 
-def with_agent_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved run config with every field of its agent's config dataclass present, so that a run saved before a
-    field existed compares equal to one saved after with that field at its default. Unknown agents or fields
-    that no longer validate leave the config as saved."""
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config with every field of the run config and of its agent's config dataclass present, so that a
+    run saved before a field existed compares equal to one saved after with that field at its default. Unknown
+    agents or agent fields that no longer validate leave the agent's config as saved."""
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in dataclasses.fields(RunConfig)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    config = {**defaults, **config}
     if config.get("agent") not in agent_names():
         return config
     try:
