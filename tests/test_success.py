@@ -198,3 +198,22 @@ def test_the_report_shows_our_success_rate_over_seeds_and_meta_worlds(tmp_path):
     assert "success rate, final point [95% CI]" in page and "success rate, Meta-World's evaluator (per seed)" in page
     # final point: seed means 0.75 and 1.0, averaged 0.875 (a bootstrap over 2 seeds spans one to the other)
     assert "| 0.88 [0.75, 1.00] | 0.25, 0.75 |" in page
+
+
+def test_the_report_aggregates_the_reached_rate_over_seeds(tmp_path):
+    # [point, task, slot] per seed; seed 1's slots succeed at one point each, so its reached rate grows where its
+    # success rate does not: reached at point 1 is 0.75 (seed 0) and 1.0 (seed 1), success 0.75 and 0.75
+    episodes = {0: [[[0, 0], [0, 1]], [[1, 0], [1, 1]]], 1: [[[0, 1], [0, 0]], [[1, 0], [1, 1]]]}
+    dirs = []
+    for seed, success in episodes.items():
+        run = tmp_path / f"spr-seed{seed}"
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"family": "SparsePointRobot-v0", "agent": "rl2", "seed": seed}))
+        report = adaptation_report(np.ones((2, 2)), run.name, "episode of the trial", [0, 1])
+        report["success"] = success_report(np.array(success, dtype=float))
+        (run / "eval.json").write_text(json.dumps(report))
+        dirs.append(run)
+    page = build_report(dirs, tmp_path / "out", fmt="md").read_text()
+    assert "success rate, mean [95% CI] | reached rate, mean [95% CI] |" in page
+    assert "| 2 x 2 | 0.75 [0.75, 0.75] | 0.88 [0.75, 1.00] |" in page  # point 1
+    assert "| 2 x 2 | 0.25 [0.25, 0.25] | 0.25 [0.25, 0.25] |" in page  # point 0: nothing reached before it

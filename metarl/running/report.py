@@ -163,6 +163,9 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
     curves = [np.asarray(r[SCORE_KEYS[r["metric"]][1]], dtype=np.float64)[:points, :tasks] for r in reports]
     success = [np.asarray(r["success"]["per_task_success"], dtype=np.float64)[:points, :tasks] for r in reports
                if "success" in r]
+    # each task's fraction of episode slots that have succeeded at a point or before (reports that kept each episode)
+    reached = [np.maximum.accumulate(np.asarray(r["success"]["per_episode_success"], dtype=np.float64)[:points, :tasks],
+                                     axis=0).mean(-1) for r in reports if "per_episode_success" in r.get("success", {})]
     rows = []
     for s in range(points):
         scores = np.stack([curve[s] for curve in curves])  # [seed, task]
@@ -176,6 +179,9 @@ def _adaptation(method: Method) -> dict[str, Any] | None:
             row["gain_per_seed_mean"] = gain["per_seed_mean"]
         if len(success) == len(curves):  # every seed's environments reported success
             row["success"] = aggregate(np.stack([rates[s] for rates in success]), reps=REPS, confidence=CONFIDENCE,
+                                       seed=BOOTSTRAP_SEED)
+        if len(reached) == len(curves):
+            row["reached"] = aggregate(np.stack([rates[s] for rates in reached]), reps=REPS, confidence=CONFIDENCE,
                                        seed=BOOTSTRAP_SEED)
         rows.append(row)
     result = {"x_label": first["x_label"], "metric": first["metric"], "family": method.config["family"],
@@ -432,18 +438,21 @@ def _final_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
 def _curve_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
     header = ["method", "point", "episodes of experience", "IQM [95% CI]", "mean [95% CI]", "mean per seed",
               "seeds x tasks"]
+    kinds = [k for k in ("success", "reached") if any(k in p for m in methods for p in m.adaptation["points"])]
+    header += [f"{kind} rate, mean [95% CI]" for kind in kinds]
     rows = []
     for m in methods:
         runs = len(m.adaptation["seeds"])
         for p in m.adaptation["points"]:
             rows.append([m.label, str(p["index"]), str(p["episodes_of_experience"]), _ci(p, "iqm", runs),
-                         _ci(p, "mean", runs), _per_seed(p["per_seed_mean"]), f"{p['runs']} x {p['tasks']}"])
+                         _ci(p, "mean", runs), _per_seed(p["per_seed_mean"]), f"{p['runs']} x {p['tasks']}",
+                         *(_ci(p[kind], "mean", runs) if kind in p else "—" for kind in kinds)])
         if "ceiling" in m.adaptation:
             c = m.adaptation["ceiling"]
             rows.append([m.label, f"ceiling: {c['budgets']} budgets",
                          f"{_count(c['env_steps_per_task'])} env steps", "—",
                          f"{_spread(c['per_seed'], _num)} (first {c['tasks']} tasks)", _per_seed(c["per_seed"]),
-                         f"{len(c['per_seed'])} x {c['tasks']}"])
+                         f"{len(c['per_seed'])} x {c['tasks']}", *["—"] * len(kinds)])
     return header, rows
 
 
