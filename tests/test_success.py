@@ -181,19 +181,26 @@ def test_the_reached_rate_counts_the_slots_that_have_succeeded_so_far_as_by_hand
         success_report(success[..., 0])
 
 
+def _evaluated_runs(tmp_path, name: str, config: dict, per_seed: dict, classes: list | None = None) -> list:
+    """Run directories ``<name>-seed<k>`` with an eval.json whose success per episode is ``per_seed[k]``."""
+    dirs = []
+    for seed, success in per_seed.items():
+        run = tmp_path / f"{name}-seed{seed}"
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({**config, "seed": seed}))
+        report = adaptation_report(np.ones((2, 2)), run.name, "adaptation", [0, 1])
+        report["success"] = success_report(np.array(success, dtype=float), classes)
+        (run / "eval.json").write_text(json.dumps(report))
+        dirs.append(run)
+    return dirs
+
+
 def test_the_report_shows_our_success_rate_over_seeds_and_meta_worlds(tmp_path):
     # [point, task, episode] per seed; the rates [point, task]: seed 0 [[0, 0.5], [0.5, 1]], seed 1 [[0, 0], [1, 1]]
     rates = {0: [[[0, 0], [0, 1]], [[1, 0], [1, 1]]], 1: [[[0, 0], [0, 0]], [[1, 1], [1, 1]]]}
-    dirs = []
-    for seed, success in rates.items():
-        run = tmp_path / f"ml1-seed{seed}"
-        run.mkdir()
-        (run / "config.yaml").write_text(yaml.safe_dump({"family": "ML1-v0", "agent": "maml_trpo", "seed": seed}))
-        report = adaptation_report(np.ones((2, 2)), run.name, "inner gradient steps", [0, 10])
-        report["success"] = success_report(np.array(success), classes=["reach-v3"] * 2)
-        (run / "eval.json").write_text(json.dumps(report))
+    dirs = _evaluated_runs(tmp_path, "ml1", {"family": "ML1-v0", "agent": "maml_trpo"}, rates, ["reach-v3"] * 2)
+    for seed, run in enumerate(dirs):
         (run / "eval_metaworld.json").write_text(json.dumps({"success_rate": 0.25 + seed / 2}))
-        dirs.append(run)
     page = build_report(dirs, tmp_path / "out", fmt="md").read_text()
     assert "success rate, final point [95% CI]" in page and "success rate, Meta-World's evaluator (per seed)" in page
     # final point: seed means 0.75 and 1.0, averaged 0.875 (a bootstrap over 2 seeds spans one to the other)
@@ -204,15 +211,7 @@ def test_the_report_aggregates_the_reached_rate_over_seeds(tmp_path):
     # [point, task, slot] per seed; seed 1's slots succeed at one point each, so its reached rate grows where its
     # success rate does not: reached at point 1 is 0.75 (seed 0) and 1.0 (seed 1), success 0.75 and 0.75
     episodes = {0: [[[0, 0], [0, 1]], [[1, 0], [1, 1]]], 1: [[[0, 1], [0, 0]], [[1, 0], [1, 1]]]}
-    dirs = []
-    for seed, success in episodes.items():
-        run = tmp_path / f"spr-seed{seed}"
-        run.mkdir()
-        (run / "config.yaml").write_text(yaml.safe_dump({"family": "SparsePointRobot-v0", "agent": "rl2", "seed": seed}))
-        report = adaptation_report(np.ones((2, 2)), run.name, "episode of the trial", [0, 1])
-        report["success"] = success_report(np.array(success, dtype=float))
-        (run / "eval.json").write_text(json.dumps(report))
-        dirs.append(run)
+    dirs = _evaluated_runs(tmp_path, "spr", {"family": "SparsePointRobot-v0", "agent": "rl2"}, episodes)
     page = build_report(dirs, tmp_path / "out", fmt="md").read_text()
     assert "success rate, mean [95% CI] | reached rate, mean [95% CI] |" in page
     assert "| 2 x 2 | 0.75 [0.75, 0.75] | 0.88 [0.75, 1.00] |" in page  # point 1

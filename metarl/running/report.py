@@ -293,56 +293,43 @@ def _plot_adaptation(methods: list[Method], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _plot_learning(methods: list[Method], path: Path, title: str) -> None:
+def _plot_bands(curves: list[tuple[str, list[float], dict[str, Any], int]], x_label: str, y_label: str, title: str,
+                path: Path, markers: bool = False) -> None:
+    """Curves ``(label, x, {"mean", "min", "max"}, seeds)``: the mean over seeds, with the band between the lowest and
+    the highest seed where there are several."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
-    for i, method in enumerate(methods):
-        curve, color = method.learning, f"C{i % 10}"
-        seeds = len(curve["final"])
-        ax.plot(curve["iterations"], curve["mean"], color=color, linewidth=1.2,
-                label=f"{method.label} ({_plural(seeds, 'seed')})")
+    for i, (label, x, curve, seeds) in enumerate(curves):
+        color = f"C{i % 10}"
+        ax.plot(x, curve["mean"], color=color, linewidth=1.2, marker="o" if markers else None, markersize=3,
+                label=f"{label} ({_plural(seeds, 'seed')})")
         if seeds > 1:
-            ax.fill_between(curve["iterations"], curve["min"], curve["max"], color=color, alpha=0.2, linewidth=0)
-    key = methods[0].learning["key"]
-    ax.set_xlabel("meta-training iteration")
-    bands = any(len(m.learning["final"]) > 1 for m in methods)
-    ax.set_ylabel(f"{key} (mean over seeds, min-max band)" if bands else key)
-    ax.set_title(f"{title}: meta-training")
+            ax.fill_between(x, curve["min"], curve["max"], color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel(x_label)
+    bands = any(seeds > 1 for *_, seeds in curves)
+    ax.set_ylabel(f"{y_label} (mean over seeds, min-max band)" if bands else y_label)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_learning(methods: list[Method], path: Path, title: str) -> None:
+    curves = [(m.label, m.learning["iterations"], m.learning, len(m.learning["final"])) for m in methods]
+    _plot_bands(curves, "meta-training iteration", methods[0].learning["key"], f"{title}: meta-training", path)
 
 
 def _plot_heldout(methods: list[Method], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
-    for i, method in enumerate(methods):
-        curve, color = method.heldout, f"C{i % 10}"
-        seeds = len(curve["seeds"])
-        ax.plot(curve["env_steps"], curve["mean"], color=color, marker="o", markersize=3, linewidth=1.2,
-                label=f"{method.label} ({_plural(seeds, 'seed')})")
-        if seeds > 1:
-            ax.fill_between(curve["env_steps"], curve["min"], curve["max"], color=color, alpha=0.2, linewidth=0)
-    ax.set_xlabel("meta-training env steps")
+    curves = [(m.label, m.heldout["env_steps"], m.heldout, len(m.heldout["seeds"])) for m in methods]
     name = metric_name(methods[0].heldout["metric"])
-    bands = any(len(m.heldout["seeds"]) > 1 for m in methods)
-    ax.set_ylabel(f"held-out {name}, last point" + (" (mean over seeds, min-max band)" if bands else ""))
-    ax.set_title(f"{title}: held-out score along meta-training")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _plot_bands(curves, "meta-training env steps", f"held-out {name}, last point",
+                f"{title}: held-out score along meta-training", path, markers=True)
 
 
 def _heldout_table(methods: list[Method]) -> tuple[list[str], list[list[str]]]:
