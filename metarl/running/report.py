@@ -311,7 +311,7 @@ def _plot_bands(curves: list[tuple[str, list[float], dict[str, Any], int]], x_la
             ax.fill_between(x, curve["min"], curve["max"], color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel(x_label)
     bands = any(seeds > 1 for *_, seeds in curves)
-    ax.set_ylabel(f"{y_label} (mean over seeds, min-max band)" if bands else y_label)
+    ax.set_ylabel(f"{y_label}\n(mean over seeds, min-max band)" if bands else y_label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
