@@ -158,8 +158,9 @@ def test_metarl_eval_protocol_metaworld_writes_the_evaluator_numbers_beside_ours
     assert main(["eval", str(run), "--split", "train"]) == 0
     train = json.loads((run / "eval_train.json").read_text())
     agent = metarl.load(run)
-    agent.adaptation_curve(agent.family.train_tasks[:2], 1, eval_seed(0))
+    curve = agent.adaptation_curve(agent.family.train_tasks[:2], 1, eval_seed(0))
     assert train["split"] == "train" and train["success"]["per_episode_success"] == agent.curve_success.tolist()
+    assert train["per_task_returns"] == curve.tolist()  # the training goals' returns, not the held-out ones
     assert main(["eval", str(run), "--protocol", "metaworld", "--split", "train", "--goals", "2", "--meta-batch", "2",
                  "--evals", "1", "--adapt-episodes", "2", "--eval-episodes", "1"]) == 0
     assert json.loads((run / "eval_metaworld_train.json").read_text())["split"] == "train"

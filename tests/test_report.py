@@ -179,7 +179,7 @@ def test_a_few_shot_run_evaluated_before_accuracy_had_its_own_name_still_renders
     assert "   77.65 +-  0.65" in capsys.readouterr().out
 
 
-def test_the_held_out_score_along_meta_training_is_shown_against_env_steps(tmp_path):
+def test_the_held_out_score_along_meta_training_is_shown_against_env_steps(tmp_path, capsys):
     """Two seeds scored at iterations 10 and 20 (eval_iter_<k>.json), one seed also at 30: the report's curve is at
     the iterations both have, the mean over seeds of each seed's mean held-out return at the last point."""
     from metarl.running.evaluation import adaptation_report
@@ -206,3 +206,9 @@ def test_the_held_out_score_along_meta_training_is_shown_against_env_steps(tmp_p
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     [method] = summary["methods"]  # eval_every differs between the seeds: still one method
     assert method["heldout"]["iterations"] == [10, 20] and method["heldout"]["env_steps"] == [10000.5, 20000.5]
+    report = json.loads((dirs[0] / "eval_iter_000010.json").read_text())
+    del report["iteration"]  # as a hand-made file might be
+    (dirs[0] / "eval_iter_000040.json").write_text(json.dumps(report))
+    capsys.readouterr()
+    assert main(["report", *map(str, dirs), "--out", str(tmp_path / "bad")]) == 2
+    assert "eval_iter_000040.json' does not say the iteration and env steps it scored" in capsys.readouterr().err

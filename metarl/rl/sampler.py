@@ -38,6 +38,7 @@ __all__ = ["Actor", "ActorState", "Controller", "EnvSource", "Episodes", "Episod
 ActorState = dict[str, torch.Tensor]  # per-slot tensors with a leading slot axis
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (observations, rewards, terminated, truncated)
 
+
 @dataclass
 class Episodes:
     """Episodes of ``K`` tasks x ``E`` episodes, padded to ``T`` steps; ``mask`` marks the steps taken."""
@@ -140,8 +141,7 @@ class Actor(Protocol):
     of slots whose episode has ended. An actor and its state can therefore be sent to another process.
 
     An actor declares in ``splits_by_task`` whether it is a :class:`TaskSplitActor`: one that gives the actor of
-    some of the call's tasks alone (the sampler then acts only on the rows that need it, and a backend with workers
-    hands each worker its tasks' actor).
+    some of the call's tasks alone, which a backend with workers hands to each worker for its tasks.
     """
 
     splits_by_task: ClassVar[bool]

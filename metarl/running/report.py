@@ -101,8 +101,20 @@ def load_run(run_dir: str | Path, evaluation: str = "eval") -> Run:
     chosen = next((f for f in (f"{evaluation}.json", "eval.json") if (path / f).is_file()), "eval.json")
     report = read_report(path / chosen) if (path / chosen).is_file() else None
     metrics = read_metrics(path)
-    along = sorted((read_report(p) for p in path.glob(f"{EVAL_ITER}*.json")), key=lambda r: int(r["iteration"]))
+    along = sorted((_read_along(p) for p in path.glob(f"{EVAL_ITER}*.json")), key=lambda r: r["iteration"])
     return Run(path, config, report, metrics, _read_benchmark(path / BENCHMARK_REPORT), chosen, along)
+
+
+def _read_along(path: Path) -> dict[str, Any]:
+    """An evaluation along meta-training (``eval_iter_<k>.json``), which must say the iteration and env steps of the
+    agent it scored."""
+    report = read_report(path)
+    try:
+        report["iteration"], report["total_env_steps"] = int(report["iteration"]), int(report["total_env_steps"])
+    except (KeyError, TypeError, ValueError):
+        raise RunDirError(f"{str(path)!r} does not say the iteration and env steps it scored (iteration, "
+                          "total_env_steps); rewrite it with metarl eval RUN --every-checkpoint after deleting it") from None
+    return report
 
 
 def _read_benchmark(path: Path) -> dict[str, Any] | None:
@@ -229,7 +241,7 @@ def _heldout(method: Method) -> dict[str, Any] | None:
         return None
     if len(runs) < len(method.runs):
         method.notes.append(f"scored along meta-training ({EVAL_ITER}<k>.json): {len(runs)} of {len(method.runs)} seeds")
-    series = [{int(r["iteration"]): r for r in run.along} for run in runs]
+    series = [{r["iteration"]: r for r in run.along} for run in runs]
     iterations = sorted(set.intersection(*(set(s) for s in series)))
     if not iterations:
         method.notes.append("its seeds were scored along meta-training at no common iteration")
