@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,7 @@ class MetaLearnerLSTM(nn.Module):
 class MetaLSTM(FewShotAgent):
     config: MetaLSTMConfig
     multi_point = True
+    memory_format: ClassVar[torch.memory_format] = torch.contiguous_format  # the learner runs on given parameters
 
     def build(self) -> nn.Module:
         family = self.family

@@ -156,6 +156,30 @@ def test_checkpoint_round_trip(name):
     assert agent.meta_step(tasks, seed=5) == restored.meta_step(tasks, seed=5)
 
 
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_channels_last_weights_change_no_number(name):
+    """The conv weights are stored channels-last (faster on the CPU); the loss and its gradients are those of the
+    default layout."""
+    source = toy_episodes()
+    agent, plain = make(name, source), make(name, source)
+    convs = [m.weight for m in agent.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(w.is_contiguous() for w in convs)
+    plain.model.to(memory_format=torch.contiguous_format)
+    assert all(m.weight.is_contiguous() for m in plain.model.modules() if isinstance(m, torch.nn.Conv2d))
+    batch = source.batch(source.sample_tasks(2, seed=0), agent.device)
+    losses = []
+    for learner in (agent, plain):
+        torch.manual_seed(0)
+        loss, _ = learner.loss(batch)
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    grads = [torch.cat([p.grad.flatten() for p in learner.parameters()]) for learner in (agent, plain)]
+    # float32 sums in another order; the conv biases before batch norm have a zero gradient up to rounding
+    assert (grads[0] - grads[1]).abs().max() <= 1e-4 * grads[1].abs().max()
+
+
 @pytest.mark.parametrize(("config_cls", "field", "value"), [
     (MatchingNetConfig, "fce_steps", 0), (MatchingNetConfig, "cosine_scale", 0.0), (MatchingNetConfig, "fce", "yes"),
     (SiameseConfig, "loss", "triplet"), (SiameseConfig, "margin", -1.0),

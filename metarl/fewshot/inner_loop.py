@@ -70,6 +70,7 @@ class InnerLoopAgent(FewShotAgent):
     multi_point = True
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.STEP_SIZE})
     step_size_field: ClassVar[str] = "inner_lr"  # alpha of the fine-tuning steps on a support set
+    memory_format: ClassVar[torch.memory_format] = torch.contiguous_format  # per-task parameters, vmapped
 
     # -- the network ----------------------------------------------------------------------------
     def build(self) -> nn.Module:
