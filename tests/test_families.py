@@ -194,3 +194,24 @@ def test_halfcheetah_configs_act_at_their_references_scale():
         family = metarl.envs.make(config.family, **config.family_overrides)
         env = family.make_env(family.train_tasks[0])
         assert env.action_space.high.tolist() == [10.0] * 6, name
+
+
+# pytorch-maml-rl configs/maml/{halfcheetah-vel,halfcheetah-dir,ant-dir}.yaml and ProMP's run_scripts/pro-mp_run_mujoco.py
+PAPER_MAML = {"meta_batch_size": 40, "episodes_per_task": 20, "inner_lr": 0.1, "inner_steps": 1, "hidden_sizes": [64, 64],
+              "activation": "tanh", "gamma": 0.99, "gae_lambda": 1.0}
+PAPER_TRPO = {"max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "ls_max_steps": 15, "ls_backtrack_ratio": 0.8}
+PAPER_PROMP = {"learning_rate": 1e-3, "promp_steps": 5, "clip_eps": 0.3, "target_inner_kl": 0.01,
+               "init_inner_kl_penalty": 5e-4, "adaptive_inner_kl_penalty": False}
+
+
+@pytest.mark.parametrize("family", ["halfcheetah_vel", "halfcheetah_dir", "ant_dir"])
+@pytest.mark.parametrize(("agent", "settings", "iterations"), [("maml_trpo", PAPER_TRPO, 500), ("promp", PAPER_PROMP, 1001)])
+def test_paper_scale_configs_hold_the_references_settings(family, agent, settings, iterations):
+    from metarl.running.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "experiments" / f"{agent}_{family}_paper.yaml")
+    assert config.agent == agent and config.iterations == iterations
+    assert config.family == {"halfcheetah_vel": "HalfCheetahVel-v0", "halfcheetah_dir": "HalfCheetahDir-v0",
+                             "ant_dir": "AntDir-v0"}[family]
+    assert config.family_overrides == {"horizon": 100, "action_scale": 10.0}
+    assert {k: config.agent_config[k] for k in {**PAPER_MAML, **settings}} == {**PAPER_MAML, **settings}
