@@ -40,6 +40,7 @@ from metarl.running.config import read_yaml
 from metarl.running.evaluation import EVAL_ITER, SCORE_KEYS, curve_axis, metric_name, read_report
 from metarl.running.logger import read_metrics
 from metarl.running.run import with_defaults
+from metarl.running.rundir import atomic_write, write_json
 from metarl.running.statistics import aggregate
 
 __all__ = ["Method", "Run", "build_report", "group_runs", "load_run", "method_label"]
@@ -301,7 +302,7 @@ def _plot_adaptation(methods: list[Method], path: Path, title: str) -> None:
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{title}: held-out tasks")
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
 
 
@@ -328,7 +329,7 @@ def _plot_bands(curves: list[tuple[str, list[float], dict[str, Any], int]], x_la
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
 
 
@@ -527,7 +528,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html",
                             "family": m.config.get("family"), "agent": m.config.get("agent"),
                             "adaptation": m.adaptation, "learning": m.learning, "heldout": m.heldout,
                             "notes": m.notes} for m in methods]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     final = _final_table(methods)
     curves = _curve_table([m for m in methods if m.adaptation is not None])
     along = _heldout_table([m for m in methods if m.heldout is not None])
@@ -535,9 +536,9 @@ def build_report(run_dirs: list[str | Path], out: str | Path, fmt: str = "html",
             [[m.label, ", ".join(str(r.path) for r in m.runs), "; ".join(m.notes)] for m in methods])
     page = out / f"report.{fmt}"
     if fmt == "html":
-        page.write_text(_html_page(command, summary["created"], final, curves, along, runs, figures))
+        atomic_write(page, _html_page(command, summary["created"], final, curves, along, runs, figures))
     else:
-        page.write_text(_md_page(command, summary["created"], final, curves, along, runs, figures))
+        atomic_write(page, _md_page(command, summary["created"], final, curves, along, runs, figures))
     return page
 
 
