@@ -374,6 +374,20 @@ def test_an_evaluation_that_scores_nan_writes_nothing(tmp_path, capsys, referenc
     assert not list(run.glob("nan.*"))
 
 
+def test_a_nan_score_along_meta_training_stops_the_run_as_training_does(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(MAMLTRPO, "adaptation_curve", lambda self, tasks, steps, seed: np.full((steps + 1, 2), np.nan))
+    run = tmp_path / "run"
+    config = _config(tmp_path, iterations=4, eval_every=3, checkpoint_every=2, eval_tasks=2)
+    assert main(["train", config, "--run-dir", str(run), "--no-progress"]) == 2
+    error = _error(capsys)
+    assert error.startswith("metarl train: error: training stopped at the held-out evaluation after iteration 2 "
+                            f"(eval_every): evaluation of run {str(run)!r}: the score of held-out Task(Navigation2D-v0")
+    assert f"; this iteration was logged, not saved, the last checkpoint is {run / 'checkpoints' / 'iter_000002.pt'}. " \
+        "If the agent diverged, a smaller step size usually helps (this run: agent_config.inner_lr=" in error
+    assert [row["iteration"] for row in _strict_json(run / "metrics.jsonl")] == [0, 1, 2]
+    assert not list(run.glob("eval_iter_*"))
+
+
 # -- checkpoints --------------------------------------------------------------------------------------------
 def test_a_state_holding_nan_is_never_written_as_a_checkpoint(tmp_path):
     path = tmp_path / "iter_000001.pt"

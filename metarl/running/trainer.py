@@ -99,8 +99,11 @@ class Trainer:
                             "time_s": seconds, "elapsed_s": elapsed})
                 bar.set_postfix({k: f"{metrics[k]:.3g}" for k in PROGRESS_KEYS if k in metrics})
                 if c.eval_every and (it + 1) % c.eval_every == 0:  # the held-out score along meta-training
-                    self.evaluate(name=f"{EVAL_ITER}{it + 1:06d}", plot=False,
-                                  at={"iteration": it + 1, "total_env_steps": env_steps})
+                    try:
+                        self.evaluate(name=f"{EVAL_ITER}{it + 1:06d}", plot=False,
+                                      at={"iteration": it + 1, "total_env_steps": env_steps})
+                    except NonFiniteError as err:
+                        raise self._stopped(it, err, evaluation=True) from None
                 if (it + 1) % c.checkpoint_every == 0 or it + 1 == c.iterations:
                     save_checkpoint({"iteration": it + 1, "agent": self.agent.state_dict(),
                                      "env_steps": env_steps, "elapsed": elapsed, "agent_name": c.agent,
@@ -145,16 +148,20 @@ class Trainer:
             raise NonFiniteError(f"the agent's {loss}")
         check_finite(self.agent.state_dict(), "the agent's state is not finite")
 
-    def _not_saved(self) -> str:
-        """What a run stopped during an iteration kept: its last checkpoint, named."""
+    def _not_saved(self, logged: bool = False) -> str:
+        """What a run stopped during an iteration (``logged``: after logging it) kept: its last checkpoint, named."""
         last = latest_checkpoint(self.run_dir)
-        return f"nothing of this iteration was logged or saved, the last checkpoint is {str(last) if last else 'none'}"
+        kept = "this iteration was logged, not saved" if logged else "nothing of this iteration was logged or saved"
+        return f"{kept}, the last checkpoint is {str(last) if last else 'none'}"
 
-    def _stopped(self, iteration: int, err: NonFiniteError) -> NonFiniteError:
-        """The error that stops a run at an iteration that met a NaN or an infinity, naming the last checkpoint."""
+    def _stopped(self, iteration: int, err: NonFiniteError, evaluation: bool = False) -> NonFiniteError:
+        """The error that stops a run at an iteration (``evaluation``: at the held-out evaluation after it) that met a
+        NaN or an infinity, naming the last checkpoint."""
         agent_config = self.resolved_config.get("agent_config", {})
         sizes = ", ".join(f"agent_config.{k}={agent_config[k]}" for k in STEP_SIZES if k in agent_config)
-        return NonFiniteError(f"training stopped at iteration {iteration}: {err}; {self._not_saved()}. If the agent "
+        where = f"the held-out evaluation after iteration {iteration} (eval_every)" if evaluation else \
+            f"iteration {iteration}"
+        return NonFiniteError(f"training stopped at {where}: {err}; {self._not_saved(evaluation)}. If the agent "
                               f"diverged, a smaller step size usually helps" + (f" (this run: {sizes})" if sizes else ""))
 
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None, name: str = "eval",
