@@ -22,6 +22,7 @@ report. Their step is Python: ``sampler: {env_workers: 2}`` steps them in worker
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -91,6 +92,16 @@ def benchmark_tasks(benchmark: str, env_name: str | None, seed: int) -> dict[str
     return tasks
 
 
+def _by_class_in_turn(tasks: list[tuple[str, tuple]]) -> list[tuple[str, tuple]]:
+    """The benchmark's tasks with the classes taking turns (each class's first goal, then each one's second, ...),
+    so that the first N of a split (``num_test_tasks``, ``eval_tasks``) cover its classes evenly; the benchmark lists
+    them class by class."""
+    by_class: dict[str, list[tuple[str, tuple]]] = {}
+    for task in tasks:
+        by_class.setdefault(task[0], []).append(task)
+    return [task for turn in itertools.zip_longest(*by_class.values()) for task in turn if task is not None]
+
+
 class MetaWorldEnv(TaskEnv, gym.Env):
     """One gymnasium env over the benchmark's Meta-World environments, switching class by task."""
 
@@ -135,7 +146,8 @@ class MetaWorldEnv(TaskEnv, gym.Env):
 
 
 class MetaWorldFamily(TaskFamily):
-    """Base of the Meta-World families; ``num_train_tasks``/``num_test_tasks`` take the first N (default all)."""
+    """Base of the Meta-World families; ``num_train_tasks``/``num_test_tasks`` take the first N (default all), the
+    classes taking turns."""
 
     benchmark: str = ""
 
@@ -169,7 +181,7 @@ class MetaWorldFamily(TaskFamily):
         return {"env_name": _Classes(self.split_classes), "rand_vec": _BenchmarkGoals()}
 
     def _split(self, split: str) -> list[Task]:
-        tasks = benchmark_tasks(self.benchmark, self.env_name, self.seed)[split]
+        tasks = _by_class_in_turn(benchmark_tasks(self.benchmark, self.env_name, self.seed)[split])
         chosen = tasks[: self._limits[split]] if self._limits[split] else tasks
         return [Task(self.name, {"env_name": n, "rand_vec": v}) for n, v in chosen]
 

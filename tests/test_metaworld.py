@@ -42,6 +42,16 @@ def test_ml10_classes_and_set_task_switches_class_and_goal():
     assert {t["env_name"] for t in fam.test_tasks} == {
         "drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3",
     }
+    benchmark = metaworld.ML10(seed=0)  # the same tasks, the classes taking turns: any first N cover them evenly
+    for split, classes in (("train", 10), ("test", 5)):
+        ours = [(t["env_name"], t["rand_vec"]) for t in getattr(fam, f"{split}_tasks")]
+        theirs = [(t.env_name, tuple(pickle.loads(t.data)["rand_vec"])) for t in getattr(benchmark, f"{split}_tasks")]
+        assert len(ours) == len(theirs) == 50 * classes and set(ours) == set(theirs)
+        assert ours[:classes] == [next(t for t in theirs if t[0] == name) for name, _ in ours[:classes]]
+        assert len({name for name, _ in ours[:classes]}) == classes
+        assert len({name for name, _ in ours[classes: 2 * classes]}) == classes
+    assert {t["env_name"] for t in metarl.envs.make("ML10-v0", num_test_tasks=10).test_tasks} == set(
+        metaworld.env_dict.ML10_V3["test"])
     env = fam.make_env(fam.train_tasks[0])
     obs0, _ = env.reset(seed=0)
     task = fam.test_tasks[60]
