@@ -233,3 +233,19 @@ def test_experiment_configs_build_and_the_sinusoid_runs_from_the_cli(tmp_path):
                  "--no-progress"]) == 0
     report = json.loads((run / "eval.json").read_text())
     assert report["metric"] == "mse" and len(report["steps"]) == 11 and "5-shot" in report["x_label"]
+
+
+@pytest.mark.parametrize(("name", "first_order"), [("maml_omniglot_5way1shot_paper", False),
+                                                   ("fomaml_omniglot_5way1shot_paper", True)])
+def test_paper_setting_omniglot_configs_hold_the_papers_constants(name, first_order):
+    """Finn et al. 2017, section 5.2 and appendix A.1: 5-way 1-shot, meta-batch 32, one inner step of 0.4 in training,
+    Adam 1e-3, 60,000 iterations, 1 query per class in training, 3 inner steps at test."""
+    config = load_config(f"experiments/{name}.yaml")
+    agent_config = build_dataclass(AGENTS[config.agent][1], config.agent_config, "agent_config")
+    assert config.agent == "maml" and config.family == "Omniglot-v0" and config.iterations == 60_000
+    assert (agent_config.network, agent_config.channels, agent_config.meta_batch_size, agent_config.inner_lr,
+            agent_config.inner_steps, agent_config.lr, agent_config.first_order) == ("conv4", 64, 32, 0.4, 1, 1e-3,
+                                                                                      first_order)
+    assert config.family_overrides == {"split": "vinyals", "ways": 5, "shots": 1, "queries": 1, "test_ways": 5,
+                                       "test_shots": 1, "test_queries": 15}
+    assert (config.eval_tasks, config.eval_steps) == (1000, 3)
