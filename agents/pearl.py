@@ -62,14 +62,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.contract import Capability
+from metarl.contract import Capability, VideoPolicies
 from metarl.errors import ConfigError
 from metarl.guards import check_count, check_tasks
 from metarl.networks.nets import mlp
 from metarl.rl.replay import ReplayBuffer
 from metarl.rl.sac import Critic, TanhGaussianPolicy, policy_loss, q_target, small_output, soft_update, v_target
 from metarl.rl.sampler import ActorState, Controller, Episodes, EpisodeSampler, Memoryless, Sampler
-from metarl.rl.video import VideoPolicies
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource
 

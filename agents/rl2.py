@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.contract import Capability
+from metarl.contract import Capability, VideoPolicies
 from metarl.guards import check_count, check_tasks
 from metarl.rl.recurrent import RecurrentActor, RecurrentCritic, RecurrentPolicy
 from metarl.rl.returns import gae
 from metarl.rl.sampler import Controller, Episodes, EpisodeSampler, Sampler, Trials
 from metarl.rl.trpo import TRPOConfig, kl_hessian_product, trpo_step
-from metarl.rl.video import VideoPolicies, recurrent_policies, run_episode
+from metarl.rl.video import recurrent_policies, run_episode
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
 

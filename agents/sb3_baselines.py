@@ -46,13 +46,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from metarl.contract import Capability, check_source
+from metarl.contract import Capability, VideoPolicies, check_source
 from metarl.errors import ConfigError
 from metarl.guards import check_count, check_device, check_tasks
 from metarl.networks.nets import ACTIVATIONS
 from metarl.rl.policies import sample_action
 from metarl.rl.sampler import ActorState, Controller, EpisodeSampler, Memoryless, Sampler
-from metarl.rl.video import VideoPolicies
 from metarl.rl.wrappers import TaskObservation, task_vector
 from metarl.running.evaluation import mean_ci
 from metarl.seeding import derive_seed

@@ -15,7 +15,7 @@ import enum
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,12 +24,11 @@ from metarl.task import EnvironmentFamily, Task, missing_members, provides
 
 if TYPE_CHECKING:
     from metarl.rl.sampler import Actor, Episodes, EpisodeSampler
-    from metarl.rl.video import VideoPolicies
 
 __all__ = ["CAPABILITY_PROTOCOLS", "METRICS", "AdaptsByInnerSteps", "AdaptsInContext", "AdaptsOnGivenEpisodes",
-           "Adaptation", "Agent", "AgentConfig", "Capability", "EpisodeAdaptation", "HasStepSize", "LearnsFromEnvironments",
-           "MakesVideos", "ReportsEvaluationInfo", "check_agent", "check_source", "require", "step_size_config",
-           "with_step_size"]
+           "Adaptation", "Agent", "AgentConfig", "Capability", "EpisodeAdaptation", "EpisodePolicy", "HasStepSize",
+           "LearnsFromEnvironments", "MakesVideos", "ReportsEvaluationInfo", "VideoPolicies", "check_agent",
+           "check_source", "require", "step_size_config", "with_step_size"]
 
 METRICS = ("return", "accuracy", "mse")  # what an adaptation curve scores: returns, accuracy in percent, MSE
 
@@ -143,6 +142,24 @@ class AdaptsOnGivenEpisodes(Protocol):
     give (the observation after an episode's last step) refuses it with a ``ConfigError``."""
 
     def episode_adaptation(self, episodes_per_step: int) -> EpisodeAdaptation: ...
+
+
+@runtime_checkable
+class EpisodePolicy(Protocol):
+    """Acts through an episode: ``act`` before each step, ``observe`` with the step's outcome after it."""
+
+    def act(self, obs: np.ndarray) -> Any: ...
+    def observe(self, reward: float, done: bool) -> None: ...
+
+
+@dataclasses.dataclass
+class VideoPolicies:
+    """What a video shows side by side: the policy before adaptation and the policy after it, each labelled."""
+
+    before: EpisodePolicy
+    after: EpisodePolicy
+    before_label: str
+    after_label: str
 
 
 class MakesVideos(Protocol):

@@ -182,8 +182,8 @@ def test_each_room_of_the_core_imports_only_the_rooms_below_it():
             target = parts[1] if parts[1] in rooms | {"envs", "agents"} else ""
             if target in (room, "agents") or (target == "envs" and path in allowed_envs):  # agents: the test above
                 continue
-            # for annotations only: VideoPolicies, and the Actor and Episodes of an EpisodeAdaptation
-            type_only = path == "contract.py" and name.startswith(("metarl.rl.video", "metarl.rl.sampler"))
+            # for annotations only: the Actor and Episodes of an EpisodeAdaptation
+            type_only = path == "contract.py" and name.startswith("metarl.rl.sampler")
             if target not in below[room] and not type_only:
                 wrong.append(f"{path} imports {name}")
     assert not wrong

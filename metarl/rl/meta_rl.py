@@ -19,14 +19,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.contract import Capability
+from metarl.contract import Capability, VideoPolicies
 from metarl.errors import ConfigError
 from metarl.guards import check_count, check_tasks
 from metarl.networks.functional import Params, detach, sgd_step, stack
 from metarl.rl.policies import Policy, make_policy
 from metarl.rl.returns import LinearFeatureBaseline, discounted_returns, gae
-from metarl.rl.sampler import EnvSource, Episodes, EpisodeSampler, MLPActor, Sampler
-from metarl.rl.video import VideoPolicies, maml_policies
+from metarl.rl.sampler import Controller, EnvSource, Episodes, EpisodeSampler, MLPActor, Sampler
+from metarl.rl.video import act_seed
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, TaskSource, as_task
 
@@ -282,8 +282,12 @@ class MAMLRLAgent(ABC):
         return InnerStepsOnGivenEpisodes(self, check_count("episodes_per_step", episodes_per_step))
 
     def video_policies(self, task: Task, steps: int, seed: int) -> VideoPolicies:
-        """``theta`` against ``theta'`` after ``steps`` inner steps on ``task`` (:func:`metarl.rl.video.maml_policies`)."""
-        return maml_policies(self, task, steps, seed)
+        """``theta`` against ``theta'`` after ``steps`` inner steps on ``task`` (support episodes from :meth:`collect`)."""
+        adapted = self.collect([task], derive_seed(seed, 0), steps).query_params  # stacked for the one task
+        label = f"after {steps} inner step{'s' if steps != 1 else ''}"
+        return VideoPolicies(Controller(MLPActor(self.policy), self.action_space, act_seed(seed)),
+                             Controller(MLPActor(self.policy, adapted), self.action_space, act_seed(seed)),
+                             "before (theta)", label)
 
     def curve_axis(self, points: int) -> tuple[str, list[int]]:
         """The adaptation curve's x-axis, and the episodes of experience on the task before each point."""

@@ -1,6 +1,7 @@
 """Videos of a policy before and after adaptation on held-out tasks (``metarl eval RUN_DIR --video``).
 
-An agent hands over two :class:`EpisodePolicy` objects for a task (:class:`VideoPolicies`): the policy
+An agent hands over two :class:`~metarl.contract.EpisodePolicy` objects for a task
+(:class:`~metarl.contract.VideoPolicies`): the policy
 *before* adaptation and the policy *after* it. Each one acts through one episode on an environment built
 with ``render_mode="rgb_array"``; the two episodes start from the same reset seed and are drawn side by side
 (left: before, right: after) with a label above each, the step and the return so far.
@@ -12,8 +13,8 @@ An agent that can make videos declares :attr:`~metarl.contract.Capability.VIDEOS
 through ``agent.video_policies(task, steps, seed)`` (:class:`~metarl.contract.MakesVideos`). The agents built on
 the core's pieces make them with the adapters here:
 
-* the MAML-RL agents (:func:`maml_policies`): ``theta`` against ``theta'`` after ``steps`` inner steps on the
-  task, the adapted parameters from :meth:`MAMLRLAgent.collect` on that one task;
+* the MAML-RL agents (:meth:`metarl.rl.meta_rl.MAMLRLAgent.video_policies`): ``theta`` against ``theta'`` after
+  ``steps`` inner steps on the task, the adapted parameters from ``collect`` on that one task;
 * RL² (:func:`recurrent_policies`): episode 1 of a trial against episode ``K`` of a trial (the first ``K - 1``
   episodes run unrendered with the same seeds, so the hidden state carries what they taught it).
 
@@ -26,60 +27,30 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from metarl.contract import Capability, MakesVideos, require
+from metarl.contract import Capability, EpisodePolicy, MakesVideos, VideoPolicies, require
 from metarl.errors import ConfigError
-from metarl.networks.functional import Params
 from metarl.rl.recurrent import RecurrentActor, RecurrentPolicy
-from metarl.rl.sampler import Controller, MLPActor
+from metarl.rl.sampler import Controller
 from metarl.seeding import derive_seed
 from metarl.task import EnvironmentFamily, Task, provides
 
-if TYPE_CHECKING:
-    from metarl.rl.meta_rl import MAMLRLAgent
-
-__all__ = ["EpisodePolicy", "VideoPolicies", "check_renderable", "maml_policies", "recurrent_policies",
-           "render_episode", "write_video", "write_videos"]
+__all__ = ["act_seed", "check_renderable", "recurrent_policies", "render_episode", "write_video", "write_videos"]
 
 PANEL_HEIGHT = 256  # each side is scaled to this height
 LABEL_HEIGHT = 32  # the strip above the panels (so 256 + 32 = 288, a multiple of 16 as video codecs like)
 FORMATS = ("gif", "mp4")
 
 
-@runtime_checkable
-class EpisodePolicy(Protocol):
-    """Acts through an episode: ``act`` before each step, ``observe`` with the step's outcome after it."""
-
-    def act(self, obs: np.ndarray) -> Any: ...
-    def observe(self, reward: float, done: bool) -> None: ...
-
-
-@dataclass
-class VideoPolicies:
-    before: EpisodePolicy
-    after: EpisodePolicy
-    before_label: str
-    after_label: str
-
-
 # -- the core agents' policies: both sides act with the same seed ------------------------------------
-def _act_seed(seed: int) -> int:
+def act_seed(seed: int) -> int:
+    """The seed of the generator both sides of a video draw their actions from."""
     return derive_seed(seed, 2)
-
-
-def maml_policies(agent: MAMLRLAgent, task: Task, steps: int, seed: int) -> VideoPolicies:
-    """``theta`` and ``theta'`` after ``steps`` inner steps on ``task`` (support episodes from ``collect``)."""
-    adapted: Params = agent.collect([task], derive_seed(seed, 0), steps).query_params  # stacked for the one task
-    label = f"after {steps} inner step{'s' if steps != 1 else ''}"
-    return VideoPolicies(Controller(MLPActor(agent.policy), agent.action_space, _act_seed(seed)),
-                         Controller(MLPActor(agent.policy, adapted), agent.action_space, _act_seed(seed)),
-                         "before (theta)", label)
 
 
 def recurrent_policies(policy: RecurrentPolicy, family: EnvironmentFamily, episodes_per_trial: int, task: Task,
@@ -87,7 +58,7 @@ def recurrent_policies(policy: RecurrentPolicy, family: EnvironmentFamily, episo
     """Episode 1 of a trial against episode ``K``: the after-controller first runs episodes ``1..K-1``
     unrendered (episode 1 from the rendered episodes' reset seed, so it is the before-side's episode)."""
     env = family.make_env(task)
-    before, after = (Controller(RecurrentActor(policy), env.action_space, _act_seed(seed)) for _ in range(2))
+    before, after = (Controller(RecurrentActor(policy), env.action_space, act_seed(seed)) for _ in range(2))
     try:
         for j in range(episodes_per_trial - 1):
             run_episode(env, after, render_seed(seed) if j == 0 else derive_seed(seed, 3, j), render=False)
