@@ -204,6 +204,7 @@ def test_more_lost_workers_than_allowed_stop_the_run_naming_its_last_checkpoint(
 def test_a_run_task_retried_after_its_node_was_lost_resumes_the_run(tmp_path):
     """What a seed's Ray task does on its node (no runtime needed): a run directory that held no run when the task
     was submitted but holds one now was started by an earlier attempt, and is resumed from its last checkpoint."""
+    from metarl.running.cli import main
     from metarl.running.cluster import _train_on_node
 
     quick = Path(__file__).resolve().parents[1] / "experiments" / "maml_trpo_navigation2d_quick.yaml"
@@ -212,13 +213,13 @@ def test_a_run_task_retried_after_its_node_was_lost_resumes_the_run(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     for run in (whole, cut):
         run.mkdir()
-        assert _train_on_node(config.to_dict(), str(run), resume_found=True) == 0
+        assert _train_on_node(main, config.to_dict(), str(run), resume_found=True) == 0
     (cut / "checkpoints" / "iter_000002.pt").unlink()  # as if its node was lost during the second iteration
-    assert _train_on_node(config.to_dict(), str(cut), resume_found=True) == 0  # a fresh start would be refused (exit 2)
+    assert _train_on_node(main, config.to_dict(), str(cut), resume_found=True) == 0  # a fresh start: refused (exit 2)
     assert (cut / "metrics.jsonl").read_text().count("\n") == 2
     _assert_same_tensors(*(torch.load(run / "checkpoints" / "iter_000002.pt", weights_only=True)["agent"]
                            for run in (whole, cut)))
-    assert _train_on_node(config.to_dict(), str(cut), resume_found=False) == 2  # a run that was there before: refused
+    assert _train_on_node(main, config.to_dict(), str(cut), resume_found=False) == 2  # a run that was there before: refused
     assert "already holds a run" in (cut / "train.log").read_text()
     with pytest.raises(ClusterError, match="filesystem that the driver and every node share"):
-        _train_on_node(config.to_dict(), str(tmp_path / "elsewhere"), resume_found=True)
+        _train_on_node(main, config.to_dict(), str(tmp_path / "elsewhere"), resume_found=True)

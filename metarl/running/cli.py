@@ -429,7 +429,7 @@ def _launch(args: argparse.Namespace, runs: list[GridRun], configs: dict[str, Ru
 
         print(f"{len(runs)} {noun} on the Ray cluster; each run's output goes to <run dir>/train.log", flush=True)
         codes = train_on_cluster([(run.label, run.run_dir, configs[run.label].to_dict(), run.resume) for run in runs],
-                                 args.ray_address)
+                                 args.ray_address, main)
         for run in runs:
             if codes[run.label] != 0:
                 _print_log_tail(run.run_dir)

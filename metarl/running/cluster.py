@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,11 @@ from metarl.rl.distributed import connect, first_line, ray_module
 __all__ = ["train_on_cluster"]
 
 
-def _train_on_node(config: dict[str, Any], run_dir: str, resume_found: bool) -> int:
-    """One run of ``metarl train`` on the node this Ray task landed on; its output goes to ``train.log`` in the
-    run directory. ``resume_found``: a run found in the directory is continued (one the task was submitted to
-    continue, or one started by an earlier attempt of this task, its node lost); otherwise a run found there is
-    refused, as ``metarl train`` refuses to overwrite one."""
-    from metarl.running.cli import main
-
+def _train_on_node(command: Callable[[list[str]], int], config: dict[str, Any], run_dir: str, resume_found: bool) -> int:
+    """One run of ``metarl train`` (``command``: the ``metarl`` command line's entry point) on the node this Ray task
+    landed on; its output goes to ``train.log`` in the run directory. ``resume_found``: a run found in the directory
+    is continued (one the task was submitted to continue, or one started by an earlier attempt of this task, its node
+    lost); otherwise a run found there is refused, as ``metarl train`` refuses to overwrite one."""
     path = Path(run_dir)
     if not path.is_dir():
         node = ray_module().util.get_node_ip_address()
@@ -44,16 +42,18 @@ def _train_on_node(config: dict[str, Any], run_dir: str, resume_found: bool) -> 
             config_file.write_text(yaml.safe_dump(config, sort_keys=False))
             argv = ["train", str(config_file), "--run-dir", run_dir]
         try:
-            return main([*argv, "--no-progress"])
+            return command([*argv, "--no-progress"])
         except Exception:  # a bug: its traceback in the run's log, as a local run shows it
             traceback.print_exc()
             return 1
 
 
-def train_on_cluster(runs: Sequence[tuple[str, Path, dict[str, Any], bool]], address: str | None) -> dict[str, int]:
-    """Each ``(label, run directory, run config, resume)`` as a Ray task running ``metarl train`` (reserving the
-    config's ``torch_threads`` CPUs; ``resume``: continue the run the directory holds), all at once as the cluster
-    allows; returns each run's exit code by label, reporting each as it finishes."""
+def train_on_cluster(runs: Sequence[tuple[str, Path, dict[str, Any], bool]], address: str | None,
+                     command: Callable[[list[str]], int]) -> dict[str, int]:
+    """Each ``(label, run directory, run config, resume)`` as a Ray task running ``metarl train`` through ``command``
+    (the command line's entry point, which calls this; reserving the config's ``torch_threads`` CPUs; ``resume``:
+    continue the run the directory holds), all at once as the cluster allows; returns each run's exit code by label,
+    reporting each as it finishes."""
     ray = ray_module()
     connect(address)
     remote = ray.remote(_train_on_node)
@@ -63,7 +63,7 @@ def train_on_cluster(runs: Sequence[tuple[str, Path, dict[str, Any], bool]], add
         run_dir.mkdir(parents=True, exist_ok=True)
         task = remote.options(num_cpus=config.get("torch_threads", 1))
         resume_found = resume or not (run_dir / "config.yaml").exists()  # else a run that is not ours: refused
-        pending[task.remote(config, str(run_dir), resume_found)] = (label, run_dir)
+        pending[task.remote(command, config, str(run_dir), resume_found)] = (label, run_dir)
     codes: dict[str, int] = {}
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
