@@ -33,8 +33,7 @@ def compare(config_name: str, reps: int) -> dict[str, float]:
     agents, family = {}, None
     for name, layout in LAYOUTS.items():
         family, agent, _ = build_run(load_config(EXPERIMENTS / f"{config_name}.yaml"))
-        agent.model.to(memory_format=layout)
-        agent.optimizer = torch.optim.Adam(agent.parameters(), lr=agent.config.lr)  # state in the new layout
+        agent.model.to(memory_format=layout)  # in place: the optimiser keeps the same parameters
         agents[name] = agent
     batch = getattr(next(iter(agents.values())).config, "meta_batch_size", 1)
     times: dict[str, list[float]] = {name: [] for name in LAYOUTS}
