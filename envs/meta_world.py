@@ -35,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 
 from metarl.guards import check_count
+from metarl.running.rundir import atomic_write
 from metarl.task import Task
 
 from .base import Choice, Distribution, TaskEnv, TaskFamily
@@ -73,9 +74,11 @@ def benchmark_tasks(benchmark: str, env_name: str | None, seed: int) -> dict[str
     mw = _metaworld()
     key = f"{benchmark}-{env_name}" if benchmark == "ML1" else benchmark
     path = cache_dir() / f"metaworld-{metadata.version('metaworld')}-{key}-seed{seed}.json"
-    if path.is_file():
+    try:
         data = json.loads(path.read_text())
         return {split: [(n, tuple(v)) for n, v in data[split]] for split in ("train", "test")}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache yet, or an unreadable one: build the lists again and replace it
     bench = mw.ML1(env_name, seed=seed) if benchmark == "ML1" else getattr(mw, benchmark)(seed=seed)
     # The task data are pickles made in this process by the installed metaworld: safe to load.
     tasks = {
@@ -84,9 +87,7 @@ def benchmark_tasks(benchmark: str, env_name: str | None, seed: int) -> dict[str
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(tasks))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(tasks))
     except OSError:
         pass  # an unwritable cache only costs time
     return tasks

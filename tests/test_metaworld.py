@@ -36,6 +36,25 @@ def test_the_ml1_train_vector_id_builds_the_test_goals_which_our_train_split_nev
     assert not built & {t["rand_vec"] for t in fam.train_tasks}
 
 
+def test_task_list_cache_is_written_whole_and_an_unreadable_one_is_rebuilt(tmp_path, monkeypatch):
+    from metarl.envs import meta_world
+
+    monkeypatch.setenv("METARL_CACHE_DIR", str(tmp_path))
+    meta_world.benchmark_tasks.cache_clear()
+    try:
+        built = meta_world.benchmark_tasks("ML1", "reach-v3", 5)
+        (cached,) = tmp_path.iterdir()  # one file, no temporary left beside it
+        assert cached.name.endswith("ML1-reach-v3-seed5.json")
+        cached.write_text('{"train": [["reach-v3", [0.1')  # what a write cut short by a kill would leave
+        meta_world.benchmark_tasks.cache_clear()
+        assert meta_world.benchmark_tasks("ML1", "reach-v3", 5) == built
+        assert [p.name for p in tmp_path.iterdir()] == [cached.name]
+        meta_world.benchmark_tasks.cache_clear()
+        assert meta_world.benchmark_tasks("ML1", "reach-v3", 5) == built  # read back from the rebuilt file
+    finally:
+        meta_world.benchmark_tasks.cache_clear()
+
+
 def test_ml10_classes_and_set_task_switches_class_and_goal():
     fam = metarl.envs.make("ML10-v0")
     assert {t["env_name"] for t in fam.train_tasks} == set(metaworld.env_dict.ML10_V3["train"])
