@@ -43,3 +43,52 @@ def test_readme_python_blocks_run_and_the_crawler_family_works():
     finally:
         registry._REGISTRY.clear()
         registry._REGISTRY.update(saved)
+
+
+DOCS = [README, README.parent / "experiments" / "README.md", *sorted((README.parent / "docs").glob("*.md"))]
+ENTRY_POINT_GROUPS = {"metarl.task_families"}
+
+
+def _code_spans(path: Path) -> list[str]:
+    return re.findall(r"`([^`\n]+)`", path.read_text())
+
+
+def test_the_docs_name_only_files_that_exist():
+    """Every repository path in a code span of the README, experiments/README.md and docs/ exists; a path that
+    goes on with a placeholder (``<name>``, ``{a,b}``, ``*``) or a gymnasium id (``metarl/X-v0``) is a pattern."""
+    missing = []
+    for doc in DOCS:
+        for span in _code_spans(doc):
+            pattern = r"(?<![\w/.])((?:metarl|envs|agents|experiments|benchmarks|tests|docs)/[\w./-]+)([<{*]?)"
+            for path, placeholder in re.findall(pattern, span):
+                path = path.rstrip(".")
+                if placeholder or re.search(r"-v\d+$", path) or path.endswith(("_", "-seed")):
+                    continue
+                if not (README.parent / path).exists():
+                    missing.append(f"{doc.name}: {path}")
+    assert not missing, missing
+
+
+def test_the_docs_name_only_python_names_that_exist():
+    """Every dotted ``metarl.*`` name in a code span of the docs imports or is an attribute of what imports."""
+    import importlib
+
+    missing = []
+    for doc in DOCS:
+        for span in _code_spans(doc):
+            for name in re.findall(r"\bmetarl(?:\.[A-Za-z_]\w*)+", span):
+                if name in ENTRY_POINT_GROUPS:
+                    continue
+                parts = name.split(".")
+                for cut in range(len(parts), 0, -1):
+                    try:
+                        obj = importlib.import_module(".".join(parts[:cut]))
+                        break
+                    except ImportError:
+                        continue
+                for attribute in parts[cut:]:
+                    if not hasattr(obj, attribute):
+                        missing.append(f"{doc.name}: {name}")
+                        break
+                    obj = getattr(obj, attribute)
+    assert not missing, missing
