@@ -45,16 +45,19 @@ def test_readme_python_blocks_run_and_the_crawler_family_works():
         registry._REGISTRY.update(saved)
 
 
-DOCS = [README, README.parent / "experiments" / "README.md", *sorted((README.parent / "docs").glob("*.md"))]
+DOCS = [README, README.parent / "experiments" / "README.md", *sorted((README.parent / "docs").glob("*.md")),
+        *sorted((README.parent / "experiments" / "results").glob("*/README.md"))]
 ENTRY_POINT_GROUPS = {"metarl.task_families"}
 
 
 def _code_spans(path: Path) -> list[str]:
-    return re.findall(r"`([^`\n]+)`", path.read_text())
+    """The inline code and the fenced blocks of a markdown file."""
+    text = path.read_text()
+    return re.findall(r"```[a-z]*\n(.*?)```", text, re.S) + re.findall(r"`([^`\n]+)`", text)
 
 
 def test_the_docs_name_only_files_that_exist():
-    """Every repository path in a code span of the README, experiments/README.md and docs/ exists; a path that
+    """Every repository path in the code of the READMEs (the project's, experiments/ and its results') and docs/ exists; a path that
     goes on with a placeholder (``<name>``, ``{a,b}``, ``*``) or a gymnasium id (``metarl/X-v0``) is a pattern."""
     missing = []
     for doc in DOCS:
