@@ -24,7 +24,7 @@ from metarl.envs.base import TaskFamily
 
 from metarl.task import Task, TaskSource
 
-__all__ = ["ENTRY_POINT_GROUP", "accepted_overrides", "make", "origin", "register", "registered"]
+__all__ = ["ENTRY_POINT_GROUP", "accepted_overrides", "check_overrides", "make", "origin", "register", "registered"]
 
 ENTRY_POINT_GROUP = "metarl.task_families"
 GYM_NAMESPACE = "metarl"
@@ -135,6 +135,11 @@ def accepted_overrides(factory: Callable[..., Any]) -> list[str]:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self" and p.name not in names:
                 names.append(p.name)
     return names
+
+
+def check_overrides(name: str, overrides: Mapping[str, Any]) -> None:
+    """Refuse an unknown family name or override, by name, without building the family."""
+    _check_overrides(name, _entry(name).load(), overrides)
 
 
 def _check_overrides(name: str, factory: Callable[..., Any], overrides: Mapping[str, Any]) -> None:

@@ -215,3 +215,18 @@ def test_paper_scale_configs_hold_the_references_settings(family, agent, setting
                              "ant_dir": "AntDir-v0"}[family]
     assert config.family_overrides == {"horizon": 100, "action_scale": 10.0}
     assert {k: config.agent_config[k] for k in {**PAPER_MAML, **settings}} == {**PAPER_MAML, **settings}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_experiment_config_names_a_known_family_agent_and_fields(path):
+    """Each config in experiments/ loads, its agent config validates against the agent's dataclass, and its family
+    exists and accepts every override (without building the family: Omniglot's and Meta-World's take seconds)."""
+    from metarl.envs import registry
+
+    from metarl.running.config import build_dataclass, load_config
+    from metarl.running.run import agent_classes
+
+    config = load_config(path)
+    build_dataclass(agent_classes(config.agent)[1], config.agent_config, f"agent_config of {config.agent}")
+    registry.check_overrides(config.family, config.family_overrides)

@@ -57,8 +57,9 @@ def _code_spans(path: Path) -> list[str]:
 
 
 def test_the_docs_name_only_files_that_exist():
-    """Every repository path in the code of the READMEs (the project's, experiments/ and its results') and docs/ exists; a path that
-    goes on with a placeholder (``<name>``, ``{a,b}``, ``*``) or a gymnasium id (``metarl/X-v0``) is a pattern."""
+    """Every repository path in the code of the READMEs (the project's, experiments/ and its results') and docs/
+    exists; a path that goes on with a placeholder (``<name>``, ``{a,b}``, ``*``) or a gymnasium id
+    (``metarl/X-v0``) is a pattern."""
     missing = []
     for doc in DOCS:
         for span in _code_spans(doc):
