@@ -136,7 +136,9 @@ def preprocess_drawings(images: torch.Tensor | np.ndarray, image_size: int = 28,
         raise ValueError(f"images must be grayscale, [n, H, W] or [n, 1, H, W] with n >= 1, got {list(x.shape)}")
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
-    elif x.dtype == torch.bool or x.dtype.is_floating_point:
+    elif x.dtype == torch.bool:
+        x = x.float()
+    elif x.dtype.is_floating_point:
         x = x.float()
         if not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
             raise ValueError("float images must hold values in [0, 1] (pass uint8 for 0..255)")
